@@ -1,0 +1,34 @@
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Checkpoints;
+using RecurFormer.Model.Configuration;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Model.Layers;
+
+/// <summary>Pre-norm Transformer block: x + attn(norm(x)), then x + mlp(norm(x)).</summary>
+public sealed class DecoderLayer : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly RmsNorm input_layernorm;
+    private readonly Attention self_attn;
+    private readonly RmsNorm post_attention_layernorm;
+    private readonly Mlp mlp;
+#pragma warning restore IDE1006
+
+    public DecoderLayer(TransformerConfig config, CheckpointWeights weights, string prefix, int layer) : base(prefix)
+    {
+        input_layernorm = RmsNorm.Load(weights, $"{prefix}.input_layernorm", config.HiddenSize, config.RmsNormEps);
+        self_attn = new Attention(config, weights, $"{prefix}.self_attn", layer);
+        post_attention_layernorm = RmsNorm.Load(weights, $"{prefix}.post_attention_layernorm", config.HiddenSize, config.RmsNormEps);
+        mlp = new Mlp(config, weights, $"{prefix}.mlp");
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, ForwardBatch batch)
+    {
+        using var scope = NewDisposeScope();
+        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, batch);
+        return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+    }
+}
