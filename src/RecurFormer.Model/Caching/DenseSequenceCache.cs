@@ -1,3 +1,4 @@
+using RecurFormer.Model.Configuration;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Model.Caching;
@@ -10,6 +11,8 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
 {
     private readonly Tensor?[] _keys = new Tensor?[layers];
     private readonly Tensor?[] _values = new Tensor?[layers];
+    private readonly Tensor?[] _windowKeys = new Tensor?[layers];
+    private readonly Tensor?[] _windowValues = new Tensor?[layers];
     private readonly MambaState?[] _mamba = new MambaState?[layers];
 
     public int Length { get; private set; }
@@ -22,6 +25,17 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
         _keys[layer]!.narrow(1, Length, keys.shape[1]).copy_(keys);
         _values[layer]!.narrow(1, Length, values.shape[1]).copy_(values);
         return (_keys[layer]!.narrow(1, 0, needed), _values[layer]!.narrow(1, 0, needed));
+    }
+
+    /// <summary>Keeps every position (this cache is for tools and tests); the caller's mask applies the window.</summary>
+    public (Tensor Keys, Tensor Values, Tensor Positions) AppendWindowKeyValues(int layer, Tensor keys, Tensor values, WindowSpec window)
+    {
+        var needed = Length + keys.shape[1];
+        _windowKeys[layer] = Reserve(_windowKeys[layer], keys, needed);
+        _windowValues[layer] = Reserve(_windowValues[layer], values, needed);
+        _windowKeys[layer]!.narrow(1, Length, keys.shape[1]).copy_(keys);
+        _windowValues[layer]!.narrow(1, Length, values.shape[1]).copy_(values);
+        return (_windowKeys[layer]!.narrow(1, 0, needed), _windowValues[layer]!.narrow(1, 0, needed), arange(needed, device: keys.device));
     }
 
     /// <summary>Returns a buffer of at least <paramref name="needed"/> positions, growing (doubling) when full.</summary>
@@ -58,7 +72,7 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
 
     public void Dispose()
     {
-        foreach (var tensor in _keys.Concat(_values))
+        foreach (var tensor in _keys.Concat(_values).Concat(_windowKeys).Concat(_windowValues))
         {
             tensor?.Dispose();
         }

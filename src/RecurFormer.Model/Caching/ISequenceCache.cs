@@ -1,3 +1,4 @@
+using RecurFormer.Model.Configuration;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Model.Caching;
@@ -17,6 +18,14 @@ public interface ISequenceCache : IDisposable
     /// returns all of them ([kvHeads, Length + n, headDim]). The returned tensors are only valid during the forward.
     /// </summary>
     (Tensor Keys, Tensor Values) AppendKeyValues(int layer, Tensor keys, Tensor values);
+
+    /// <summary>
+    /// Stores this step's keys and values of one layer's windowed groups ([windowGroups, n, headDim]) and returns the
+    /// keys and values the step's queries may need (at least the sinks and the last <see cref="WindowSpec.Size"/>
+    /// positions before the step, plus the new ones), with their absolute positions [m]. Implementations may keep
+    /// only sinks + window (a ring buffer) or more; the caller masks by position.
+    /// </summary>
+    (Tensor Keys, Tensor Values, Tensor Positions) AppendWindowKeyValues(int layer, Tensor keys, Tensor values, WindowSpec window);
 
     /// <summary>The recurrent state of one Mamba layer, or null before the first token.</summary>
     MambaState? GetMambaState(int layer);

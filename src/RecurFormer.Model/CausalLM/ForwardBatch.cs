@@ -45,8 +45,11 @@ public sealed class ForwardBatch
     /// <summary>Logits for every token (perplexity, tests); otherwise only for each sequence's last token.</summary>
     public bool AllLogits { get; init; }
 
-    /// <summary>When set, attention runs eagerly and records its probabilities here (recency analysis, tests).</summary>
+    /// <summary>When set, layers record what it asks for (attention probabilities, layer inputs and head outputs).</summary>
     public AttentionCapture? Capture { get; init; }
+
+    /// <summary>Keep the autograd graph (distillation); inference runs without it.</summary>
+    public bool Training { get; init; }
 
     /// <summary>Positions of the packed tokens: each sequence continues from its cache length.</summary>
     public Tensor Positions(Device device)
@@ -70,15 +73,45 @@ public sealed class ForwardBatch
         : tensor(Offsets.Skip(1).Select(end => (long)end - 1).ToArray(), device: device);
 }
 
-/// <summary>Attention probabilities recorded by an eager forward: per layer, per sequence, [heads, queries, keys] on the CPU.</summary>
+/// <summary>
+/// What an instrumented forward records, per layer: the attention block's input (the normalised hidden state)
+/// and the head outputs that feed o_proj ([T, heads × headDim]) when <see cref="RecordsLayers"/>, and the
+/// attention probabilities of plain layers ([heads, queries, keys], float32 on the CPU) when
+/// <see cref="RecordsProbabilities"/> (which makes attention run eagerly). Layer records keep their autograd graph
+/// so that distillation can train through them.
+/// </summary>
 public sealed class AttentionCapture : IDisposable
 {
     private readonly Dictionary<(int Layer, int Sequence), Tensor> _probabilities = [];
+    private readonly Dictionary<int, (Tensor Input, Tensor Heads)> _layers = [];
 
-    public void Record(int layer, int sequence, Tensor probabilities) =>
+    public bool RecordsProbabilities { get; init; } = true;
+    public bool RecordsLayers { get; init; }
+
+    public void RecordProbabilities(int layer, int sequence, Tensor probabilities) =>
         _probabilities[(layer, sequence)] = probabilities.detach().to(ScalarType.Float32, CPU).DetachFromDisposeScope();
 
+    public void RecordLayer(int layer, Tensor input, Tensor heads)
+    {
+        if (!RecordsLayers)
+        {
+            return;
+        }
+        if (_layers.Remove(layer, out var old))
+        {
+            old.Input.Dispose();
+            old.Heads.Dispose();
+        }
+        _layers[layer] = (input.alias().DetachFromDisposeScope(), heads.alias().DetachFromDisposeScope());
+    }
+
     public Tensor Get(int layer, int sequence = 0) => _probabilities[(layer, sequence)];
+
+    /// <summary>The attention input [T, hidden] of a layer.</summary>
+    public Tensor LayerInput(int layer) => _layers[layer].Input;
+
+    /// <summary>The head outputs [T, heads × headDim] of a layer, before o_proj.</summary>
+    public Tensor HeadOutputs(int layer) => _layers[layer].Heads;
 
     public void Dispose()
     {
@@ -86,6 +119,12 @@ public sealed class AttentionCapture : IDisposable
         {
             tensor.Dispose();
         }
+        foreach (var (input, heads) in _layers.Values)
+        {
+            input.Dispose();
+            heads.Dispose();
+        }
         _probabilities.Clear();
+        _layers.Clear();
     }
 }

@@ -34,7 +34,7 @@ public sealed class MambaCausalLM : nn.Module, ICausalLM
     public Tensor Forward(ForwardBatch batch)
     {
         using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
+        using var gradMode = batch.Training ? null : no_grad();
         var hidden = backbone.Forward(batch.TokenTensor(Target.Device), batch);
         hidden = hidden.index_select(0, batch.LogitRows(Target.Device)).to_type(Target.DType);
         var logits = lm_head?.forward(hidden) ?? nn.functional.linear(hidden, backbone.EmbeddingWeight);

@@ -38,7 +38,7 @@ public sealed class TransformerCausalLM : nn.Module, ICausalLM
     public Tensor Forward(ForwardBatch batch)
     {
         using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
+        using var gradMode = batch.Training ? null : no_grad();
         var (cos, sin) = _rope.Tables(batch.Positions(Target.Device), Target.DType);
         var hidden = model.Forward(batch.TokenTensor(Target.Device), cos, sin, batch);
         hidden = hidden.index_select(0, batch.LogitRows(Target.Device));

@@ -67,8 +67,14 @@ public sealed record TransformerConfig : ModelConfig
     public required bool MlpBias { get; init; }
     public required int MaxPositionEmbeddings { get; init; }
 
+    /// <summary>Which KV groups are replaced (Mamba or window); everything kept for a plain HuggingFace checkpoint.</summary>
+    public required HybridLayout Hybrid { get; init; }
+
     /// <summary>Query heads that share one KV head.</summary>
     public int GroupSize => NumAttentionHeads / NumKeyValueHeads;
+
+    /// <summary>The heads and groups of one layer: what attends fully, what through a window, what Mamba computes.</summary>
+    public LayerHeads Heads(int layer) => new(this, Hybrid.ForLayer(layer));
 
     internal static TransformerConfig From(ConfigReader r, string modelType)
     {
@@ -86,6 +92,7 @@ public sealed record TransformerConfig : ModelConfig
         }
         // Qwen2 always has q/k/v biases and no o_proj bias; Llama and Mistral have `attention_bias` for all four.
         var attentionBias = r.OptionalBool("attention_bias") ?? false;
+        var layers = r.Int("num_hidden_layers");
         return new TransformerConfig
         {
             ModelType = modelType,
@@ -106,6 +113,7 @@ public sealed record TransformerConfig : ModelConfig
             OutputBias = modelType != "qwen2" && attentionBias,
             MlpBias = r.OptionalBool("mlp_bias") ?? false,
             MaxPositionEmbeddings = r.OptionalInt("max_position_embeddings") ?? 2048,
+            Hybrid = HybridLayout.Parse(r.Raw, r.Source, layers, kvHeads) ?? HybridLayout.Nothing(layers),
         };
     }
 }

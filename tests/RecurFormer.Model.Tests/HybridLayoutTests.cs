@@ -1,0 +1,73 @@
+using System.Text.Json.Nodes;
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Configuration;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Model.Tests;
+
+/// <summary>Windowed KV groups (no new weights: only config.json changes) against plain attention.</summary>
+public sealed class HybridLayoutTests : IDisposable
+{
+    private readonly string _folder = Directory.CreateTempSubdirectory("recurformer-window-").FullName;
+
+    public void Dispose() => Directory.Delete(_folder, recursive: true);
+
+    /// <summary>qwen2-tiny (3 layers, 2 KV groups) with the given groups windowed in every layer.</summary>
+    private string Windowed(int size, int sinks, params int[] groups)
+    {
+        foreach (var file in Directory.GetFiles(TestData.Fixture("qwen2-tiny")))
+        {
+            File.Copy(file, Path.Combine(_folder, Path.GetFileName(file)), overwrite: true);
+        }
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, "config.json")))!.AsObject();
+        var layout = new HybridLayout
+        {
+            Layers = Enumerable.Range(0, 3).Select(_ => new LayerReplacement([], groups)).ToArray(),
+            Window = new WindowSpec(size, sinks),
+        };
+        config["recurformer"] = layout.ToJson();
+        File.WriteAllText(Path.Combine(_folder, "config.json"), config.ToJsonString());
+        return _folder;
+    }
+
+    private static Tensor Logits(ICausalLM model, long[] ids)
+    {
+        using var cache = model.CreateCache();
+        return model.Forward(new ForwardBatch([ids], [cache]) { AllLogits = true });
+    }
+
+    [Fact]
+    public void A_window_that_covers_the_whole_prompt_gives_the_teacher_logits_exactly()
+    {
+        var ids = TestData.ReferenceIds(TestData.Fixture("qwen2-tiny"), "prompt_2");
+        using var teacher = TestData.Load(TestData.Fixture("qwen2-tiny"));
+        using var windowed = TestData.Load(Windowed(size: 100, sinks: 0, 0, 1));
+        using var expected = Logits(teacher, ids);
+        using var actual = Logits(windowed, ids);
+        Assert.Equal(0f, (expected - actual).abs().max().item<float>(), 1e-6f);
+    }
+
+    [Fact]
+    public void A_short_window_changes_the_logits_and_decode_agrees_with_prefill()
+    {
+        var ids = TestData.ReferenceIds(TestData.Fixture("qwen2-tiny"), "prompt_2");
+        using var teacher = TestData.Load(TestData.Fixture("qwen2-tiny"));
+        using var windowed = TestData.Load(Windowed(size: 8, sinks: 2, 1));
+        using var plain = Logits(teacher, ids);
+        using var all = Logits(windowed, ids);
+        Assert.True((plain - all).abs().max().item<float>() > 1e-3, "an 8-token window must change the logits of a 100-token prompt");
+
+        using var cache = windowed.CreateCache();
+        windowed.Forward(new ForwardBatch([ids[..^1]], [cache])).Dispose();
+        using var last = windowed.Forward(new ForwardBatch([ids[^1..]], [cache]));
+        Assert.True((last[0] - all[^1]).abs().max().item<float>() < 1e-4);
+    }
+
+    [Fact]
+    public void A_group_outside_the_model_is_rejected()
+    {
+        Windowed(8, 2, 2);
+        var error = Assert.Throws<ModelLoadException>(() => TestData.Load(_folder));
+        Assert.Contains("names KV group 2, but the model has groups 0..1", error.Message);
+    }
+}
