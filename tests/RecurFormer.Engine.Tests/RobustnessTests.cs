@@ -1,0 +1,104 @@
+using RecurFormer.Engine.Requests;
+using static RecurFormer.Engine.Tests.EngineHarness;
+
+namespace RecurFormer.Engine.Tests;
+
+/// <summary>Cancellation, failures and bad requests never leak memory or disturb other requests.</summary>
+public sealed class RobustnessTests
+{
+    [Fact]
+    public async Task After_200_requests_some_cancelled_midway_no_memory_or_tensor_is_left()
+    {
+        using var engine = Start(DemoTeacher, new EngineOptions { CacheMemoryBytes = 8L << 20, MaxNumSeqs = 16, MaxWaitingRequests = 512 });
+        var baseline = (await WaitIdle(engine)).LiveTensors;
+        var prompts = new[] { "What is System.Text.Json.JsonSerializer for?", "Explain System.Threading.CancellationToken.Equals.", "Describe System.Uri." }
+            .Select(q => Tokenizer.Encode(ChatPrompt(q))).ToArray();
+
+        var tasks = Enumerable.Range(0, 200).Select(async i =>
+        {
+            using var cancel = new CancellationTokenSource();
+            var events = engine.Submit(Request($"r{i}", prompts[i % 3], new SamplingParams { Temperature = i % 2, Seed = i, MaxTokens = 8 + i % 13, IgnoreEos = i % 5 == 0 }), cancel.Token);
+            var tokens = 0;
+            await foreach (var e in events.ReadAllAsync())
+            {
+                if (e is TokenEvent && ++tokens == 3 && i % 3 == 0)
+                {
+                    cancel.Cancel(); // a third of them hang up after three tokens
+                }
+            }
+            return tokens;
+        });
+        var counts = await Task.WhenAll(tasks);
+
+        Assert.All(counts, c => Assert.True(c >= 1));
+        var idle = await WaitIdle(engine);
+        Assert.Equal(0, idle.Running);
+        Assert.Equal(0, idle.Waiting);
+        Assert.Equal(0, idle.Cache.TotalBytes);
+        Assert.Equal(0, idle.Cache.BlocksInUse);
+        Assert.Equal(baseline, idle.LiveTensors);
+    }
+
+    [Fact]
+    public async Task A_request_that_fails_leaves_the_others_outputs_unchanged()
+    {
+        var prompts = new[] { "What is System.Text.Json.JsonSerializer for?", "Explain System.Threading.CancellationToken.Equals.", "Describe System.Uri." }
+            .Select(q => Tokenizer.Encode(ChatPrompt(q))).ToArray();
+        using var engine = Start(DemoTeacher);
+        var expected = await Task.WhenAll(prompts.Select((p, i) => Collect(engine.Submit(Request($"ok-{i}", p, Greedy(16))))));
+
+        engine.FailWhen = id => id == "doomed";
+        var doomed = Collect(engine.Submit(Request("doomed", prompts[0], Greedy(16))));
+        var others = await Task.WhenAll(prompts.Select((p, i) => Collect(engine.Submit(Request($"again-{i}", p, Greedy(16))))));
+
+        Assert.Contains("injected failure", (await doomed).Error);
+        for (var i = 0; i < prompts.Length; i++)
+        {
+            Assert.Null(others[i].Error);
+            Assert.Equal(expected[i].Tokens[0], others[i].Tokens[0]);
+        }
+        Assert.Equal(0, (await WaitIdle(engine)).Cache.TotalBytes);
+    }
+
+    [Fact]
+    public void Bad_requests_are_refused_at_submission_with_the_parameter_named()
+    {
+        using var engine = Start(DemoTeacher, new EngineOptions { MaxModelLen = 64 });
+        var prompt = Tokenizer.Encode(ChatPrompt("Describe System.Uri."));
+
+        Assert.Equal("prompt", Assert.Throws<EngineRequestException>(() => engine.Submit(Request("empty", [], Greedy()))).Param);
+        Assert.Equal("prompt", Assert.Throws<EngineRequestException>(() => engine.Submit(Request("vocab", [1, 8192], Greedy()))).Param);
+        Assert.Equal("temperature", Assert.Throws<EngineRequestException>(() => engine.Submit(Request("t", prompt, Greedy() with { Temperature = -1 }))).Param);
+        Assert.Equal("n", Assert.Throws<EngineRequestException>(() => engine.Submit(Request("n", prompt, Greedy() with { N = 0 }))).Param);
+        Assert.Equal("logit_bias", Assert.Throws<EngineRequestException>(() => engine.Submit(Request("bias", prompt, Greedy() with { LogitBias = new Dictionary<int, double> { [9000] = 1 } }))).Param);
+        var tooLong = Assert.Throws<EngineRequestException>(() => engine.Submit(Request("long", prompt, Greedy(60))));
+        Assert.Equal("context_length_exceeded", tooLong.Code);
+        Assert.Contains($"maximum context length is 64 tokens. However, you requested {prompt.Length + 60} tokens ({prompt.Length} in the prompt, 60 in the completion)", tooLong.Message);
+    }
+
+    [Fact]
+    public async Task A_full_waiting_queue_refuses_more_requests()
+    {
+        using var engine = Start(DemoTeacher, new EngineOptions { MaxWaitingRequests = 2, MaxNumSeqs = 1 });
+        var prompt = Tokenizer.Encode(ChatPrompt("Describe System.Uri."));
+        using var cancel = new CancellationTokenSource();
+        var accepted = new List<Task<Result>>();
+        var refused = 0;
+        for (var i = 0; i < 10; i++)
+        {
+            try
+            {
+                accepted.Add(Collect(engine.Submit(Request($"q{i}", prompt, Greedy(50) with { IgnoreEos = true }), cancel.Token)));
+            }
+            catch (EngineOverloadedException)
+            {
+                refused++;
+            }
+        }
+        Assert.True(refused > 0, "more requests than seats and queue must be refused");
+        Assert.True(accepted.Count >= 2);
+        cancel.Cancel();
+        await Task.WhenAll(accepted);
+        Assert.Equal(0, (await WaitIdle(engine)).Cache.TotalBytes);
+    }
+}
