@@ -1,0 +1,49 @@
+using System.Diagnostics;
+
+namespace RecurFormer.Cli.Benchmarking;
+
+/// <summary>
+/// Runs the benchmark grid against a target: for each prompt length and concurrency, that many requests at once
+/// (a warm-up request first), each generating exactly max-tokens tokens. Prompts are real text from the demo
+/// model's domain, tokenized and cut to length, different per request so nothing is shared.
+/// </summary>
+public static class BenchmarkRunner
+{
+    public static async Task<List<BenchmarkRun>> Run(IBenchTarget target, Func<int, int, int[]> prompt, IReadOnlyList<int> concurrencies, IReadOnlyList<int> promptLengths, int maxTokens, TextWriter progress)
+    {
+        await target.Run(prompt(16, 0), 4, CancellationToken.None); // warm-up: first-call costs out of the figures
+        var runs = new List<BenchmarkRun>();
+        foreach (var length in promptLengths)
+        {
+            foreach (var concurrency in concurrencies)
+            {
+                progress.Write($"\r{target.Name}: concurrency {concurrency}, prompt {length} tokens ...          ");
+                var cpu = new CpuShare();
+                var start = Stopwatch.GetTimestamp();
+                var measurements = await Task.WhenAll(Enumerable.Range(0, concurrency).Select(i => target.Run(prompt(length, i), maxTokens, CancellationToken.None)));
+                var duration = Stopwatch.GetElapsedTime(start).TotalSeconds;
+                var (processShare, machineShare) = cpu.Measure();
+                var generated = measurements.Sum(m => (long)m.TokenTimes.Count);
+                var ttft = measurements.Select(m => m.TimeToFirstToken).OfType<double>().ToArray();
+                var itl = measurements.SelectMany(m => m.InterTokenLatencies).ToArray();
+                runs.Add(new BenchmarkRun(target.Name, concurrency, length, maxTokens, concurrency, generated, duration, generated / duration,
+                    Percentile(ttft, 0.5), Percentile(ttft, 0.95), Percentile(itl, 0.5), Percentile(itl, 0.95), processShare, machineShare));
+            }
+        }
+        progress.WriteLine();
+        return runs;
+    }
+
+    public static double Percentile(double[] values, double quantile)
+    {
+        if (values.Length == 0)
+        {
+            return double.NaN;
+        }
+        var sorted = values.Order().ToArray();
+        var rank = quantile * (sorted.Length - 1);
+        var low = (int)Math.Floor(rank);
+        var high = (int)Math.Ceiling(rank);
+        return sorted[low] + (sorted[high] - sorted[low]) * (rank - low);
+    }
+}

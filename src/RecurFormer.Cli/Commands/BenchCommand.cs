@@ -1,0 +1,106 @@
+using System.CommandLine;
+using RecurFormer.Cli.Benchmarking;
+using RecurFormer.Engine;
+using RecurFormer.Engine.Caching;
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Configuration;
+using RecurFormer.Tokenization;
+
+namespace RecurFormer.Cli.Commands;
+
+/// <summary>
+/// <c>recurformer bench</c>: the engine benchmark. Throughput, time to first token and inter-token latency at
+/// several concurrencies and prompt lengths, and how many long sequences fit a fixed cache budget, for a model
+/// and (optionally) its baseline, side by side in one run. Prints a table and writes JSON.
+/// </summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "Checkpoint to benchmark.", DefaultValueFactory = _ => GenerateCommand.DefaultModel };
+        var baseline = new Option<string?>("--baseline") { Description = "Checkpoint to compare with (e.g. the source Transformer)." };
+        var json = new Option<string>("--json") { Description = "Where to write the JSON report.", Required = true };
+        var concurrency = new Option<string>("--concurrency") { Description = "Comma-separated concurrencies.", DefaultValueFactory = _ => "1,4,16,64" };
+        var promptTokens = new Option<string>("--prompt-tokens") { Description = "Comma-separated prompt lengths.", DefaultValueFactory = _ => "128,1024" };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request (eos ignored).", DefaultValueFactory = _ => 64 };
+        var cacheMemory = new Option<string>("--cache-memory") { Description = "Cache budget of the engine during the runs.", DefaultValueFactory = _ => "1GB" };
+        var kvDType = new Option<string>("--kv-cache-dtype") { Description = "auto, float32, bfloat16 or float16.", DefaultValueFactory = _ => "auto" };
+        var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget per engine step.", DefaultValueFactory = _ => 512 };
+        var capacityBudget = new Option<string>("--capacity-budget") { Description = "Cache budget for the capacity figure.", DefaultValueFactory = _ => "64MB" };
+        var capacityTokens = new Option<int>("--capacity-tokens") { Description = "Sequence length for the capacity figure.", DefaultValueFactory = _ => 2048 };
+        var compute = new ComputeOptions();
+
+        var command = new Command("bench", "Benchmark the engine: throughput, latency and cache capacity, model vs baseline.")
+        {
+            model, baseline, json, concurrency, promptTokens, maxTokens, cacheMemory, kvDType, maxBatched, capacityBudget, capacityTokens,
+        };
+        compute.AddTo(command);
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var concurrencies = ParseList(parse.GetValue(concurrency)!, "--concurrency");
+            var lengths = ParseList(parse.GetValue(promptTokens)!, "--prompt-tokens");
+            var generate = parse.GetValue(maxTokens);
+            var budget = ParseBytes(parse.GetValue(capacityBudget)!, "--capacity-budget");
+            var target = compute.Initialize(parse);
+            var folders = new[] { parse.GetValue(model)!, parse.GetValue(baseline) }.OfType<string>().ToArray();
+
+            var runs = new List<BenchmarkRun>();
+            var layouts = new List<CacheLayout>();
+            foreach (var folder in folders)
+            {
+                var options = new EngineOptions
+                {
+                    CacheMemoryBytes = ParseBytes(parse.GetValue(cacheMemory)!, "--cache-memory"),
+                    KvCacheDType = parse.GetValue(kvDType)!,
+                    MaxNumBatchedTokens = parse.GetValue(maxBatched),
+                    MaxNumSeqs = Math.Max(64, concurrencies.Max()),
+                    MaxWaitingRequests = Math.Max(256, concurrencies.Max()),
+                    MaxModelLen = lengths.Max() + generate + 16,
+                };
+                using var lm = CausalLMLoader.FromPretrained(folder, target);
+                var tokenizer = HasTokenizer(folder) ? CheckpointTokenizer.FromPretrained(folder) : null;
+                using var engine = new LLMEngine(lm, tokenizer, options);
+                layouts.Add(engine.Layout);
+                var prompts = new BenchPrompts(tokenizer, lm.Config.VocabSize);
+                runs.AddRange(await BenchmarkRunner.Run(new EngineBenchTarget(folder, engine), prompts.Make, concurrencies, lengths, generate, Console.Error));
+                await engine.StopAsync(TimeSpan.Zero);
+            }
+
+            var capacityLength = parse.GetValue(capacityTokens);
+            var capacity = new CapacityResult(budget, capacityLength,
+                Fit(layouts[0], budget, capacityLength), layouts.Count > 1 ? Fit(layouts[1], budget, capacityLength) : null,
+                layouts[0].SequenceBytes(capacityLength), layouts.Count > 1 ? layouts[1].SequenceBytes(capacityLength) : null);
+            var report = new BenchmarkReport("engine", target.ToString(), runs, capacity);
+            report.PrintTable(Console.Out);
+            report.WriteJson(parse.GetValue(json)!);
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Sequences of <paramref name="tokens"/> that fit <paramref name="budget"/> bytes, block rounding included.</summary>
+    public static long Fit(CacheLayout layout, long budget, int tokens) => budget / layout.SequenceBytes(tokens);
+
+    public static int[] ParseList(string text, string option)
+    {
+        var values = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(v => int.TryParse(v, out var n) && n > 0 ? n : throw new UserError($"{option}: '{v}' is not a positive integer"))
+            .ToArray();
+        return values.Length > 0 ? values : throw new UserError($"{option} is empty");
+    }
+
+    public static long ParseBytes(string text, string option)
+    {
+        try
+        {
+            return EngineOptions.ParseBytes(text);
+        }
+        catch (FormatException error)
+        {
+            throw new UserError($"{option}: {error.Message}");
+        }
+    }
+
+    private static bool HasTokenizer(string folder) =>
+        new[] { "tokenizer.json", "vocab.json", "tokenizer.model" }.Any(f => File.Exists(Path.Combine(folder, f)));
+}
