@@ -17,6 +17,31 @@ public sealed class GenerateCommandTests
     }
 
     [Fact]
+    public async Task Messages_are_rendered_with_the_checkpoint_chat_template()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(file, """
+                [{"role": "system", "content": "You are a concise assistant that explains .NET APIs."},
+                 {"role": "user", "content": "Explain System.Threading.CancellationToken.Equals."}]
+                """);
+            var output = await Run("generate", "--messages", file, "--max-tokens", "100");
+            Assert.Equal(0, output.ExitCode);
+            Assert.StartsWith("Determines whether the current System.Threading.CancellationToken instance is equal", output.Stdout);
+
+            File.WriteAllText(file, """[{"content": "no role"}]""");
+            var bad = await Run("generate", "--messages", file);
+            Assert.Equal(1, bad.ExitCode);
+            Assert.Contains("has no 'role'", bad.Stderr);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
     public async Task Prompt_ids_and_output_ids_work_for_a_model_without_tokenizer()
     {
         // llama-tiny prompt 0 and its 24 reference greedy tokens (tests/fixtures/llama-tiny/reference.safetensors).

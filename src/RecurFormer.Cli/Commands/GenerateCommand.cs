@@ -19,6 +19,7 @@ public static class GenerateCommand
         var model = new Option<string>("--model", "-m") { Description = "Checkpoint folder (HuggingFace or RecurFormer format).", DefaultValueFactory = _ => DefaultModel };
         var prompt = new Argument<string?>("prompt") { Description = "Prompt text, tokenized as-is (special tokens such as <|im_start|> are recognised).", Arity = ArgumentArity.ZeroOrOne };
         var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as comma-separated token ids, for models without a tokenizer." };
+        var messages = new Option<string?>("--messages") { Description = "A JSON file with OpenAI-style messages ([{\"role\":...,\"content\":...}], or {\"messages\": [...], \"tools\": [...]}), rendered with the checkpoint's chat template." };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 64 };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => 0 };
         var seed = new Option<long?>("--seed") { Description = "Seed for sampling, for reproducible output." };
@@ -26,7 +27,7 @@ public static class GenerateCommand
         var outputIds = new Option<bool>("--output-ids") { Description = "Print the generated token ids, comma-separated, as the last line." };
         var compute = new ComputeOptions();
 
-        var command = new Command("generate", "Complete a prompt with a model.") { model, prompt, promptIds, maxTokens, temperature, seed, ignoreEos, outputIds };
+        var command = new Command("generate", "Complete a prompt with a model.") { model, prompt, promptIds, messages, maxTokens, temperature, seed, ignoreEos, outputIds };
         compute.AddTo(command);
         command.SetAction(parse =>
         {
@@ -44,7 +45,9 @@ public static class GenerateCommand
             // The config first: a folder that is not a checkpoint is the first thing to say.
             _ = Model.Configuration.ModelConfig.Load(folder);
             var tokenizer = LoadTokenizerIfPresent(folder);
-            var ids = PromptIds(parse.GetValue(prompt), parse.GetValue(promptIds), tokenizer);
+            var ids = parse.GetValue(messages) is { } messagesFile
+                ? ChatPromptIds(folder, messagesFile, parse.GetValue(prompt) ?? parse.GetValue(promptIds), tokenizer)
+                : PromptIds(parse.GetValue(prompt), parse.GetValue(promptIds), tokenizer);
 
             var target = compute.Initialize(parse);
             using var lm = CausalLMLoader.FromPretrained(folder, target);
@@ -90,6 +93,49 @@ public static class GenerateCommand
     {
         string[] files = ["tokenizer.json", "vocab.json", "tokenizer.model"];
         return files.Any(f => File.Exists(Path.Combine(folder, f))) ? CheckpointTokenizer.FromPretrained(folder) : null;
+    }
+
+    /// <summary>Messages rendered by the checkpoint's chat template (with the generation prompt), then tokenized without BOS: the template writes it.</summary>
+    private static int[] ChatPromptIds(string folder, string file, string? otherPrompt, CheckpointTokenizer? tokenizer)
+    {
+        if (otherPrompt is not null)
+        {
+            throw new UserError("give the prompt either as text, with --prompt-ids or with --messages, not several");
+        }
+        if (tokenizer is null)
+        {
+            throw new UserError("--messages needs a checkpoint with a tokenizer");
+        }
+        if (!File.Exists(file))
+        {
+            throw new UserError($"{file}: file not found");
+        }
+        System.Text.Json.JsonDocument document;
+        try
+        {
+            document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
+        }
+        catch (System.Text.Json.JsonException error)
+        {
+            throw new UserError($"{file}: invalid JSON ({error.Message})");
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            var (list, tools) = root.ValueKind == System.Text.Json.JsonValueKind.Object && root.TryGetProperty("messages", out var inner)
+                ? (inner, root.TryGetProperty("tools", out var t) ? t : (System.Text.Json.JsonElement?)null)
+                : (root, null);
+            try
+            {
+                var template = Templates.ChatTemplates.ChatTemplateLoader.Load(folder);
+                var text = template.Render(list, tools, addGenerationPrompt: true);
+                return tokenizer.Encode(text, addBosToken: false);
+            }
+            catch (Exception error) when (error is Templates.ChatTemplates.ChatTemplateNotFoundException or Templates.ChatTemplates.ChatInputException or Templates.TemplateException)
+            {
+                throw new UserError($"{file}: {error.Message}");
+            }
+        }
     }
 
     private static int[] PromptIds(string? text, string? ids, CheckpointTokenizer? tokenizer)
