@@ -252,6 +252,13 @@ public sealed class LLMEngine : IDisposable
             }
             return;
         }
+        var ready = work.Select(w => !w.Sequence.Finished && w.Sequence.Remaining == 0).ToArray();
+        long[]? argmax = null;
+        if (work.Where((w, i) => ready[i] && Sampler.IsPlainGreedy(w.Sequence)).Any())
+        {
+            using var best = logits.argmax(1);
+            argmax = best.data<long>().ToArray();
+        }
         for (var row = 0; row < work.Count; row++)
         {
             var sequence = work[row].Sequence;
@@ -267,7 +274,7 @@ public sealed class LLMEngine : IDisposable
                 }
                 var scores = logits[row];
                 var forks = sequence.Choice == 0 && !sequence.Request.Forked && sequence.Params.N > 1;
-                Accept(sequence, Sampler.Sample(scores, sequence));
+                Accept(sequence, argmax is not null && Sampler.IsPlainGreedy(sequence) ? ((int)argmax[row], null) : Sampler.Sample(scores, sequence));
                 if (forks)
                 {
                     Fork(sequence, scores);

@@ -26,6 +26,17 @@ internal interface ISamplingState
 /// </summary>
 internal static class Sampler
 {
+    /// <summary>
+    /// True when the token is simply the row's argmax (greedy, nothing to apply, no logprobs): the engine then reads
+    /// the argmax of all rows at once, one device-to-host transfer per step instead of one per sequence.
+    /// </summary>
+    public static bool IsPlainGreedy(ISamplingState state)
+    {
+        var p = state.Params;
+        return p.IsGreedy && !p.Logprobs && p.TopLogprobs == 0 && p.LogitBias.Count == 0 && p.RepetitionPenalty == 1.0
+            && p.PresencePenalty == 0 && p.FrequencyPenalty == 0 && state.Suppressed.Count == 0;
+    }
+
     public static (int Token, TokenLogprob? Logprob) Sample(Tensor logits, ISamplingState state)
     {
         using var scope = NewDisposeScope();
