@@ -198,7 +198,7 @@ public sealed class LLMEngine : IDisposable
         {
             var sampling = request.Request.Sampling;
             var first = new Sequence(request, 0, request.Request.PromptTokenIds, request.Request.PromptTokenIds.Count,
-                sampling.Seed is { } seed ? new Generator((ulong)seed) : null, new TextOutput(_tokenizer, sampling.Stop));
+                sampling.Seed is { } seed ? new Generator((ulong)seed, _model.Target.Device) : null, new TextOutput(_tokenizer, sampling.Stop));
             request.Sequences.Add(first);
             _active.Add(request);
             _scheduler.Enqueue(first);
@@ -297,7 +297,7 @@ public sealed class LLMEngine : IDisposable
         {
             var prompt = request.Request.PromptTokenIds;
             var child = new Sequence(request, choice, prompt, prompt.Count,
-                sampling.Seed is { } seed ? new Generator((ulong)(seed + choice)) : null, new TextOutput(_tokenizer, sampling.Stop));
+                sampling.Seed is { } seed ? new Generator((ulong)(seed + choice), _model.Target.Device) : null, new TextOutput(_tokenizer, sampling.Stop));
             request.Sequences.Add(child);
             child.Cache = _cache.TryFork(parent.Cache!, prompt.Count);
             if (child.Cache is null)

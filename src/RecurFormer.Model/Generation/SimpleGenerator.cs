@@ -27,7 +27,7 @@ public sealed class SimpleGenerator(ICausalLM model)
             throw new ArgumentOutOfRangeException(nameof(prompt), $"token id {prompt.First(id => id < 0 || id >= vocab)} is outside the vocabulary (0..{vocab - 1})");
         }
 
-        using var generator = sampling.Seed is { } seed ? new Generator((ulong)seed) : null;
+        using var generator = sampling.Seed is { } seed ? new Generator((ulong)seed, model.Target.Device) : null; // on the device: multinomial needs a generator of its own device
         using var cache = model.CreateCache();
         long[] next = prompt.Select(id => (long)id).ToArray();
         for (var step = 0; step < maxTokens; step++)
