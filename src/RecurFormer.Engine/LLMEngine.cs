@@ -92,14 +92,26 @@ public sealed class LLMEngine : IDisposable
         var state = new RequestState(request, stopIds);
         if (cancellation.CanBeCanceled)
         {
-            cancellation.Register(() =>
+            state.CancellationRegistration = cancellation.Register(() =>
             {
                 state.Cancel();
-                _wake.Release();
+                try
+                {
+                    _wake.Release();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The engine is gone; nothing to wake.
+                }
             });
         }
         _submitted.Enqueue(state);
         _wake.Release();
+        if (_stopping && !_thread.IsAlive)
+        {
+            // The loop ended between our check and the enqueue: nobody will ever serve this request.
+            throw new EngineUnavailableException("the engine is not accepting requests (starting or shutting down)");
+        }
         return state.Events;
     }
 
@@ -120,17 +132,17 @@ public sealed class LLMEngine : IDisposable
         {
             throw new EngineRequestException(problem.Param, problem.Message);
         }
-        var total = prompt.Count + request.Sampling.MaxTokens;
+        var total = (long)prompt.Count + request.Sampling.MaxTokens;
         if (total > MaxModelLen)
         {
             throw new EngineRequestException("max_tokens",
                 $"This model's maximum context length is {MaxModelLen} tokens. However, you requested {total} tokens ({prompt.Count} in the prompt, {request.Sampling.MaxTokens} in the completion). Please reduce the length of the prompt or the completion.",
                 "context_length_exceeded");
         }
-        if (!_cache.CouldEverFit(total))
+        if (!_cache.CouldEverFit((int)total))
         {
             throw new EngineRequestException("max_tokens",
-                $"a sequence of {total} tokens needs {Layout.SequenceBytes(total):N0} bytes of cache, more than the whole cache budget ({_cache.BudgetBytes:N0} bytes)",
+                $"a sequence of {total} tokens needs {Layout.SequenceBytes((int)total):N0} bytes of cache, more than the whole cache budget ({_cache.BudgetBytes:N0} bytes)",
                 "context_length_exceeded");
         }
     }
@@ -162,6 +174,7 @@ public sealed class LLMEngine : IDisposable
                 DropCancelled();
                 if (_stopping)
                 {
+                    TakeSubmissions();
                     foreach (var request in _active.ToList())
                     {
                         Abort(request);
@@ -196,13 +209,26 @@ public sealed class LLMEngine : IDisposable
     {
         while (_submitted.TryDequeue(out var request))
         {
-            var sampling = request.Request.Sampling;
-            var first = new Sequence(request, 0, request.Request.PromptTokenIds, request.Request.PromptTokenIds.Count,
-                sampling.Seed is { } seed ? new Generator((ulong)seed, _model.Target.Device) : null, new TextOutput(_tokenizer, sampling.Stop));
-            request.Sequences.Add(first);
-            _active.Add(request);
-            _scheduler.Enqueue(first);
+            try
+            {
+                Admit(request);
+            }
+            catch (Exception error)
+            {
+                Fail(request, error.Message);
+            }
         }
+    }
+
+    /// <summary>A new request joins the waiting queue as its first choice (the others fork after its prefill).</summary>
+    private void Admit(RequestState request)
+    {
+        var sampling = request.Request.Sampling;
+        var first = new Sequence(request, 0, request.Request.PromptTokenIds, request.Request.PromptTokenIds.Count,
+            sampling.Seed is { } seed ? new Generator((ulong)seed, _model.Target.Device) : null, new TextOutput(_tokenizer, sampling.Stop));
+        request.Sequences.Add(first);
+        _active.Add(request);
+        _scheduler.Enqueue(first);
     }
 
     private void DropCancelled()
@@ -237,6 +263,12 @@ public sealed class LLMEngine : IDisposable
     /// <summary>One forward over the given sequences, then a token for each one that has caught up with its tokens.</summary>
     private void Run(IReadOnlyList<(Sequence Sequence, int Tokens)> work)
     {
+        // A request failed or finished earlier in this step (e.g. during the decode batch) is no longer in the work.
+        work = work.Where(w => !w.Sequence.Finished && w.Sequence.Cache is not null).ToList();
+        if (work.Count == 0)
+        {
+            return;
+        }
         Tensor logits;
         try
         {
@@ -256,7 +288,7 @@ public sealed class LLMEngine : IDisposable
         long[]? argmax = null;
         if (work.Where((w, i) => ready[i] && Sampler.IsPlainGreedy(w.Sequence)).Any())
         {
-            using var best = logits.argmax(1);
+            using var best = logits.argmax(1).cpu();
             argmax = best.data<long>().ToArray();
         }
         for (var row = 0; row < work.Count; row++)
@@ -273,12 +305,11 @@ public sealed class LLMEngine : IDisposable
                     throw new InvalidOperationException("injected failure");
                 }
                 var scores = logits[row];
-                var forks = sequence.Choice == 0 && !sequence.Request.Forked && sequence.Params.N > 1;
-                Accept(sequence, argmax is not null && Sampler.IsPlainGreedy(sequence) ? ((int)argmax[row], null) : Sampler.Sample(scores, sequence));
-                if (forks)
+                if (sequence.Choice == 0 && !sequence.Request.Forked && sequence.Params.N > 1)
                 {
-                    Fork(sequence, scores);
+                    Fork(sequence, scores); // before the parent's own token: accepting it may finish the parent and free its cache
                 }
+                Accept(sequence, argmax is not null && Sampler.IsPlainGreedy(sequence) ? ((int)argmax[row], null) : Sampler.Sample(scores, sequence));
             }
             catch (Exception error)
             {
@@ -323,7 +354,7 @@ public sealed class LLMEngine : IDisposable
             Finish(sequence, FinishReason.Stop, sequence.Output.Finish());
             return;
         }
-        var (delta, stopped) = sequence.Output.Add(sampled.Token);
+        var (delta, stopped) = sequence.Output.Add(sampled.Token, checkStops: sequence.Generated > sequence.Params.MinTokens);
         request.Emit(new TokenEvent(sequence.Choice, sampled.Token, delta, sampled.Logprob));
         if (stopped)
         {
@@ -379,6 +410,7 @@ public sealed class LLMEngine : IDisposable
             sequence.Dispose();
         }
         _active.Remove(request);
+        request.CancellationRegistration.Dispose();
         request.Complete();
     }
 

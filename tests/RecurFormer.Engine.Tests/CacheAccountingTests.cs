@@ -66,7 +66,7 @@ public sealed class CacheAccountingTests : IDisposable
         await events.ReadAsync(); // scheduled
         await events.ReadAsync(); // first token: the sequence holds its blocks and ring buffers
 
-        var usage = engine.Stats.Cache;
+        var usage = (await WaitFor(engine, s => s.Cache.Sequences == 1)).Cache; // stats are published at the end of the step
         var reserved = usage.BlocksInUse * 16;
         Assert.Equal(1, usage.Sequences);
         Assert.Equal(usage.BlocksInUse * layout.BlockBytes, usage.KvBytes);

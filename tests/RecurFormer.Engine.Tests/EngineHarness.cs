@@ -68,12 +68,16 @@ public static class EngineHarness
     public static SamplingParams Greedy(int maxTokens = 24) => new() { Temperature = 0, MaxTokens = maxTokens };
 
     /// <summary>Waits until the engine thread has published an idle snapshot (the step loop runs asynchronously).</summary>
-    public static async Task<EngineStats> WaitIdle(LLMEngine engine)
+    public static Task<EngineStats> WaitIdle(LLMEngine engine) =>
+        WaitFor(engine, stats => stats.Running == 0 && stats.Waiting == 0 && stats.Cache.Sequences == 0);
+
+    /// <summary>The first published snapshot that satisfies <paramref name="condition"/> (or the last one after 5 s).</summary>
+    public static async Task<EngineStats> WaitFor(LLMEngine engine, Func<EngineStats, bool> condition)
     {
         for (var i = 0; i < 200; i++)
         {
             var stats = engine.Stats;
-            if (stats.Running == 0 && stats.Waiting == 0 && stats.Cache.Sequences == 0)
+            if (condition(stats))
             {
                 return stats;
             }

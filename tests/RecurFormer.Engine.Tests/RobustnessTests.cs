@@ -102,3 +102,46 @@ public sealed class RobustnessTests
         Assert.Equal(0, (await WaitIdle(engine)).Cache.TotalBytes);
     }
 }
+
+/// <summary>Edge cases found in review: each pinned so it stays fixed.</summary>
+public sealed class EdgeCaseTests
+{
+    private static readonly int[] Prompt = Tokenizer.Encode(ChatPrompt("Explain System.Threading.CancellationToken.Equals."));
+
+    [Theory]
+    [InlineData(1, false)]   // the first choice finishes on its first token (max_tokens)
+    [InlineData(40, false)]  // ... or on eos
+    [InlineData(40, true)]
+    public async Task N_choices_whose_first_choice_ends_at_once_complete_and_free_everything(int maxTokens, bool seeded)
+    {
+        using var engine = Start(DemoTeacher);
+        var sampling = (seeded ? new SamplingParams { Temperature = 0.8, Seed = 5 } : Greedy()) with { N = 2, MaxTokens = maxTokens, StopTokenIds = maxTokens == 1 ? [] : [Tokenizer.Encode("Determines")[0]] };
+        var result = await Collect(engine.Submit(Request("n2", Prompt, sampling)), n: 2);
+        Assert.Null(result.Error);
+        Assert.All(result.Reasons, r => Assert.NotNull(r));
+        var idle = await WaitIdle(engine);
+        Assert.Equal(0, idle.Cache.TotalBytes);
+        Assert.Equal(0, idle.Cache.Sequences);
+    }
+
+    [Fact]
+    public async Task Stop_strings_wait_for_min_tokens_like_vllm()
+    {
+        using var engine = Start(DemoTeacher);
+        var early = await Collect(engine.Submit(Request("early", Prompt, Greedy(60) with { Stop = ["the"] })));
+        var late = await Collect(engine.Submit(Request("late", Prompt, Greedy(60) with { Stop = ["the"], MinTokens = 12 })));
+        Assert.Equal("Determines whe", early.TextOf()); // "the" inside "whether"
+        Assert.True(late.Tokens[0].Count >= 12);
+        Assert.StartsWith("Determines whether the current", late.TextOf());
+    }
+
+    [Fact]
+    public async Task Top_p_applies_to_the_renormalised_top_k()
+    {
+        // With top_k = 1 every draw is the argmax, whatever top_p: the mass left after top-k is renormalised to 1.
+        using var engine = Start(DemoTeacher);
+        var greedy = await Collect(engine.Submit(Request("greedy", Prompt, Greedy(12) with { IgnoreEos = true })));
+        var sampled = await Collect(engine.Submit(Request("topk1", Prompt, new SamplingParams { Temperature = 2.0, TopK = 1, TopP = 0.01, Seed = 3, MaxTokens = 12, IgnoreEos = true })));
+        Assert.Equal(greedy.Tokens[0], sampled.Tokens[0]);
+    }
+}

@@ -70,4 +70,22 @@ public sealed class HybridLayoutTests : IDisposable
         var error = Assert.Throws<ModelLoadException>(() => TestData.Load(_folder));
         Assert.Contains("names KV group 2, but the model has groups 0..1", error.Message);
     }
+
+    [Fact]
+    public void Mistral_sliding_window_is_a_window_on_every_group_without_sinks()
+    {
+        foreach (var file in Directory.GetFiles(TestData.Fixture("llama-tiny")))
+        {
+            File.Copy(file, Path.Combine(_folder, Path.GetFileName(file)), overwrite: true);
+        }
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, "config.json")))!.AsObject();
+        config["model_type"] = "mistral";
+        config["sliding_window"] = 8;
+        File.WriteAllText(Path.Combine(_folder, "config.json"), config.ToJsonString());
+
+        var parsed = (TransformerConfig)ModelConfig.Load(_folder);
+        Assert.Equal(new WindowSpec(8, 0), parsed.Hybrid.Window);
+        Assert.All(Enumerable.Range(0, 2), layer => Assert.Equal([0, 1, 2], parsed.Heads(layer).WindowGroups));
+        Assert.Empty(parsed.Heads(0).FullGroups);
+    }
 }

@@ -41,8 +41,8 @@ public sealed class HybridCacheManager : IDisposable
             if (layout.FullGroups[layer] > 0 && TotalBlocks > 0)
             {
                 long[] shape = [(long)TotalBlocks * layout.BlockSize, layout.FullGroups[layer], layout.HeadDim];
-                _keyPool[layer] = zeros(shape, layout.KvDType, device);
-                _valuePool[layer] = zeros(shape, layout.KvDType, device);
+                _keyPool[layer] = zeros(shape, layout.KvDType, device).DetachFromDisposeScope();
+                _valuePool[layer] = zeros(shape, layout.KvDType, device).DetachFromDisposeScope();
             }
         }
         for (var block = TotalBlocks - 1; block >= 0; block--)
@@ -70,11 +70,15 @@ public sealed class HybridCacheManager : IDisposable
 
     private int BlocksNeeded(int tokens) => Layout.BlockBytes == 0 ? 0 : Layout.BlocksFor(tokens);
 
-    /// <summary>A new sequence with room for <paramref name="tokens"/> tokens, or null when memory does not allow.</summary>
-    public PagedSequenceCache? TryAdmit(int tokens)
+    /// <summary>
+    /// A new sequence with room for <paramref name="tokens"/> tokens, or null when memory does not allow. With
+    /// <paramref name="headroomBlocks"/>, that many blocks must stay free afterwards (for running sequences to grow).
+    /// </summary>
+    public PagedSequenceCache? TryAdmit(int tokens, int headroomBlocks = 0)
     {
         var blocks = BlocksNeeded(tokens);
-        if (blocks > FreeBlocks || BytesInUse + Layout.SlotBytes + (long)blocks * Layout.BlockBytes > BudgetBytes)
+        var headroom = Layout.BlockBytes == 0 ? 0 : headroomBlocks;
+        if (blocks + headroom > FreeBlocks || BytesInUse + Layout.SlotBytes + (long)(blocks + headroom) * Layout.BlockBytes > BudgetBytes)
         {
             return null;
         }
@@ -99,19 +103,27 @@ public sealed class HybridCacheManager : IDisposable
         {
             return null;
         }
-        using var scope = NewDisposeScope();
-        for (var layer = 0; layer < Layout.Layers; layer++)
+        try
         {
-            if (_keyPool[layer] is { } keys && _valuePool[layer] is { } values && parent.Length > 0)
+            using var scope = NewDisposeScope();
+            for (var layer = 0; layer < Layout.Layers; layer++)
             {
-                var from = parent.SlotIndex(parent.Length);
-                var to = child.SlotIndex(parent.Length);
-                keys.index_copy_(0, to, keys.index_select(0, from));
-                values.index_copy_(0, to, values.index_select(0, from));
+                if (_keyPool[layer] is { } keys && _valuePool[layer] is { } values && parent.Length > 0)
+                {
+                    var from = parent.SlotIndex(parent.Length);
+                    var to = child.SlotIndex(parent.Length);
+                    keys.index_copy_(0, to, keys.index_select(0, from));
+                    values.index_copy_(0, to, values.index_select(0, from));
+                }
             }
+            child.CopyStateFrom(parent);
+            return child;
         }
-        child.CopyStateFrom(parent);
-        return child;
+        catch
+        {
+            child.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Makes room for the sequence to hold <paramref name="tokens"/> tokens; false when blocks ran out.</summary>

@@ -17,15 +17,18 @@ internal sealed class TextOutput(CheckpointTokenizer? tokenizer, IReadOnlyList<s
     /// <summary>All text emitted so far.</summary>
     public StringBuilder Emitted { get; } = new();
 
-    /// <summary>Adds a token; returns the text now safe to emit and whether a stop string was reached.</summary>
-    public (string Delta, bool Stopped) Add(int token)
+    /// <summary>
+    /// Adds a token; returns the text now safe to emit and whether a stop string was reached. With
+    /// <paramref name="checkStops"/> false (before min_tokens, as vLLM does) stop strings are ordinary text.
+    /// </summary>
+    public (string Delta, bool Stopped) Add(int token, bool checkStops = true)
     {
         if (_detokenizer is null)
         {
             return ("", false);
         }
         _pending.Append(_detokenizer.Add(token));
-        return Release();
+        return checkStops ? Release() : (Emit(_pending.ToString(), _pending.Length), false);
     }
 
     /// <summary>The end of the choice (not by a stop string): whatever was held back is final.</summary>

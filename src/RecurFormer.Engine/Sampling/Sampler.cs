@@ -62,8 +62,8 @@ internal static class Sampler
             if (p.TopLogprobs > 0)
             {
                 var (values, indices) = logs.topk(p.TopLogprobs);
-                var v = values.data<float>().ToArray();
-                var i = indices.data<long>().ToArray();
+                var v = values.cpu().data<float>().ToArray();
+                var i = indices.cpu().data<long>().ToArray();
                 top.AddRange(i.Select((id, k) => ((int)id, (double)v[k])));
             }
             logprob = new TokenLogprob(token, logs[token].item<float>(), top);
@@ -122,6 +122,7 @@ internal static class Sampler
         {
             var kth = probabilities.topk(p.TopK).values[p.TopK - 1];
             probabilities = probabilities.masked_fill(probabilities < kth, 0);
+            probabilities = probabilities / probabilities.sum(); // top-p measures mass within the top k, as HF and vLLM do
         }
         if (p.TopP < 1.0)
         {

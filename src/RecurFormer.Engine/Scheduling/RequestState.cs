@@ -35,6 +35,9 @@ internal sealed class RequestState
     /// <summary>The parent's choices beyond the first are forked once its prefill is done.</summary>
     public bool Forked { get; set; }
 
+    /// <summary>The request's hook on the caller's CancellationToken, removed when the request closes.</summary>
+    public CancellationTokenRegistration CancellationRegistration { get; set; }
+
     public bool IsCancelled => Volatile.Read(ref _cancelled) == 1;
     public void Cancel() => Interlocked.Exchange(ref _cancelled, 1);
 

@@ -11,6 +11,8 @@ internal sealed record StepPlan(IReadOnlyList<Sequence> Decode, IReadOnlyList<(S
 /// A sequence is admitted with blocks for all its known tokens plus one, so its prefill never waits for memory;
 /// when decoding needs a block and none is left, the most recently admitted sequence is preempted: its cache is
 /// freed and it waits at the front of the queue, to be recomputed from its tokens (transparent to the client).
+/// Two rules keep a full cache from thrashing (preempt, readmit, recompute, preempt again): no admission in a step
+/// that preempted, and a new sequence is admitted only if one free block per running sequence remains afterwards.
 /// </summary>
 internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
 {
@@ -45,6 +47,7 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
     {
         var budget = options.MaxNumBatchedTokens;
         var decode = new List<Sequence>();
+        var preemptionsBefore = Preemptions;
         foreach (var sequence in _running.Where(s => s.Remaining == 1).OrderBy(s => s.AdmittedAt).ToList())
         {
             if (budget == 0 || sequence.Cache is null)
@@ -71,10 +74,10 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
             budget -= chunk;
         }
 
-        while (_waiting.First is { } node && _running.Count < options.MaxNumSeqs && budget > 0)
+        while (Preemptions == preemptionsBefore && _waiting.First is { } node && _running.Count < options.MaxNumSeqs && budget > 0)
         {
             var sequence = node.Value;
-            var admitted = cache.TryAdmit(sequence.Tokens.Count + 1);
+            var admitted = cache.TryAdmit(sequence.Tokens.Count + 1, headroomBlocks: _running.Count);
             if (admitted is null)
             {
                 break; // first come, first served: nobody overtakes the head of the queue

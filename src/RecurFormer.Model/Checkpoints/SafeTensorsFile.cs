@@ -170,6 +170,10 @@ public sealed class SafeTensorsFile : IDisposable
         using var scope = NewDisposeScope();
         var raw = empty(info.Shape, diskType);
         var byteCount = info.End - info.Begin;
+        if (byteCount > int.MaxValue)
+        {
+            throw new ModelLoadException($"{Path}: tensor '{name}' has {byteCount:N0} bytes; tensors over 2 GiB are not supported yet");
+        }
         if (byteCount > 0)
         {
             unsafe

@@ -29,6 +29,16 @@ public sealed record HybridLayout
 
     public static HybridLayout Nothing(int layers) => new() { Layers = Enumerable.Repeat(LayerReplacement.None, layers).ToArray() };
 
+    /// <summary>
+    /// Mistral's sliding-window attention (every query sees its last <paramref name="window"/> tokens) is exactly a
+    /// window of that size with no sinks on every group: served with ring buffers, no KV growth past the window.
+    /// </summary>
+    public static HybridLayout SlidingWindow(int layers, int kvGroups, int window) => new()
+    {
+        Layers = Enumerable.Repeat(new LayerReplacement([], Enumerable.Range(0, kvGroups).ToArray()), layers).ToArray(),
+        Window = new WindowSpec(window, 0),
+    };
+
     internal static HybridLayout? Parse(JsonObject raw, string source, int layers, int kvGroups)
     {
         if (raw["recurformer"] is not JsonObject section)
@@ -49,12 +59,18 @@ public sealed record HybridLayout
             }
             var parsed = layerNodes.Select((node, i) => LayerReplacement.Parse(node as JsonObject, source, i, kvGroups)).ToArray();
             var window = section["window"] as JsonObject;
+            var size = window?["size"]?.GetValue<int>() ?? 64;
+            var sinks = window?["sinks"]?.GetValue<int>() ?? 4;
+            if (size < 1 || sinks < 0)
+            {
+                throw new ModelLoadException($"{source}: recurformer.window needs size ≥ 1 and sinks ≥ 0, not size {size}, sinks {sinks}");
+            }
             var mamba = section["mamba"] as JsonObject;
             return new HybridLayout
             {
                 FormatVersion = version,
                 Layers = parsed,
-                Window = new WindowSpec(window?["size"]?.GetValue<int>() ?? 64, window?["sinks"]?.GetValue<int>() ?? 4),
+                Window = new WindowSpec(size, sinks),
                 Mamba = new MambaSpec(
                     mamba?["expand"]?.GetValue<int>() ?? 2,
                     mamba?["d_state"]?.GetValue<int>() ?? 16,

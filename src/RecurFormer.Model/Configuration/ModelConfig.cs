@@ -76,6 +76,28 @@ public sealed record TransformerConfig : ModelConfig
     /// <summary>The heads and groups of one layer: what attends fully, what through a window, what Mamba computes.</summary>
     public LayerHeads Heads(int layer) => new(this, Hybrid.ForLayer(layer));
 
+    /// <summary>
+    /// Sliding-window attention of the source model: Mistral's <c>sliding_window</c> becomes a window layout; Qwen2's
+    /// per-layer variant (<c>use_sliding_window</c> with <c>max_window_layers</c>) is refused rather than ignored.
+    /// </summary>
+    private static HybridLayout? SlidingWindowLayout(ConfigReader r, string modelType, int layers, int kvHeads)
+    {
+        var window = r.OptionalInt("sliding_window");
+        if (window is null)
+        {
+            return null;
+        }
+        if (modelType == "mistral")
+        {
+            return HybridLayout.SlidingWindow(layers, kvHeads, window.Value);
+        }
+        if (r.OptionalBool("use_sliding_window") == true)
+        {
+            throw new ModelLoadException($"{r.Source}: use_sliding_window with max_window_layers is not supported");
+        }
+        return null;
+    }
+
     internal static TransformerConfig From(ConfigReader r, string modelType)
     {
         var heads = r.Int("num_attention_heads");
@@ -113,7 +135,7 @@ public sealed record TransformerConfig : ModelConfig
             OutputBias = modelType != "qwen2" && attentionBias,
             MlpBias = r.OptionalBool("mlp_bias") ?? false,
             MaxPositionEmbeddings = r.OptionalInt("max_position_embeddings") ?? 2048,
-            Hybrid = HybridLayout.Parse(r.Raw, r.Source, layers, kvHeads) ?? HybridLayout.Nothing(layers),
+            Hybrid = HybridLayout.Parse(r.Raw, r.Source, layers, kvHeads) ?? SlidingWindowLayout(r, modelType, layers, kvHeads) ?? HybridLayout.Nothing(layers),
         };
     }
 }
