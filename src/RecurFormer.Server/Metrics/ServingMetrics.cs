@@ -1,0 +1,111 @@
+using System.Diagnostics.Metrics;
+using RecurFormer.Server.Hosting;
+
+namespace RecurFormer.Server.Metrics;
+
+/// <summary>
+/// The <c>recurformer_*</c> instruments (vLLM's set plus the cache bytes by kind that only a hybrid model has).
+/// Instrument names are the final Prometheus names minus what the exporter appends: counters get <c>_total</c>;
+/// no unit is set, because the exporter would append it (seconds and bytes are already in the names). Engine-side
+/// figures are observed from the engine's published stats; per-request latencies are recorded by the endpoints.
+/// docs/metrics.md lists them; dashboards and alerts depend on these names.
+/// </summary>
+public sealed class ServingMetrics
+{
+    public const string MeterName = "RecurFormer.Server";
+
+    private static readonly double[] TtftBuckets = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640];
+    private static readonly double[] InterTokenBuckets = [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5];
+    private static readonly double[] EndToEndBuckets = [0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920];
+    private static readonly double[] QueueBuckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600];
+
+    private readonly Counter<long> _requestSuccess;
+    private readonly Histogram<double> _timeToFirstToken;
+    private readonly Histogram<double> _interTokenLatency;
+    private readonly Histogram<double> _endToEnd;
+    private readonly Histogram<double> _queueTime;
+
+    public ServingMetrics(IMeterFactory meters, ModelHost host)
+    {
+        var meter = meters.Create(MeterName);
+        _requestSuccess = meter.CreateCounter<long>("recurformer_request_success",
+            description: "Finished requests by finish reason (stop, length, abort = client gone or drained, error).");
+        _timeToFirstToken = meter.CreateHistogram("recurformer_time_to_first_token_seconds", unit: null,
+            description: "Time from arrival to the first generated token, in seconds.", tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TtftBuckets });
+        _interTokenLatency = meter.CreateHistogram("recurformer_inter_token_latency_seconds", unit: null,
+            description: "Time between consecutive tokens of a choice, in seconds.", tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = InterTokenBuckets });
+        _endToEnd = meter.CreateHistogram("recurformer_e2e_request_latency_seconds", unit: null,
+            description: "Time from arrival to the end of the request, in seconds.", tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = EndToEndBuckets });
+        _queueTime = meter.CreateHistogram("recurformer_request_queue_time_seconds", unit: null,
+            description: "Time a request waited before its prefill started, in seconds.", tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = QueueBuckets });
+
+        var stats = () => host.Model?.Engine.Stats;
+        meter.CreateObservableGauge("recurformer_requests_running", () => stats()?.Running ?? 0,
+            description: "Requests being generated (prefill or decode).");
+        meter.CreateObservableGauge("recurformer_requests_waiting", () => stats()?.Waiting ?? 0,
+            description: "Requests waiting for admission.");
+        meter.CreateObservableCounter("recurformer_prompt_tokens", () => stats()?.PromptTokens ?? 0,
+            description: "Prompt tokens prefilled.");
+        meter.CreateObservableCounter("recurformer_generation_tokens", () => stats()?.GenerationTokens ?? 0,
+            description: "Tokens generated.");
+        meter.CreateObservableCounter("recurformer_preemptions", () => stats()?.Preemptions ?? 0,
+            description: "Sequences preempted (cache freed, recomputed later) for lack of cache memory.");
+        meter.CreateObservableGauge("recurformer_cache_usage_ratio", () => stats()?.Cache.UsageRatio ?? 0,
+            description: "Share of the cache budget in use (0..1), all kinds of state together.");
+        meter.CreateObservableGauge("recurformer_cache_bytes", () =>
+            {
+                var cache = stats()?.Cache;
+                return new[]
+                {
+                    new Measurement<long>(cache?.KvBytes ?? 0, new KeyValuePair<string, object?>("kind", "kv")),
+                    new Measurement<long>(cache?.WindowKvBytes ?? 0, new KeyValuePair<string, object?>("kind", "window_kv")),
+                    new Measurement<long>(cache?.MambaStateBytes ?? 0, new KeyValuePair<string, object?>("kind", "mamba_state")),
+                };
+            },
+            description: "Cache bytes held by live sequences, by kind: kv (full attention blocks), window_kv (sink + window ring buffers), mamba_state (conv + SSM state).");
+        meter.CreateObservableGauge("recurformer_cache_bytes_without_replacement", () => stats()?.Cache.WithoutReplacementBytes ?? 0,
+            description: "Bytes the same live sequences would hold as KV cache with every KV group attending (the source Transformer).");
+        meter.CreateObservableGauge("recurformer_cache_saved_ratio", () => stats()?.Cache.SavedRatio ?? 0,
+            description: "1 - cache bytes held / bytes without replacement, over live sequences (0 when none).");
+        meter.CreateObservableGauge("recurformer_cache_capacity_bytes", () => host.Model?.Engine.CacheBudgetBytes ?? 0,
+            description: "The cache memory budget in bytes.");
+        meter.CreateObservableGauge("recurformer_model_info", ObserveModelInfo(host),
+            description: "The served model (always 1): layers, KV groups replaced, KV bytes cached per token, fixed state bytes per sequence.");
+    }
+
+    private static Func<IEnumerable<Measurement<int>>> ObserveModelInfo(ModelHost host) => () =>
+    {
+        if (host.Model is not { } model)
+        {
+            return [];
+        }
+        var layout = model.Engine.Layout;
+        return
+        [
+            new Measurement<int>(1,
+                new KeyValuePair<string, object?>("model", model.Id),
+                new KeyValuePair<string, object?>("layers", layout.Layers),
+                new KeyValuePair<string, object?>("replaced_kv_groups", layout.ReplacedGroups(model.Engine.Model.Config)),
+                new KeyValuePair<string, object?>("kv_bytes_per_token", layout.KvBytesPerToken),
+                new KeyValuePair<string, object?>("state_bytes_per_sequence", layout.SlotBytes)),
+        ];
+    };
+
+    /// <summary>One finished request: its finish reason and latencies (timings from the engine, relative to submission).</summary>
+    public void RequestFinished(string finishReason, Engine.Requests.RequestTimings? timings, bool producedTokens)
+    {
+        _requestSuccess.Add(1, new KeyValuePair<string, object?>("finished_reason", finishReason));
+        if (timings is null)
+        {
+            return;
+        }
+        _queueTime.Record(timings.QueueSeconds);
+        if (producedTokens)
+        {
+            _timeToFirstToken.Record(timings.TimeToFirstTokenSeconds);
+        }
+        _endToEnd.Record(timings.EndToEndSeconds);
+    }
+
+    public void InterToken(double seconds) => _interTokenLatency.Record(seconds);
+}

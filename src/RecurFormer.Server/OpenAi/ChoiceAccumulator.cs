@@ -1,0 +1,128 @@
+using System.Text;
+using RecurFormer.Engine.Requests;
+using RecurFormer.Server.Errors;
+using RecurFormer.Server.Generation;
+using RecurFormer.Tokenization;
+
+namespace RecurFormer.Server.OpenAi;
+
+/// <summary>
+/// Collects a run's events into per-choice text, token logprobs and finish reasons, plus usage and the first error:
+/// what a non-streamed response returns and what a stream reports at its end.
+/// </summary>
+public sealed class ChoiceAccumulator(int prompts, int n)
+{
+    private readonly StringBuilder[] _text = Enumerable.Range(0, prompts * n).Select(_ => new StringBuilder()).ToArray();
+    private readonly List<(int Token, TokenLogprob? Logprob)>[] _tokens = Enumerable.Range(0, prompts * n).Select(_ => new List<(int, TokenLogprob?)>()).ToArray();
+    private readonly FinishReason?[] _reasons = new FinishReason?[prompts * n];
+    private readonly Usage?[] _usage = new Usage?[prompts];
+
+    public int N => n;
+    public ApiException? Error { get; private set; }
+    public double? TimeToFirstTokenSeconds { get; private set; }
+
+    /// <summary>The flat choice index OpenAI uses with several prompts: prompt × n + choice.</summary>
+    public int Index(RunEvent e) => e.Prompt * n + (e.Event?.Choice ?? 0);
+
+    public void Add(RunEvent e)
+    {
+        if (e.Error is not null)
+        {
+            Error ??= e.Error;
+            return;
+        }
+        switch (e.Event)
+        {
+            case TokenEvent token:
+                _text[Index(e)].Append(token.Text);
+                _tokens[Index(e)].Add((token.TokenId, token.Logprob));
+                break;
+            case FinishedEvent finished:
+                _text[Index(e)].Append(finished.Text);
+                _reasons[Index(e)] = finished.Reason;
+                if (_usage[e.Prompt] is not { } seen || seen.CompletionTokens < finished.Usage.CompletionTokens)
+                {
+                    _usage[e.Prompt] = finished.Usage;
+                }
+                if (finished.Usage.CompletionTokens > 0)
+                {
+                    TimeToFirstTokenSeconds ??= finished.Timings.TimeToFirstTokenSeconds;
+                }
+                break;
+            case ErrorEvent failed:
+                Error ??= new ApiException(500, $"Generation failed: {failed.Message}", null, "generation_error", "server_error");
+                break;
+        }
+    }
+
+    public int Count => _text.Length;
+    public string Text(int index) => _text[index].ToString();
+    public IReadOnlyList<(int Token, TokenLogprob? Logprob)> Tokens(int index) => _tokens[index];
+    public FinishReason? Reason(int index) => _reasons[index];
+    public bool Aborted => _reasons.Any(r => r is FinishReason.Abort);
+
+    public UsageInfo Usage()
+    {
+        var promptTokens = _usage.Sum(u => u?.PromptTokens ?? 0);
+        var completion = _usage.Sum(u => u?.CompletionTokens ?? 0);
+        return new UsageInfo(promptTokens, completion, promptTokens + completion);
+    }
+
+    public static string FinishReasonName(FinishReason? reason) => reason switch
+    {
+        FinishReason.Length => "length",
+        FinishReason.Abort => "abort",
+        _ => "stop",
+    };
+
+    /// <summary>Why a run ended without finishing (aborted but the client is still there): timeout or shutdown.</summary>
+    public static ApiException AbortError(GenerationRun run) => run.TimedOut
+        ? new ApiException(504, "The request took longer than the server's request timeout and was cancelled", null, "request_timeout", "timeout_error")
+        : new ApiException(503, "The server shut down before the request finished", null, "engine_unavailable") { RetryAfterSeconds = 1 };
+
+    public static ChatTokenLogprob ChatLogprob(CheckpointTokenizer tokenizer, TokenLogprob logprob)
+    {
+        var (text, bytes) = TokenText(tokenizer, logprob.TokenId);
+        return new ChatTokenLogprob(text, logprob.Logprob, bytes,
+            logprob.Top.Select(t =>
+            {
+                var (topText, topBytes) = TokenText(tokenizer, t.TokenId);
+                return new ChatTopLogprob(topText, t.Logprob, topBytes);
+            }).ToList());
+    }
+
+    /// <summary>A token's text and UTF-8 bytes (a token may hold part of a character; its text then has U+FFFD).</summary>
+    public static (string Text, int[] Bytes) TokenText(CheckpointTokenizer tokenizer, int id)
+    {
+        if (!tokenizer.IsValidTokenId(id))
+        {
+            return ("", []);
+        }
+        var bytes = tokenizer.GetTokenBytes(id).ToArray();
+        return (Encoding.UTF8.GetString(bytes), bytes.Select(b => (int)b).ToArray());
+    }
+
+    public static CompletionLogprobs LegacyLogprobs(CheckpointTokenizer tokenizer, IReadOnlyList<(int Token, TokenLogprob? Logprob)> tokens, int textOffset)
+    {
+        var texts = new List<string>();
+        var logprobs = new List<double>();
+        var tops = new List<Dictionary<string, double>>();
+        var offsets = new List<int>();
+        var offset = textOffset;
+        foreach (var (token, logprob) in tokens)
+        {
+            var text = TokenText(tokenizer, token).Text;
+            texts.Add(text);
+            logprobs.Add(logprob?.Logprob ?? 0);
+            var top = new Dictionary<string, double>(StringComparer.Ordinal);
+            foreach (var (id, value) in logprob?.Top ?? [])
+            {
+                top.TryAdd(TokenText(tokenizer, id).Text, value);
+            }
+            tops.Add(top);
+            offsets.Add(offset);
+            offset += text.Length;
+        }
+        return new CompletionLogprobs(texts, logprobs, tops, offsets);
+    }
+}

@@ -1,0 +1,170 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace RecurFormer.Server.OpenAi;
+
+// The OpenAI wire protocol (plus vLLM's sampling extras). Property names are snake_case through the serializer's
+// naming policy; unknown fields are ignored. Polymorphic fields (content, prompt) stay JsonElement and are checked
+// when the request is mapped, so that the error names the field and says what was expected.
+
+public sealed class ChatCompletionRequest
+{
+    /// <summary>The conversation; content is a string or a list of <c>{"type":"text","text":…}</c> parts.</summary>
+    public List<ChatMessage>? Messages { get; set; }
+    public string? Model { get; set; }
+    public int? MaxTokens { get; set; }
+    public int? MaxCompletionTokens { get; set; }
+    public double? Temperature { get; set; }
+    public double? TopP { get; set; }
+    public int? N { get; set; }
+    /// <summary>A string or a list of up to 16 strings.</summary>
+    [JsonConverter(typeof(StringOrListConverter))]
+    public List<string>? Stop { get; set; }
+    public long? Seed { get; set; }
+    public double? PresencePenalty { get; set; }
+    public double? FrequencyPenalty { get; set; }
+    /// <summary>Token id (as a string) to a bias in [-100, 100].</summary>
+    public Dictionary<string, double>? LogitBias { get; set; }
+    public bool? Logprobs { get; set; }
+    public int? TopLogprobs { get; set; }
+    public string? User { get; set; }
+    public bool? Stream { get; set; }
+    public StreamOptions? StreamOptions { get; set; }
+    // vLLM extras
+    public int? TopK { get; set; }
+    public double? MinP { get; set; }
+    public double? RepetitionPenalty { get; set; }
+    public int? MinTokens { get; set; }
+    public bool? IgnoreEos { get; set; }
+    public List<int>? StopTokenIds { get; set; }
+}
+
+public sealed class ChatMessage
+{
+    public string? Role { get; set; }
+    /// <summary>A string, null, or a list of text parts.</summary>
+    public JsonElement? Content { get; set; }
+    public string? Name { get; set; }
+}
+
+public sealed class StreamOptions
+{
+    public bool? IncludeUsage { get; set; }
+}
+
+public sealed class CompletionRequest
+{
+    /// <summary>A string, a list of strings, a list of token ids, or a list of lists of token ids.</summary>
+    public JsonElement? Prompt { get; set; }
+    public string? Model { get; set; }
+    public int? MaxTokens { get; set; }
+    public double? Temperature { get; set; }
+    public double? TopP { get; set; }
+    public int? N { get; set; }
+    [JsonConverter(typeof(StringOrListConverter))]
+    public List<string>? Stop { get; set; }
+    public long? Seed { get; set; }
+    public double? PresencePenalty { get; set; }
+    public double? FrequencyPenalty { get; set; }
+    public Dictionary<string, double>? LogitBias { get; set; }
+    /// <summary>Legacy shape: the number of most likely alternatives per token (0..5).</summary>
+    public int? Logprobs { get; set; }
+    /// <summary>Return the prompt followed by the completion.</summary>
+    public bool? Echo { get; set; }
+    public string? Suffix { get; set; }
+    public int? BestOf { get; set; }
+    public string? User { get; set; }
+    public bool? Stream { get; set; }
+    public StreamOptions? StreamOptions { get; set; }
+    public int? TopK { get; set; }
+    public double? MinP { get; set; }
+    public double? RepetitionPenalty { get; set; }
+    public int? MinTokens { get; set; }
+    public bool? IgnoreEos { get; set; }
+    public List<int>? StopTokenIds { get; set; }
+}
+
+public sealed record UsageInfo(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, UsageInfo Usage)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? SystemFingerprint { get; init; }
+}
+
+public sealed record ChatChoice(int Index, AssistantMessage Message, ChatLogprobs? Logprobs, string? FinishReason);
+
+public sealed record AssistantMessage(string Role, string Content);
+
+public sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content);
+
+public sealed record ChatTokenLogprob(string Token, double Logprob, IReadOnlyList<int> Bytes, IReadOnlyList<ChatTopLogprob> TopLogprobs);
+
+public sealed record ChatTopLogprob(string Token, double Logprob, IReadOnlyList<int> Bytes);
+
+public sealed record ChatCompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChunkChoice> Choices)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public UsageInfo? Usage { get; init; }
+}
+
+public sealed record ChatChunkChoice(int Index, ChatDelta Delta, ChatLogprobs? Logprobs, string? FinishReason);
+
+public sealed record ChatDelta
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Role { get; init; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Content { get; init; }
+}
+
+public sealed record CompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<CompletionChoice> Choices)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public UsageInfo? Usage { get; init; }
+}
+
+public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason);
+
+/// <summary>The legacy logprobs shape of <c>/v1/completions</c>.</summary>
+public sealed record CompletionLogprobs(
+    IReadOnlyList<string> Tokens,
+    IReadOnlyList<double> TokenLogprobs,
+    IReadOnlyList<Dictionary<string, double>> TopLogprobs,
+    IReadOnlyList<int> TextOffset);
+
+public sealed record ModelList(string Object, IReadOnlyList<ModelCard> Data);
+
+public sealed record ModelCard(string Id, string Object, long Created, string OwnedBy, string Root, int MaxModelLen);
+
+/// <summary>Reads <c>stop</c>: a string or a list of strings.</summary>
+public sealed class StringOrListConverter : JsonConverter<List<string>>
+{
+    public override List<string>? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        switch (reader.TokenType)
+        {
+            case JsonTokenType.Null:
+                return null;
+            case JsonTokenType.String:
+                return [reader.GetString()!];
+            case JsonTokenType.StartArray:
+                var list = new List<string>();
+                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+                {
+                    if (reader.TokenType != JsonTokenType.String)
+                    {
+                        throw new JsonException("must be a string or a list of strings");
+                    }
+                    list.Add(reader.GetString()!);
+                }
+                return list;
+            default:
+                throw new JsonException("must be a string or a list of strings");
+        }
+    }
+
+    public override void Write(Utf8JsonWriter writer, List<string> value, JsonSerializerOptions options) =>
+        JsonSerializer.Serialize(writer, value, options);
+}

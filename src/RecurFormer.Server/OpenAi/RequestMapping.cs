@@ -1,0 +1,244 @@
+using System.Globalization;
+using System.Text.Json;
+using RecurFormer.Engine.Requests;
+using RecurFormer.Server.Errors;
+using RecurFormer.Server.Hosting;
+
+namespace RecurFormer.Server.OpenAi;
+
+/// <summary>
+/// Turns protocol requests into engine inputs: prompt token ids and <see cref="SamplingParams"/>. Checks what the
+/// engine cannot (field shapes, unknown model, roles, the context length with the numbers) and leaves value ranges
+/// to <see cref="SamplingParams.Validate"/>, which the engine applies on submission.
+/// </summary>
+public static class RequestMapping
+{
+    private static readonly HashSet<string> Roles = ["system", "developer", "user", "assistant", "tool"];
+
+    /// <summary>Most prompts × choices one request may ask for.</summary>
+    public const int MaxSequencesPerRequest = 256;
+
+    public static void CheckModel(string? requested, LoadedModel model)
+    {
+        if (!string.IsNullOrEmpty(requested) && !string.Equals(requested, model.Id, StringComparison.Ordinal))
+        {
+            throw new ApiException(404, $"The model '{requested}' does not exist; this server serves '{model.Id}'", "model", "model_not_found");
+        }
+    }
+
+    /// <summary>Messages as the chat template sees them (content flattened to a string) and the rendered, tokenized prompt.</summary>
+    public static IReadOnlyList<int> ChatPrompt(ChatCompletionRequest request, LoadedModel model)
+    {
+        if (request.Messages is not { Count: > 0 } messages)
+        {
+            throw ApiException.BadRequest("'messages' must be a non-empty list of messages", "messages");
+        }
+        if (model.ChatTemplate is null)
+        {
+            throw new ApiException(400, model.ChatTemplateError ?? "the model has no chat template; use /v1/completions", "messages", "chat_template_not_found");
+        }
+        var flattened = new List<Dictionary<string, object?>>(messages.Count);
+        for (var i = 0; i < messages.Count; i++)
+        {
+            var message = messages[i] ?? throw ApiException.BadRequest($"messages[{i}] must be an object", $"messages[{i}]");
+            if (string.IsNullOrEmpty(message.Role))
+            {
+                throw ApiException.BadRequest($"messages[{i}] has no 'role'", $"messages[{i}].role");
+            }
+            if (!Roles.Contains(message.Role))
+            {
+                throw ApiException.BadRequest($"messages[{i}] has the unknown role '{message.Role}'; expected one of system, developer, user, assistant, tool", $"messages[{i}].role");
+            }
+            var entry = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = Content(message.Content, i) };
+            if (message.Name is not null)
+            {
+                entry["name"] = message.Name;
+            }
+            flattened.Add(entry);
+        }
+        var json = JsonSerializer.SerializeToElement(flattened);
+        var text = model.ChatTemplate.Render(json, addGenerationPrompt: true);
+        // The template writes any BOS itself, as transformers' apply_chat_template does.
+        return model.Tokenizer.Encode(text, addBosToken: false);
+    }
+
+    private static string Content(JsonElement? content, int index)
+    {
+        if (content is not { } value || value.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
+        {
+            return "";
+        }
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.String:
+                return Text(value, $"messages[{index}].content");
+            case JsonValueKind.Array:
+                var parts = new List<string>();
+                var p = 0;
+                foreach (var part in value.EnumerateArray())
+                {
+                    if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+                    {
+                        throw ApiException.BadRequest($"messages[{index}].content[{p}] must be an object with a 'type'", $"messages[{index}].content[{p}]");
+                    }
+                    var kind = Text(type, $"messages[{index}].content[{p}].type");
+                    if (kind != "text" || !part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    {
+                        throw ApiException.BadRequest($"messages[{index}].content[{p}]: only text parts ({{\"type\":\"text\",\"text\":\"...\"}}) are supported, got type '{kind}'", $"messages[{index}].content[{p}]");
+                    }
+                    parts.Add(Text(text, $"messages[{index}].content[{p}].text"));
+                    p++;
+                }
+                return string.Join("\n", parts);
+            default:
+                throw ApiException.BadRequest($"messages[{index}].content must be a string or a list of text parts, not {value.ValueKind.ToString().ToLowerInvariant()}", $"messages[{index}].content");
+        }
+    }
+
+    /// <summary>A string kept as a JsonElement: the parser checks its syntax, not its UTF-8, which is checked here.</summary>
+    private static string Text(JsonElement value, string param)
+    {
+        try
+        {
+            return value.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            throw ApiException.BadRequest($"'{param}' is not valid UTF-8", param, "invalid_utf8");
+        }
+    }
+
+    /// <summary>The prompts of a completion request: a string, strings, token ids, or lists of token ids.</summary>
+    public static List<(IReadOnlyList<int> Tokens, string Text)> CompletionPrompts(CompletionRequest request, LoadedModel model)
+    {
+        const string shape = "'prompt' must be a string, a list of strings, a list of token ids or a list of lists of token ids";
+        if (request.Prompt is not { } prompt || prompt.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
+        {
+            throw ApiException.BadRequest("'prompt' is required", "prompt");
+        }
+        var tokenizer = model.Tokenizer;
+        (IReadOnlyList<int>, string) FromText(string text) => (tokenizer.Encode(text), text);
+        (IReadOnlyList<int>, string) FromIds(JsonElement array)
+        {
+            var ids = new List<int>();
+            foreach (var item in array.EnumerateArray())
+            {
+                if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out var id))
+                {
+                    throw ApiException.BadRequest(shape, "prompt");
+                }
+                if (id < 0 || id >= tokenizer.VocabSize)
+                {
+                    throw ApiException.BadRequest($"token id {id} in 'prompt' is outside the vocabulary (0..{tokenizer.VocabSize - 1})", "prompt");
+                }
+                ids.Add(id);
+            }
+            return (ids, tokenizer.Decode(ids));
+        }
+        switch (prompt.ValueKind)
+        {
+            case JsonValueKind.String:
+                return [FromText(Text(prompt, "prompt"))];
+            case JsonValueKind.Array when prompt.GetArrayLength() == 0:
+                throw ApiException.BadRequest("'prompt' must not be empty", "prompt");
+            case JsonValueKind.Array:
+                var first = prompt[0].ValueKind;
+                if (first == JsonValueKind.Number)
+                {
+                    return [FromIds(prompt)];
+                }
+                var prompts = new List<(IReadOnlyList<int>, string)>();
+                foreach (var item in prompt.EnumerateArray())
+                {
+                    prompts.Add(item.ValueKind switch
+                    {
+                        JsonValueKind.String when first == JsonValueKind.String => FromText(Text(item, "prompt")),
+                        JsonValueKind.Array when first == JsonValueKind.Array => FromIds(item),
+                        _ => throw ApiException.BadRequest(shape, "prompt"),
+                    });
+                }
+                return prompts;
+            default:
+                throw ApiException.BadRequest(shape, "prompt");
+        }
+    }
+
+    public static SamplingParams ChatSampling(ChatCompletionRequest r, int promptTokens, LoadedModel model)
+    {
+        if (r.TopLogprobs is > 0 && r.Logprobs != true)
+        {
+            throw ApiException.BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+        }
+        var maxTokens = r.MaxCompletionTokens ?? r.MaxTokens;
+        var param = r.MaxCompletionTokens is null ? "max_tokens" : "max_completion_tokens";
+        return Sampling(param, maxTokens, promptTokens, model, r.N, r.Temperature, r.TopP, r.TopK, r.MinP, r.Seed, r.PresencePenalty, r.FrequencyPenalty,
+            r.RepetitionPenalty, r.LogitBias, r.Logprobs == true, r.Logprobs == true ? r.TopLogprobs ?? 0 : 0, r.MinTokens, r.Stop, r.StopTokenIds, r.IgnoreEos, defaultMaxTokens: null, promptParam: "messages");
+    }
+
+    public static SamplingParams CompletionSampling(CompletionRequest r, int promptTokens, LoadedModel model)
+    {
+        if (r.Logprobs is < 0 or > 5)
+        {
+            throw ApiException.BadRequest($"'logprobs' must be between 0 and 5, got {r.Logprobs}", "logprobs");
+        }
+        return Sampling("max_tokens", r.MaxTokens, promptTokens, model, r.N, r.Temperature, r.TopP, r.TopK, r.MinP, r.Seed, r.PresencePenalty, r.FrequencyPenalty,
+            r.RepetitionPenalty, r.LogitBias, r.Logprobs is not null, r.Logprobs ?? 0, r.MinTokens, r.Stop, r.StopTokenIds, r.IgnoreEos, defaultMaxTokens: 16, promptParam: "prompt");
+    }
+
+    private static SamplingParams Sampling(string maxTokensParam, int? maxTokens, int promptTokens, LoadedModel model, int? n, double? temperature, double? topP,
+        int? topK, double? minP, long? seed, double? presence, double? frequency, double? repetition, Dictionary<string, double>? logitBias,
+        bool logprobs, int topLogprobs, int? minTokens, List<string>? stop, List<int>? stopTokenIds, bool? ignoreEos, int? defaultMaxTokens, string promptParam)
+    {
+        var maxModelLen = model.Engine.MaxModelLen;
+        if (promptTokens >= maxModelLen)
+        {
+            throw new ApiException(400,
+                $"This model's maximum context length is {maxModelLen} tokens. However, your prompt has {promptTokens} tokens, which leaves no room for a completion. Please shorten the prompt.",
+                promptParam, "context_length_exceeded");
+        }
+        if (maxTokens is < 1)
+        {
+            throw ApiException.BadRequest($"'{maxTokensParam}' must be at least 1, got {maxTokens}", maxTokensParam);
+        }
+        // Checked here, not only in the engine, so that prompt + max_tokens cannot overflow an int there.
+        if (maxTokens > maxModelLen - promptTokens)
+        {
+            throw new ApiException(400,
+                $"This model's maximum context length is {maxModelLen} tokens. However, you requested {(long)promptTokens + maxTokens.Value} tokens ({promptTokens} in the messages, {maxTokens} in the completion). Please reduce the length of the messages or completion.",
+                maxTokensParam, "context_length_exceeded");
+        }
+        if (n is < 1 or > 128)
+        {
+            throw ApiException.BadRequest($"'n' must be between 1 and 128, got {n}", "n");
+        }
+        var bias = new Dictionary<int, double>();
+        foreach (var (key, value) in logitBias ?? [])
+        {
+            if (!int.TryParse(key, NumberStyles.Integer, CultureInfo.InvariantCulture, out var token))
+            {
+                throw ApiException.BadRequest($"'logit_bias' keys must be token ids, got '{key}'", "logit_bias");
+            }
+            bias[token] = value;
+        }
+        return new SamplingParams
+        {
+            Temperature = temperature ?? 1.0,
+            TopP = topP ?? 1.0,
+            TopK = topK ?? 0,
+            MinP = minP ?? 0,
+            Seed = seed,
+            PresencePenalty = presence ?? 0,
+            FrequencyPenalty = frequency ?? 0,
+            RepetitionPenalty = repetition ?? 1.0,
+            LogitBias = bias,
+            Logprobs = logprobs,
+            TopLogprobs = topLogprobs,
+            MaxTokens = maxTokens ?? Math.Min(defaultMaxTokens ?? int.MaxValue, maxModelLen - promptTokens),
+            MinTokens = minTokens ?? 0,
+            Stop = stop ?? [],
+            StopTokenIds = stopTokenIds ?? [],
+            IgnoreEos = ignoreEos ?? false,
+            N = n ?? 1,
+        };
+    }
+}

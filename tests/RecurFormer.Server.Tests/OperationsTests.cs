@@ -1,0 +1,158 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using RecurFormer.Server.Hosting;
+
+namespace RecurFormer.Server.Tests;
+
+/// <summary>
+/// The server's life: 503 while the model loads, 429 when the queue is full, keep-alives while queued, and a drain on
+/// shutdown that lets running requests finish while new ones get 503. Its own server: one running sequence, one
+/// waiting slot.
+/// </summary>
+public sealed class OperationsTests
+{
+    private static object LongChat(int maxTokens) => new
+    {
+        messages = TestServer.ReferenceMessages,
+        temperature = 0,
+        max_tokens = maxTokens,
+        ignore_eos = true,
+        stream = true,
+        stream_options = new { include_usage = true },
+    };
+
+    private static async Task<HttpResponseMessage> OpenStream(TestServer server, object body)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = TestServer.Json(body) };
+        var response = await server.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return response;
+    }
+
+    /// <summary>Reads SSE blocks until <paramref name="until"/> matches one (or the stream ends); returns what was read.</summary>
+    private static async Task<List<string>> ReadBlocks(StreamReader reader, Func<string, bool>? until = null)
+    {
+        var blocks = new List<string>();
+        var block = new StringBuilder();
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (line.Length > 0)
+            {
+                block.Append(line);
+                continue;
+            }
+            blocks.Add(block.ToString());
+            block.Clear();
+            if (until?.Invoke(blocks[^1]) == true)
+            {
+                break;
+            }
+        }
+        return blocks;
+    }
+
+    [Fact]
+    public async Task Starting_Then_QueueFull_Then_Draining_EachAnsweredAsClientsExpect()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var server = await TestServer.StartAsync(new Dictionary<string, string>
+        {
+            ["RecurFormer:Engine:MaxNumSeqs"] = "1",
+            ["RecurFormer:Engine:MaxWaitingRequests"] = "1",
+            ["RecurFormer:KeepAliveInterval"] = "00:00:00.100",
+            ["RecurFormer:DrainGracePeriod"] = "00:01:00",
+        }, gate.Task);
+        try
+        {
+            // Starting: live, not ready, and /v1 answers 503 with Retry-After.
+            Assert.Equal(HttpStatusCode.OK, (await server.Anonymous.GetAsync("health/live")).StatusCode);
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await server.Anonymous.GetAsync("health/ready")).StatusCode);
+            var starting = await server.Http.GetAsync("v1/models");
+            await ErrorAssert.IsOpenAiError(starting, 503, "engine_unavailable");
+            Assert.NotNull(starting.Headers.RetryAfter);
+            await ErrorAssert.IsOpenAiError(await server.Http.PostAsync("v1/chat/completions", TestServer.Json(new { messages = TestServer.ReferenceMessages })), 503, "engine_unavailable");
+            await ErrorAssert.IsOpenAiError(await server.Anonymous.PostAsync("tokenize", TestServer.Json(new { prompt = "x" })), 503, "engine_unavailable");
+            gate.SetResult();
+            Assert.True(await server.Host.Loaded);
+            Assert.Equal(HttpStatusCode.OK, (await server.Anonymous.GetAsync("health/ready")).StatusCode);
+
+            // A runs, B waits (the one waiting slot), C is refused with 429.
+            using var a = await OpenStream(server, LongChat(96));
+            using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
+            var aBlocks = await ReadBlocks(aReader, b => b.Contains("\"content\":") && !b.Contains("\"role\""));
+            using var b = await OpenStream(server, LongChat(4));
+            using var bReader = new StreamReader(await b.Content.ReadAsStreamAsync());
+            var full = await server.Http.PostAsync("v1/chat/completions", TestServer.Json(new { messages = TestServer.ReferenceMessages, max_tokens = 2 }));
+            await ErrorAssert.IsOpenAiError(full, 429, "queue_full");
+            Assert.NotNull(full.Headers.RetryAfter);
+
+            // B, queued behind A, gets keep-alive comments rather than silence.
+            var bHead = await ReadBlocks(bReader, block => block.StartsWith(':'));
+            Assert.Equal(": keep-alive", bHead[^1]);
+
+            // Shutdown: ready turns 503, new requests get 503, A and B still finish normally.
+            var stopping = server.App.StopAsync();
+            while ((await server.Anonymous.GetAsync("health/ready")).StatusCode != HttpStatusCode.ServiceUnavailable)
+            {
+                await Task.Yield();
+            }
+            var refused = await server.Http.PostAsync("v1/chat/completions", TestServer.Json(new { messages = TestServer.ReferenceMessages, max_tokens = 2 }));
+            await ErrorAssert.IsOpenAiError(refused, 503, "engine_unavailable");
+            Assert.NotNull(refused.Headers.RetryAfter);
+
+            aBlocks.AddRange(await ReadBlocks(aReader));
+            var bBlocks = await ReadBlocks(bReader);
+            foreach (var (blocks, tokens) in new[] { (aBlocks, 96), (bBlocks, 4) })
+            {
+                Assert.Equal("data: [DONE]", blocks[^1]);
+                var usage = JsonDocument.Parse(blocks[^2]["data: ".Length..]).RootElement.GetProperty("usage");
+                Assert.Equal(tokens, usage.GetProperty("completion_tokens").GetInt32());
+                Assert.Contains("\"finish_reason\":\"length\"", blocks[^3]);
+            }
+            await stopping;
+            Assert.Equal(ServingState.Stopped, server.Host.State);
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task QueueTimeout_Answers503_AndRequestTimeout_EndsTheStreamWithAnErrorEvent()
+    {
+        var server = await TestServer.StartAsync(new Dictionary<string, string>
+        {
+            ["RecurFormer:Engine:MaxNumSeqs"] = "1",
+            ["RecurFormer:QueueTimeout"] = "00:00:01",
+            ["RecurFormer:RequestTimeout"] = "00:00:10",
+        });
+        try
+        {
+            // A holds the only running slot until its request timeout cancels it.
+            using var a = await OpenStream(server, LongChat(1500));
+            using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
+            var aBlocks = await ReadBlocks(aReader, b => b.Contains("\"content\":") && !b.Contains("\"role\""));
+
+            // B waits behind A longer than the queue timeout: 503 with Retry-After, nothing generated.
+            var b = await server.PostAsync("v1/chat/completions", new { messages = TestServer.ReferenceMessages, max_tokens = 2 });
+            await ErrorAssert.IsOpenAiError(b, 503, "queue_timeout");
+            Assert.NotNull(b.Headers.RetryAfter);
+
+            // A's stream began, so its timeout arrives as an SSE error event, then [DONE].
+            aBlocks.AddRange(await ReadBlocks(aReader));
+            Assert.Equal("data: [DONE]", aBlocks[^1]);
+            Assert.StartsWith("event: error", aBlocks[^2]);
+            var error = JsonDocument.Parse(aBlocks[^2][(aBlocks[^2].IndexOf("data: ", StringComparison.Ordinal) + "data: ".Length)..]).RootElement.GetProperty("error");
+            Assert.Equal("request_timeout", error.GetProperty("code").GetString());
+
+            var idle = await server.WaitIdleAsync();
+            Assert.Equal(0, idle.Cache.TotalBytes);
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+}
