@@ -46,8 +46,11 @@ public sealed class TestServer : IAsyncDisposable
     public static string RepositoryRoot { get; } = FindRoot();
     public static string DemoTeacher => Path.Combine(RepositoryRoot, "models", ModelId);
 
-    /// <summary>Starts a server; <paramref name="settings"/> are extra configuration keys; waits for the model unless a gate holds it.</summary>
-    public static async Task<TestServer> StartAsync(IDictionary<string, string>? settings = null, Task? loadGate = null)
+    /// <summary>
+    /// Starts a server; <paramref name="settings"/> are extra configuration keys; waits for the model unless a gate holds
+    /// it; <paramref name="configure"/> may add to the builder (a log capture, …).
+    /// </summary>
+    public static async Task<TestServer> StartAsync(IDictionary<string, string>? settings = null, Task? loadGate = null, Action<WebApplicationBuilder>? configure = null)
     {
         var args = new List<string>
         {
@@ -66,6 +69,7 @@ public sealed class TestServer : IAsyncDisposable
             {
                 builder.Services.AddSingleton(new ModelLoadGate(loadGate));
             }
+            configure?.Invoke(builder);
         });
         await app.StartAsync();
         var server = new TestServer(app);

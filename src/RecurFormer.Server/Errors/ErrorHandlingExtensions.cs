@@ -1,5 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.Extensions.Options;
+using RecurFormer.Server.Hosting;
 using RecurFormer.Engine;
 using RecurFormer.Templates;
 using RecurFormer.Templates.ChatTemplates;
@@ -20,7 +22,7 @@ public static class ErrorHandlingExtensions
             ExceptionHandler = async context =>
             {
                 var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
-                var api = Translate(error);
+                var api = Translate(error, context.RequestServices.GetRequiredService<IOptions<ServerOptions>>().Value.RetryAfterSeconds);
                 if (api.Status >= 500)
                 {
                     context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("RecurFormer.Server.Errors")
@@ -29,7 +31,7 @@ public static class ErrorHandlingExtensions
                 await OpenAiErrors.WriteAsync(context, api);
             },
             // Client mistakes are expected: they are not worth an error-level log with a stack trace.
-            SuppressDiagnosticsCallback = context => Translate(context.Exception).Status < 500,
+            SuppressDiagnosticsCallback = context => Translate(context.Exception, retryAfterSeconds: 1).Status < 500,
         });
         app.UseStatusCodePages(async context =>
         {
@@ -43,14 +45,14 @@ public static class ErrorHandlingExtensions
     }
 
     /// <summary>Known exceptions become the matching client error; anything else a 500 that says nothing about internals.</summary>
-    public static ApiException Translate(Exception? error) => error switch
+    public static ApiException Translate(Exception? error, int retryAfterSeconds) => error switch
     {
         ApiException api => api,
         BadHttpRequestException bad => FromBadRequest(bad),
         JsonException json => FromJson(json),
         EngineRequestException engine => new ApiException(400, engine.Message, engine.Param, engine.Code),
-        EngineOverloadedException overloaded => new ApiException(429, overloaded.Message, null, "queue_full") { RetryAfterSeconds = 1 },
-        EngineUnavailableException unavailable => new ApiException(503, unavailable.Message, null, "engine_unavailable") { RetryAfterSeconds = 1 },
+        EngineOverloadedException overloaded => new ApiException(429, overloaded.Message, null, "queue_full") { RetryAfterSeconds = retryAfterSeconds },
+        EngineUnavailableException unavailable => new ApiException(503, unavailable.Message, null, "engine_unavailable") { RetryAfterSeconds = retryAfterSeconds },
         ChatTemplateNotFoundException missing => new ApiException(400, missing.Message, "messages", "chat_template_not_found"),
         ChatInputException input => new ApiException(400, input.Message, "messages", "invalid_messages"),
         TemplateException template => new ApiException(400, $"the chat template could not render these messages: {template.Message}", "messages", "chat_template_error"),

@@ -95,6 +95,7 @@ public sealed class GenerationRun : IAsyncDisposable
         var failed = false;
         RequestTimings? timings = null;
         var tokens = 0;
+        var completionTokens = 0;
         var lastToken = new Dictionary<int, long>();
         void Observe(EngineEvent e)
         {
@@ -112,6 +113,7 @@ public sealed class GenerationRun : IAsyncDisposable
                 case FinishedEvent finished:
                     reasons.Add(finished.Reason);
                     timings = finished.Timings;
+                    completionTokens = Math.Max(completionTokens, finished.Usage.CompletionTokens);
                     break;
                 case ErrorEvent:
                     failed = true;
@@ -162,7 +164,8 @@ public sealed class GenerationRun : IAsyncDisposable
             : reasons.Contains(FinishReason.Abort) ? "abort"
             : reasons.Contains(FinishReason.Length) ? "length"
             : reasons.Count > 0 ? "stop" : "abort";
-        _metrics.RequestFinished(reason, timings, tokens > 0);
+        // A stop token sends no token event but is still a generated token (counted in usage): it has a first-token time too.
+        _metrics.RequestFinished(reason, timings, tokens > 0 || completionTokens > 0);
     }
 
     private async Task CancelAsync()

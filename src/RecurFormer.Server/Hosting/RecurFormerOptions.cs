@@ -115,14 +115,32 @@ public sealed class EngineSettings
 /// <summary>What data annotations cannot say: sizes that parse, durations that make sense, files that exist.</summary>
 internal sealed class RecurFormerOptionsValidator : IValidateOptions<ServerOptions>, IValidateOptions<EngineSettings>, IValidateOptions<ModelOptions>
 {
+    public static readonly TimeSpan MinQueueTimeout = TimeSpan.FromMilliseconds(10);
+    public static readonly TimeSpan MaxQueueTimeout = TimeSpan.FromHours(24);
+    public static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(int.MaxValue);
+
     public ValidateOptionsResult Validate(string? name, ServerOptions options)
     {
         var failures = new List<string>();
         CheckSize(failures, "RecurFormer:MaxRequestBodySize", options.MaxRequestBodySize);
-        if (options.QueueTimeout <= TimeSpan.Zero) failures.Add("RecurFormer:QueueTimeout must be positive");
-        if (options.RequestTimeout < TimeSpan.Zero) failures.Add("RecurFormer:RequestTimeout must be 0 (no limit) or positive");
-        if (options.DrainGracePeriod < TimeSpan.Zero) failures.Add("RecurFormer:DrainGracePeriod must not be negative");
-        if (options.KeepAliveInterval <= TimeSpan.Zero) failures.Add("RecurFormer:KeepAliveInterval must be positive");
+        // Polly's timeout strategy accepts [10 ms, 24 h]; outside it every generation would fail, not the start.
+        if (options.QueueTimeout < MinQueueTimeout || options.QueueTimeout > MaxQueueTimeout)
+        {
+            failures.Add($"RecurFormer:QueueTimeout must be between {MinQueueTimeout} and {MaxQueueTimeout}, not {options.QueueTimeout}");
+        }
+        // Timers (CancellationTokenSource, Task.WaitAsync) take at most int.MaxValue milliseconds (about 24.8 days).
+        if (options.RequestTimeout < TimeSpan.Zero || options.RequestTimeout > MaxTimer)
+        {
+            failures.Add($"RecurFormer:RequestTimeout must be 0 (no limit) or positive and at most {MaxTimer}, not {options.RequestTimeout}");
+        }
+        if (options.DrainGracePeriod < TimeSpan.Zero || options.DrainGracePeriod > MaxTimer)
+        {
+            failures.Add($"RecurFormer:DrainGracePeriod must be between 0 and {MaxTimer}, not {options.DrainGracePeriod}");
+        }
+        if (options.KeepAliveInterval <= TimeSpan.Zero || options.KeepAliveInterval > MaxTimer)
+        {
+            failures.Add($"RecurFormer:KeepAliveInterval must be positive and at most {MaxTimer}, not {options.KeepAliveInterval}");
+        }
         if (options.ApiKeyFile is { Length: > 0 } file && !File.Exists(file)) failures.Add($"RecurFormer:ApiKeyFile: '{file}' does not exist");
         if (options.ApiKeys.Any(string.IsNullOrWhiteSpace)) failures.Add("RecurFormer:ApiKeys must not contain empty keys");
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

@@ -32,6 +32,14 @@ public sealed class RequestLoggingMiddleware(RequestDelegate next, ILogger<Reque
         }
         context.TraceIdentifier = id;
         context.Response.Headers[Header] = id;
+        // The exception handler and status-code pages clear the response (headers included) before they write an
+        // error; setting the id again as the headers go out puts it on every response, errors too.
+        context.Response.OnStarting(static state =>
+        {
+            var (response, requestId) = ((HttpResponse, string))state;
+            response.Headers[Header] = requestId;
+            return Task.CompletedTask;
+        }, (context.Response, id));
         using var scope = logger.BeginScope("X-Request-Id:{XRequestId}", id);
         try
         {

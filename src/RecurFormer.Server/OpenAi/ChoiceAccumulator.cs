@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using RecurFormer.Engine.Requests;
 using RecurFormer.Server.Errors;
@@ -8,18 +9,24 @@ namespace RecurFormer.Server.OpenAi;
 
 /// <summary>
 /// Collects a run's events into per-choice text, token logprobs and finish reasons, plus usage and the first error:
-/// what a non-streamed response returns and what a stream reports at its end.
+/// what a non-streamed response returns and what a stream reports at its end. Usage and TTFT also come from the token
+/// events seen, so that a stream the client left (no finish event read) is still reported with what it generated.
 /// </summary>
 public sealed class ChoiceAccumulator(int prompts, int n)
 {
+    private readonly long _started = Stopwatch.GetTimestamp();
     private readonly StringBuilder[] _text = Enumerable.Range(0, prompts * n).Select(_ => new StringBuilder()).ToArray();
     private readonly List<(int Token, TokenLogprob? Logprob)>[] _tokens = Enumerable.Range(0, prompts * n).Select(_ => new List<(int, TokenLogprob?)>()).ToArray();
     private readonly FinishReason?[] _reasons = new FinishReason?[prompts * n];
     private readonly Usage?[] _usage = new Usage?[prompts];
+    private readonly int[] _tokensSeen = new int[prompts];
+    private double? _engineTimeToFirstToken;
+    private double? _seenTimeToFirstToken;
 
-    public int N => n;
     public ApiException? Error { get; private set; }
-    public double? TimeToFirstTokenSeconds { get; private set; }
+
+    /// <summary>The engine's TTFT when a finish event said tokens were generated, else when the first token event arrived.</summary>
+    public double? TimeToFirstTokenSeconds => _engineTimeToFirstToken ?? _seenTimeToFirstToken;
 
     /// <summary>The flat choice index OpenAI uses with several prompts: prompt × n + choice.</summary>
     public int Index(RunEvent e) => e.Prompt * n + (e.Event?.Choice ?? 0);
@@ -36,6 +43,8 @@ public sealed class ChoiceAccumulator(int prompts, int n)
             case TokenEvent token:
                 _text[Index(e)].Append(token.Text);
                 _tokens[Index(e)].Add((token.TokenId, token.Logprob));
+                _tokensSeen[e.Prompt]++;
+                _seenTimeToFirstToken ??= Stopwatch.GetElapsedTime(_started).TotalSeconds;
                 break;
             case FinishedEvent finished:
                 _text[Index(e)].Append(finished.Text);
@@ -46,7 +55,7 @@ public sealed class ChoiceAccumulator(int prompts, int n)
                 }
                 if (finished.Usage.CompletionTokens > 0)
                 {
-                    TimeToFirstTokenSeconds ??= finished.Timings.TimeToFirstTokenSeconds;
+                    _engineTimeToFirstToken ??= finished.Timings.TimeToFirstTokenSeconds;
                 }
                 break;
             case ErrorEvent failed:
@@ -64,7 +73,8 @@ public sealed class ChoiceAccumulator(int prompts, int n)
     public UsageInfo Usage()
     {
         var promptTokens = _usage.Sum(u => u?.PromptTokens ?? 0);
-        var completion = _usage.Sum(u => u?.CompletionTokens ?? 0);
+        // A stop token has no token event, so usage (when it came) counts at least as many as were seen.
+        var completion = _usage.Select((u, prompt) => Math.Max(u?.CompletionTokens ?? 0, _tokensSeen[prompt])).Sum();
         return new UsageInfo(promptTokens, completion, promptTokens + completion);
     }
 
@@ -76,9 +86,9 @@ public sealed class ChoiceAccumulator(int prompts, int n)
     };
 
     /// <summary>Why a run ended without finishing (aborted but the client is still there): timeout or shutdown.</summary>
-    public static ApiException AbortError(GenerationRun run) => run.TimedOut
+    public static ApiException AbortError(GenerationRun run, int retryAfterSeconds) => run.TimedOut
         ? new ApiException(504, "The request took longer than the server's request timeout and was cancelled", null, "request_timeout", "timeout_error")
-        : new ApiException(503, "The server shut down before the request finished", null, "engine_unavailable") { RetryAfterSeconds = 1 };
+        : new ApiException(503, "The server shut down before the request finished", null, "engine_unavailable") { RetryAfterSeconds = retryAfterSeconds };
 
     public static ChatTokenLogprob ChatLogprob(CheckpointTokenizer tokenizer, TokenLogprob logprob)
     {

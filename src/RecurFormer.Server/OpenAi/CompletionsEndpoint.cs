@@ -13,11 +13,9 @@ public static class CompletionsEndpoint
 {
     public static async Task<IResult> Handle(CompletionRequest request, HttpContext context, ModelHost host, GenerationService generation, IOptions<JsonOptions> json)
     {
-        if (!host.TryGet(out var model))
-        {
-            throw new ApiException(503, "The model is not ready", null, "engine_unavailable") { RetryAfterSeconds = generation.Options.RetryAfterSeconds };
-        }
+        var model = GenerationExchange.RequireModel(host, generation);
         RequestMapping.CheckModel(request.Model, model);
+        RequestMapping.CheckStreamOptions(request.Stream, request.StreamOptions);
         if (request.Suffix is { Length: > 0 })
         {
             throw ApiException.BadRequest("'suffix' is not supported", "suffix");
@@ -30,94 +28,68 @@ public static class CompletionsEndpoint
         {
             throw ApiException.BadRequest("'echo' together with 'logprobs' is not supported (prompt logprobs are not computed)", "echo");
         }
+        // The prompts × n cap is checked on the JSON shape, before any prompt is tokenized.
+        RequestMapping.CheckN(request.N);
+        var promptCount = RequestMapping.CompletionPromptCount(request);
+        if ((long)promptCount * (request.N ?? 1) > RequestMapping.MaxSequencesPerRequest)
+        {
+            throw ApiException.BadRequest($"{promptCount} prompts × n = {request.N ?? 1} asks for more than {RequestMapping.MaxSequencesPerRequest} completions in one request", "prompt");
+        }
         var prompts = RequestMapping.CompletionPrompts(request, model);
         var samplings = prompts.Select(p => RequestMapping.CompletionSampling(request, p.Tokens.Count, model)).ToList();
         var sampling = samplings.MinBy(s => s.MaxTokens)!; // every prompt must fit: the longest prompt sets the default
-        if (prompts.Count * sampling.N > RequestMapping.MaxSequencesPerRequest)
-        {
-            throw ApiException.BadRequest($"{prompts.Count} prompts × n = {sampling.N} asks for more than {RequestMapping.MaxSequencesPerRequest} completions in one request", "prompt");
-        }
-        var outcome = new GenerationOutcome { Model = model.Id, Stream = request.Stream == true, PromptTokens = prompts.Sum(p => p.Tokens.Count) };
-        context.Features.Set(outcome);
-        var echo = request.Echo == true;
-        var n = sampling.N;
+        var shape = new CompletionShape("cmpl-" + Guid.NewGuid().ToString("N"), DateTimeOffset.UtcNow.ToUnixTimeSeconds(), model, sampling,
+            prompts.Select(p => p.Text).ToList(), request.Echo == true);
+        return await GenerationExchange.RunAsync(context, generation, model, shape.Id, prompts.Select(p => p.Tokens).ToList(), sampling, request.Stream == true,
+            request.StreamOptions?.IncludeUsage == true, json.Value.SerializerOptions, shape);
+    }
 
-        var id = "cmpl-" + Guid.NewGuid().ToString("N");
-        var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var aborted = context.RequestAborted;
-        await using var run = generation.Start(model.Engine, id, prompts.Select(p => p.Tokens).ToList(), sampling, aborted);
-        var results = new ChoiceAccumulator(prompts.Count, n);
+    private sealed class CompletionShape(string id, long created, LoadedModel model, SamplingParams sampling, IReadOnlyList<string> promptTexts, bool echo) : IGenerationShape
+    {
+        private readonly int _n = sampling.N;
+        private int[] _offsets = [];
 
-        if (request.Stream != true)
+        public string Id => id;
+
+        private CompletionResponse Chunk(IReadOnlyList<CompletionChoice> choices) => new(id, "text_completion", created, model.Id, choices);
+
+        private string Prefix(int index) => echo ? promptTexts[index / _n] : "";
+
+        public IResult Complete(ChoiceAccumulator results)
         {
-            await foreach (var e in run.Events.ReadAllAsync(aborted))
-            {
-                results.Add(e);
-            }
-            ChatCompletionsEndpoint.Report(outcome, results);
-            if (results.Error is { } error)
-            {
-                return new ErrorResult(error);
-            }
-            if (results.Aborted)
-            {
-                return new ErrorResult(ChoiceAccumulator.AbortError(run));
-            }
-            var choices = Enumerable.Range(0, results.Count).Select(i =>
-            {
-                var prefix = echo ? prompts[i / n].Text : "";
-                return new CompletionChoice(i, prefix + results.Text(i),
-                    sampling.Logprobs ? ChoiceAccumulator.LegacyLogprobs(model.Tokenizer, results.Tokens(i), 0) : null,
-                    ChoiceAccumulator.FinishReasonName(results.Reason(i)));
-            }).ToList();
+            var choices = Enumerable.Range(0, results.Count).Select(i => new CompletionChoice(i, Prefix(i) + results.Text(i),
+                sampling.Logprobs ? ChoiceAccumulator.LegacyLogprobs(model.Tokenizer, results.Tokens(i), 0) : null,
+                ChoiceAccumulator.FinishReasonName(results.Reason(i)))).ToList();
             return TypedResults.Ok(new CompletionResponse(id, "text_completion", created, model.Id, choices) { Usage = results.Usage() });
         }
 
-        var sse = new SseWriter(context.Response, json.Value.SerializerOptions);
-        CompletionResponse Chunk(IReadOnlyList<CompletionChoice> choices) => new(id, "text_completion", created, model.Id, choices);
-        var offsets = new int[results.Count];
-        try
+        public async Task StartStreamAsync(SseWriter sse, int choices, CancellationToken cancellation)
         {
-            await sse.StartAsync(aborted);
+            _offsets = new int[choices];
             if (echo)
             {
-                for (var i = 0; i < results.Count; i++)
+                for (var i = 0; i < choices; i++)
                 {
-                    await sse.WriteAsync(Chunk([new CompletionChoice(i, prompts[i / n].Text, null, null)]), aborted);
+                    await sse.WriteAsync(Chunk([new CompletionChoice(i, Prefix(i), null, null)]), cancellation);
                 }
             }
-            await foreach (var e in run.Events.ReadWithKeepAlive(generation.Options.KeepAliveInterval, () => sse.WriteKeepAliveAsync(aborted), aborted))
-            {
-                results.Add(e);
-                var index = results.Index(e);
-                switch (e.Event)
-                {
-                    case TokenEvent token when token.Text.Length > 0 || sampling.Logprobs:
-                        var logprobs = sampling.Logprobs ? ChoiceAccumulator.LegacyLogprobs(model.Tokenizer, [(token.TokenId, token.Logprob)], offsets[index]) : null;
-                        offsets[index] += logprobs?.Tokens[0].Length ?? 0;
-                        await sse.WriteAsync(Chunk([new CompletionChoice(index, token.Text, logprobs, null)]), aborted);
-                        break;
-                    case FinishedEvent finished when finished.Reason != FinishReason.Abort:
-                        await sse.WriteAsync(Chunk([new CompletionChoice(index, finished.Text, null, ChoiceAccumulator.FinishReasonName(finished.Reason))]), aborted);
-                        break;
-                }
-            }
-            ChatCompletionsEndpoint.Report(outcome, results);
-            var failure = results.Error ?? (results.Aborted ? ChoiceAccumulator.AbortError(run) : null);
-            if (failure is not null)
-            {
-                await sse.WriteErrorAsync(failure, aborted);
-            }
-            else if (request.StreamOptions?.IncludeUsage == true)
-            {
-                await sse.WriteAsync(Chunk([]) with { Usage = results.Usage() }, aborted);
-            }
-            await sse.WriteDoneAsync(aborted);
         }
-        catch (Exception error) when (error is OperationCanceledException or IOException && aborted.IsCancellationRequested)
+
+        public async Task WriteEventAsync(SseWriter sse, int index, EngineEvent e, CancellationToken cancellation)
         {
-            ChatCompletionsEndpoint.Report(outcome, results);
+            switch (e)
+            {
+                case TokenEvent token when token.Text.Length > 0 || sampling.Logprobs:
+                    var logprobs = sampling.Logprobs ? ChoiceAccumulator.LegacyLogprobs(model.Tokenizer, [(token.TokenId, token.Logprob)], _offsets[index]) : null;
+                    _offsets[index] += logprobs?.Tokens[0].Length ?? 0;
+                    await sse.WriteAsync(Chunk([new CompletionChoice(index, token.Text, logprobs, null)]), cancellation);
+                    break;
+                case FinishedEvent finished when finished.Reason != FinishReason.Abort:
+                    await sse.WriteAsync(Chunk([new CompletionChoice(index, finished.Text, null, ChoiceAccumulator.FinishReasonName(finished.Reason))]), cancellation);
+                    break;
+            }
         }
-        return TypedResults.Empty;
+
+        public object UsageChunk(UsageInfo usage) => Chunk([]) with { Usage = usage };
     }
 }

@@ -31,7 +31,8 @@ public static class OpenAiEndpoints
             .WithSummary("The served model")
             .ProducesErrors();
 
-        v1.MapGet("/models/{id}", (string id, ModelHost host) => host.Model is { } model && model.Id == id
+        // Catch-all: served model names such as "org/model" hold slashes.
+        v1.MapGet("/models/{**id}", (string id, ModelHost host) => host.Model is { } model && model.Id == id
                 ? (IResult)TypedResults.Ok(Card(model))
                 : new ErrorResult(new ApiException(404, $"The model '{id}' does not exist", "model", "model_not_found")))
             .WithName("RetrieveModel")
@@ -42,8 +43,12 @@ public static class OpenAiEndpoints
         return routes;
     }
 
+    /// <summary>The model's card; <c>root</c> is the checkpoint folder's name, never its path on the server's disk.</summary>
     private static ModelCard Card(LoadedModel model) =>
-        new(model.Id, "model", model.LoadedAt.ToUnixTimeSeconds(), "recurformer", model.Folder, model.Engine.MaxModelLen);
+        new(model.Id, "model", model.LoadedAt.ToUnixTimeSeconds(), "recurformer", RootName(model.Folder), model.Engine.MaxModelLen);
+
+    public static string RootName(string folder) =>
+        Path.GetFileName(folder.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar)) is { Length: > 0 } name ? name : "model";
 
     /// <summary>Documents the OpenAI error body for the statuses every /v1 endpoint may answer.</summary>
     public static RouteHandlerBuilder ProducesErrors(this RouteHandlerBuilder builder)

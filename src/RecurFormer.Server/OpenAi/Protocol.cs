@@ -27,7 +27,6 @@ public sealed class ChatCompletionRequest
     public Dictionary<string, double>? LogitBias { get; set; }
     public bool? Logprobs { get; set; }
     public int? TopLogprobs { get; set; }
-    public string? User { get; set; }
     public bool? Stream { get; set; }
     public StreamOptions? StreamOptions { get; set; }
     // vLLM extras
@@ -37,6 +36,13 @@ public sealed class ChatCompletionRequest
     public int? MinTokens { get; set; }
     public bool? IgnoreEos { get; set; }
     public List<int>? StopTokenIds { get; set; }
+    // Read only to refuse them: this server does no tool calling and no structured output.
+    /// <summary>Not supported: a non-empty list is refused with 400 unless <c>tool_choice</c> is <c>"none"</c>.</summary>
+    public JsonElement? Tools { get; set; }
+    /// <summary>Not supported: only <c>"none"</c> is accepted.</summary>
+    public JsonElement? ToolChoice { get; set; }
+    /// <summary>Not supported: only <c>{"type":"text"}</c> (the default) is accepted.</summary>
+    public JsonElement? ResponseFormat { get; set; }
 }
 
 public sealed class ChatMessage
@@ -73,7 +79,6 @@ public sealed class CompletionRequest
     public bool? Echo { get; set; }
     public string? Suffix { get; set; }
     public int? BestOf { get; set; }
-    public string? User { get; set; }
     public bool? Stream { get; set; }
     public StreamOptions? StreamOptions { get; set; }
     public int? TopK { get; set; }
@@ -86,11 +91,7 @@ public sealed class CompletionRequest
 
 public sealed record UsageInfo(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, UsageInfo Usage)
-{
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public string? SystemFingerprint { get; init; }
-}
+public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, UsageInfo Usage);
 
 public sealed record ChatChoice(int Index, AssistantMessage Message, ChatLogprobs? Logprobs, string? FinishReason);
 

@@ -18,11 +18,76 @@ public static class RequestMapping
     /// <summary>Most prompts × choices one request may ask for.</summary>
     public const int MaxSequencesPerRequest = 256;
 
+    /// <summary>
+    /// A generous bound on the characters one token can hold: text longer than max model length × this cannot fit the
+    /// context whatever the tokenizer does, so it is refused before spending time on the chat template or tokenizer.
+    /// </summary>
+    public const int MaxCharsPerToken = 32;
+
+    /// <summary>Refuses text (UTF-16 code units) that cannot fit the context, before it is rendered or tokenized.</summary>
+    public static void CheckTextLength(long chars, LoadedModel model, string param)
+    {
+        var maxModelLen = model.Engine.MaxModelLen;
+        var limit = (long)maxModelLen * MaxCharsPerToken;
+        if (chars > limit)
+        {
+            throw new ApiException(400,
+                $"This model's maximum context length is {maxModelLen} tokens. However, your {(param == "messages" ? "messages have" : "prompt has")} {chars} characters, more than the {limit} ({MaxCharsPerToken} per token) that could fit. Please shorten the {(param == "messages" ? "messages" : "prompt")}.",
+                param, "context_length_exceeded");
+        }
+    }
+
+    /// <summary>Refuses a prompt of token ids that leaves no room for a completion (before it is decoded).</summary>
+    private static void CheckPromptTokens(int promptTokens, LoadedModel model, string param)
+    {
+        var maxModelLen = model.Engine.MaxModelLen;
+        if (promptTokens >= maxModelLen)
+        {
+            throw new ApiException(400,
+                $"This model's maximum context length is {maxModelLen} tokens. However, your prompt has {promptTokens} tokens, which leaves no room for a completion. Please shorten the prompt.",
+                param, "context_length_exceeded");
+        }
+    }
+
     public static void CheckModel(string? requested, LoadedModel model)
     {
         if (!string.IsNullOrEmpty(requested) && !string.Equals(requested, model.Id, StringComparison.Ordinal))
         {
             throw new ApiException(404, $"The model '{requested}' does not exist; this server serves '{model.Id}'", "model", "model_not_found");
+        }
+    }
+
+    /// <summary><c>stream_options</c> only means something on a stream; OpenAI and vLLM refuse it otherwise.</summary>
+    public static void CheckStreamOptions(bool? stream, StreamOptions? options)
+    {
+        if (options is not null && stream != true)
+        {
+            throw ApiException.BadRequest("'stream_options' can only be given when 'stream' is true", "stream_options");
+        }
+    }
+
+    /// <summary>Tool calling and structured output are refused with a clear 400 rather than silently ignored.</summary>
+    public static void CheckUnsupported(ChatCompletionRequest request)
+    {
+        static bool Present(JsonElement? value) => value is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) };
+        var toolChoiceNone = request.ToolChoice is { ValueKind: JsonValueKind.String } choice && choice.ValueEquals("none");
+        if (Present(request.ToolChoice) && !toolChoiceNone)
+        {
+            throw ApiException.BadRequest("'tool_choice' is not supported by this server (tool calling is not implemented); leave it out or set it to \"none\"", "tool_choice", "unsupported_parameter");
+        }
+        if (Present(request.Tools) && !toolChoiceNone && !(request.Tools!.Value.ValueKind == JsonValueKind.Array && request.Tools.Value.GetArrayLength() == 0))
+        {
+            throw ApiException.BadRequest("'tools' is not supported by this server (tool calling is not implemented); leave it out", "tools", "unsupported_parameter");
+        }
+        if (Present(request.ResponseFormat))
+        {
+            var format = request.ResponseFormat!.Value;
+            var isText = format.ValueKind == JsonValueKind.Object && format.TryGetProperty("type", out var type)
+                && type.ValueKind == JsonValueKind.String && type.ValueEquals("text");
+            if (!isText)
+            {
+                throw ApiException.BadRequest("'response_format' is not supported by this server except {\"type\":\"text\"} (no JSON mode or structured output)", "response_format", "unsupported_parameter");
+            }
         }
     }
 
@@ -38,6 +103,7 @@ public static class RequestMapping
             throw new ApiException(400, model.ChatTemplateError ?? "the model has no chat template; use /v1/completions", "messages", "chat_template_not_found");
         }
         var flattened = new List<Dictionary<string, object?>>(messages.Count);
+        long chars = 0;
         for (var i = 0; i < messages.Count; i++)
         {
             var message = messages[i] ?? throw ApiException.BadRequest($"messages[{i}] must be an object", $"messages[{i}]");
@@ -49,15 +115,20 @@ public static class RequestMapping
             {
                 throw ApiException.BadRequest($"messages[{i}] has the unknown role '{message.Role}'; expected one of system, developer, user, assistant, tool", $"messages[{i}].role");
             }
-            var entry = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = Content(message.Content, i) };
+            var content = Content(message.Content, i);
+            var entry = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = content };
             if (message.Name is not null)
             {
                 entry["name"] = message.Name;
             }
             flattened.Add(entry);
+            // Every message costs at least its text; many tiny messages cost their roles (the template adds more).
+            chars += content.Length + message.Role.Length + (message.Name?.Length ?? 0);
+            CheckTextLength(chars, model, "messages");
         }
         var json = JsonSerializer.SerializeToElement(flattened);
         var text = model.ChatTemplate.Render(json, addGenerationPrompt: true);
+        CheckTextLength(text.Length, model, "messages");
         // The template writes any BOS itself, as transformers' apply_chat_template does.
         return model.Tokenizer.Encode(text, addBosToken: false);
     }
@@ -108,6 +179,24 @@ public static class RequestMapping
         }
     }
 
+    /// <summary>
+    /// How many prompts a completion request holds, read from the JSON shape alone (nothing tokenized): 1 for a string
+    /// or a list of token ids, else the list's length. Malformed shapes count 1 and are reported by <see cref="CompletionPrompts"/>.
+    /// </summary>
+    public static int CompletionPromptCount(CompletionRequest request) =>
+        request.Prompt is { ValueKind: JsonValueKind.Array } prompt && prompt.GetArrayLength() > 0 && prompt[0].ValueKind != JsonValueKind.Number
+            ? prompt.GetArrayLength()
+            : 1;
+
+    /// <summary>Refuses n outside 1..128 (the same check <see cref="Sampling"/> makes, for callers that need n first).</summary>
+    public static void CheckN(int? n)
+    {
+        if (n is < 1 or > 128)
+        {
+            throw ApiException.BadRequest($"'n' must be between 1 and 128, got {n}", "n");
+        }
+    }
+
     /// <summary>The prompts of a completion request: a string, strings, token ids, or lists of token ids.</summary>
     public static List<(IReadOnlyList<int> Tokens, string Text)> CompletionPrompts(CompletionRequest request, LoadedModel model)
     {
@@ -117,9 +206,14 @@ public static class RequestMapping
             throw ApiException.BadRequest("'prompt' is required", "prompt");
         }
         var tokenizer = model.Tokenizer;
-        (IReadOnlyList<int>, string) FromText(string text) => (tokenizer.Encode(text), text);
+        (IReadOnlyList<int>, string) FromText(string text)
+        {
+            CheckTextLength(text.Length, model, "prompt");
+            return (tokenizer.Encode(text), text);
+        }
         (IReadOnlyList<int>, string) FromIds(JsonElement array)
         {
+            CheckPromptTokens(array.GetArrayLength(), model, "prompt");
             var ids = new List<int>();
             foreach (var item in array.EnumerateArray())
             {
@@ -190,12 +284,7 @@ public static class RequestMapping
         bool logprobs, int topLogprobs, int? minTokens, List<string>? stop, List<int>? stopTokenIds, bool? ignoreEos, int? defaultMaxTokens, string promptParam)
     {
         var maxModelLen = model.Engine.MaxModelLen;
-        if (promptTokens >= maxModelLen)
-        {
-            throw new ApiException(400,
-                $"This model's maximum context length is {maxModelLen} tokens. However, your prompt has {promptTokens} tokens, which leaves no room for a completion. Please shorten the prompt.",
-                promptParam, "context_length_exceeded");
-        }
+        CheckPromptTokens(promptTokens, model, promptParam);
         if (maxTokens is < 1)
         {
             throw ApiException.BadRequest($"'{maxTokensParam}' must be at least 1, got {maxTokens}", maxTokensParam);
@@ -207,10 +296,7 @@ public static class RequestMapping
                 $"This model's maximum context length is {maxModelLen} tokens. However, you requested {(long)promptTokens + maxTokens.Value} tokens ({promptTokens} in the messages, {maxTokens} in the completion). Please reduce the length of the messages or completion.",
                 maxTokensParam, "context_length_exceeded");
         }
-        if (n is < 1 or > 128)
-        {
-            throw ApiException.BadRequest($"'n' must be between 1 and 128, got {n}", "n");
-        }
+        CheckN(n);
         var bias = new Dictionary<int, double>();
         foreach (var (key, value) in logitBias ?? [])
         {

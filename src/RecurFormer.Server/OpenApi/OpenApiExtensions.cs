@@ -25,6 +25,8 @@ public static class OpenApiExtensions
                 Description = "An API key from RecurFormer:ApiKeys or RecurFormer:ApiKeyFile.",
             });
             options.OperationFilter<ExamplesOperationFilter>();
+            options.SchemaFilter<OpenObjectsSchemaFilter>();
+            options.DocumentFilter<OperationsDocumentFilter>();
         });
         return services;
     }
@@ -59,7 +61,7 @@ internal sealed class ExamplesOperationFilter : IOperationFilter
         {"id":"cmpl-0f1e2d3c","object":"text_completion","created":1767225600,"model":"dotnet-docs-qwen2-16m","choices":[{"index":0,"text":" propagates notification that operations should be canceled.","logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":6,"completion_tokens":16,"total_tokens":22}}
         """;
     private const string Models = """
-        {"object":"list","data":[{"id":"dotnet-docs-qwen2-16m","object":"model","created":1767225600,"owned_by":"recurformer","root":"/models/dotnet-docs-qwen2-16m","max_model_len":2048}]}
+        {"object":"list","data":[{"id":"dotnet-docs-qwen2-16m","object":"model","created":1767225600,"owned_by":"recurformer","root":"dotnet-docs-qwen2-16m","max_model_len":2048}]}
         """;
     private const string Tokenize = """{"prompt":"Hello world"}""";
     private const string TokenizeResponse = """{"count":2,"max_model_len":2048,"tokens":[9707,1879]}""";
@@ -107,5 +109,63 @@ internal sealed class ExamplesOperationFilter : IOperationFilter
             operation.Security ??= [];
             operation.Security.Add(new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference("bearer", context.Document)] = [] });
         }
+    }
+}
+
+/// <summary>
+/// The server ignores fields it does not know (clients send newer OpenAI fields), so no schema may tell generators
+/// and validators that other properties are forbidden.
+/// </summary>
+internal sealed class OpenObjectsSchemaFilter : ISchemaFilter
+{
+    public void Apply(IOpenApiSchema schema, SchemaFilterContext context)
+    {
+        if (schema is OpenApiSchema concrete && concrete.Properties is { Count: > 0 } && concrete.AdditionalProperties is null)
+        {
+            concrete.AdditionalPropertiesAllowed = true;
+        }
+    }
+}
+
+/// <summary>The health probes and the Prometheus scrape endpoint are not minimal-API handlers; they are described here.</summary>
+internal sealed class OperationsDocumentFilter : IDocumentFilter
+{
+    public void Apply(OpenApiDocument document, DocumentFilterContext context)
+    {
+        document.Paths ??= [];
+        Add(document, "/health/live", "Liveness: 200 while the process answers", "application/json", """{"status":"healthy","checks":{"process":{"status":"healthy","description":"the process answers"}}}""", unhealthy: false);
+        Add(document, "/health/ready", "Readiness: 200 when the model is loaded and the engine runs, else 503", "application/json", """{"status":"healthy","checks":{"engine":{"status":"healthy","description":"serving dotnet-docs-qwen2-16m"}}}""", unhealthy: true);
+        Add(document, "/metrics", "Prometheus metrics (text exposition format): recurformer_* serving and cache metrics, ASP.NET Core and runtime metrics", "text/plain", null, unhealthy: false);
+    }
+
+    private static void Add(OpenApiDocument document, string path, string summary, string mediaType, string? example, bool unhealthy)
+    {
+        if (document.Paths.ContainsKey(path))
+        {
+            return;
+        }
+        var responses = new OpenApiResponses
+        {
+            ["200"] = new OpenApiResponse
+            {
+                Description = "OK",
+                Content = new Dictionary<string, IOpenApiMediaType> { [mediaType] = new OpenApiMediaType { Example = example is null ? null : JsonNode.Parse(example) } },
+            },
+        };
+        if (unhealthy)
+        {
+            responses["503"] = new OpenApiResponse
+            {
+                Description = "Not ready (starting, draining or failed)",
+                Content = new Dictionary<string, IOpenApiMediaType> { [mediaType] = new OpenApiMediaType() },
+            };
+        }
+        document.Paths.Add(path, new OpenApiPathItem
+        {
+            Operations = new Dictionary<HttpMethod, OpenApiOperation>
+            {
+                [HttpMethod.Get] = new OpenApiOperation { Summary = summary, Tags = new HashSet<OpenApiTagReference> { new("Operations", document) }, Responses = responses },
+            },
+        });
     }
 }

@@ -17,8 +17,6 @@ public sealed class SseWriter(HttpResponse response, JsonSerializerOptions json)
     private static readonly byte[] KeepAlive = ": keep-alive\n\n"u8.ToArray();
     private static readonly byte[] ErrorEvent = "event: error\n"u8.ToArray();
 
-    public bool Started => response.HasStarted;
-
     /// <summary>Sends the headers now, so that the client knows the request was accepted before the first token.</summary>
     public async Task StartAsync(CancellationToken cancellation)
     {

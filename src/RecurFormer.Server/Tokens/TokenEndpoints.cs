@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using RecurFormer.Server.Errors;
 using RecurFormer.Server.Hosting;
 using RecurFormer.Server.OpenAi;
@@ -49,19 +50,19 @@ public static class TokenEndpoints
     public static string Version { get; } =
         typeof(TokenEndpoints).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
-    private static LoadedModel Ready(ModelHost host, string? requested)
+    private static LoadedModel Ready(ModelHost host, ServerOptions options, string? requested)
     {
         if (!host.TryGet(out var model))
         {
-            throw new ApiException(503, "The model is not ready", null, "engine_unavailable") { RetryAfterSeconds = 1 };
+            throw new ApiException(503, "The model is not ready", null, "engine_unavailable") { RetryAfterSeconds = options.RetryAfterSeconds };
         }
         RequestMapping.CheckModel(requested, model);
         return model;
     }
 
-    private static IResult Tokenize(TokenizeRequest request, ModelHost host)
+    private static IResult Tokenize(TokenizeRequest request, ModelHost host, IOptions<ServerOptions> options)
     {
-        var model = Ready(host, request.Model);
+        var model = Ready(host, options.Value, request.Model);
         IReadOnlyList<int> tokens;
         if (request.Messages is not null)
         {
@@ -73,6 +74,7 @@ public static class TokenEndpoints
         }
         else if (request.Prompt is not null)
         {
+            RequestMapping.CheckTextLength(request.Prompt.Length, model, "prompt");
             tokens = request.AddSpecialTokens == false ? model.Tokenizer.Encode(request.Prompt, addBosToken: false) : model.Tokenizer.Encode(request.Prompt);
         }
         else
@@ -82,9 +84,9 @@ public static class TokenEndpoints
         return TypedResults.Ok(new TokenizeResponse(tokens.Count, model.Engine.MaxModelLen, tokens));
     }
 
-    private static IResult Detokenize(DetokenizeRequest request, ModelHost host)
+    private static IResult Detokenize(DetokenizeRequest request, ModelHost host, IOptions<ServerOptions> options)
     {
-        var model = Ready(host, request.Model);
+        var model = Ready(host, options.Value, request.Model);
         if (request.Tokens is null)
         {
             throw ApiException.BadRequest("'tokens' is required", "tokens");
