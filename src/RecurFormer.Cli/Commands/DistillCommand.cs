@@ -1,0 +1,153 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using RecurFormer.Model.Runtime;
+using RecurFormer.Toolkit.Conversion;
+using RecurFormer.Toolkit.Data;
+using RecurFormer.Toolkit.Distillation;
+using RecurFormer.Toolkit.Reporting;
+using static RecurFormer.Cli.Commands.ToolkitCommandSupport;
+
+namespace RecurFormer.Cli.Commands;
+
+/// <summary>
+/// <c>recurformer distill</c>: continual training of a converted (Mamba-kind) student against its source model:
+/// stage 1 layer-local, stage 2 end to end. Resumable, deterministic with --seed, loss curves as JSON and PNG.
+/// </summary>
+public static class DistillCommand
+{
+    public static Command Create()
+    {
+        var teacher = new Option<string>("--teacher") { Description = "The source Transformer checkpoint.", Required = true };
+        var student = new Option<string>("--student") { Description = "The converted checkpoint (recurformer convert --kind mamba).", Required = true };
+        var data = new Option<string>("--data") { Description = "Training text: .jsonl or .jsonl.xz with a \"text\" field per line.", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder: the distilled checkpoint, losses.json, losses.png, distill.json, checkpoint/.", Required = true };
+        var force = Force();
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its last checkpoint." };
+        var stage1 = new Option<int>("--stage1-steps") { Description = "Optimiser steps of stage 1 (layer-local).", DefaultValueFactory = _ => 200 };
+        var stage2 = new Option<int>("--stage2-steps") { Description = "Optimiser steps of stage 2 (end to end).", DefaultValueFactory = _ => 200 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 4 };
+        var length = new Option<int>("--length") { Description = "Tokens per training sequence.", DefaultValueFactory = _ => 256 };
+        var length2 = new Option<int>("--stage2-length") { Description = "Tokens per sequence in stage 2 (the first tokens of each training sequence).", DefaultValueFactory = _ => 128 };
+        var lr1 = new Option<double>("--lr1") { Description = "Peak learning rate of stage 1.", DefaultValueFactory = _ => 3e-3 };
+        var lr2 = new Option<double>("--lr2") { Description = "Peak learning rate of stage 2.", DefaultValueFactory = _ => 5e-4 };
+        var klWeight = new Option<double>("--kl-weight") { Description = "Weight of KL(teacher ‖ student) in stage 2.", DefaultValueFactory = _ => 1.0 };
+        var ceWeight = new Option<double>("--ce-weight") { Description = "Weight of the next-token cross-entropy in stage 2.", DefaultValueFactory = _ => 1.0 };
+        var train = new Option<string>("--train") { Description = "What trains in stage 2: mamba, and optionally o_proj, attention (all of self_attn), or all; comma-separated.", DefaultValueFactory = _ => "mamba" };
+        var seed = new Option<long>("--seed") { Description = "Seed of the data order and of torch.", DefaultValueFactory = _ => 0 };
+        var every = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps.", DefaultValueFactory = _ => 50 };
+        var stopAfter = new Option<int?>("--stop-after") { Description = "Stop after this many steps of this invocation, leaving a checkpoint to --resume from (time-sliced runs)." };
+        var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };
+        var onBadLine = OnBadLine();
+        var compute = new ComputeOptions();
+
+        var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
+        {
+            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, saveDType, onBadLine,
+        };
+        compute.AddTo(command);
+        command.SetAction(parse => Run(() =>
+        {
+            var teacherFolder = parse.GetValue(teacher)!;
+            var studentFolder = parse.GetValue(student)!;
+            RequireFolder(teacherFolder, "--teacher");
+            RequireFolder(studentFolder, "--student");
+            var dataPath = parse.GetValue(data)!;
+            RequireFile(dataPath, "--data");
+            var options = new DistillOptions
+            {
+                Stage1Steps = parse.GetValue(stage1),
+                Stage2Steps = parse.GetValue(stage2),
+                BatchSize = parse.GetValue(batch),
+                SequenceLength = parse.GetValue(length),
+                Stage2SequenceLength = parse.GetValue(length2),
+                Stage1LearningRate = parse.GetValue(lr1),
+                Stage2LearningRate = parse.GetValue(lr2),
+                KlWeight = parse.GetValue(klWeight),
+                CeWeight = parse.GetValue(ceWeight),
+                Stage2Train = Parts(parse.GetValue(train)!),
+                Seed = parse.GetValue(seed),
+                CheckpointEvery = parse.GetValue(every),
+            };
+            if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
+            {
+                throw new UserError("--stage1-steps and --stage2-steps must be ≥ 0, and not both 0");
+            }
+            if (options.BatchSize < 1 || options.SequenceLength < 2 || options.Stage2SequenceLength < 2 || options.CheckpointEvery < 1 || options.Stage1LearningRate <= 0 || options.Stage2LearningRate <= 0)
+            {
+                throw new UserError("--batch, --checkpoint-every ≥ 1, --length, --stage2-length ≥ 2 and learning rates > 0");
+            }
+            var dtype = parse.GetValue(saveDType)!.ToLowerInvariant() switch
+            {
+                "bfloat16" or "bf16" => TorchSharp.torch.ScalarType.BFloat16,
+                "float16" or "fp16" => TorchSharp.torch.ScalarType.Float16,
+                "float32" or "fp32" => TorchSharp.torch.ScalarType.Float32,
+                var other => throw new UserError($"--save-dtype must be bfloat16, float16 or float32, not '{other}'"),
+            };
+            var outFolder = parse.GetValue(output)!;
+            var paths = new DistillationPaths(outFolder);
+            var resuming = parse.GetValue(resume);
+            if (resuming)
+            {
+                if (!File.Exists(paths.State))
+                {
+                    throw new UserError($"--resume: {paths.State} not found (no earlier run of distill in {outFolder})");
+                }
+            }
+            else
+            {
+                CheckpointFolder.Prepare(outFolder, parse.GetValue(force));
+            }
+            var policy = Policy(parse.GetValue(onBadLine)!);
+            var target = compute.Initialize(parse);
+            var readers = new List<JsonlReader>();
+            IEnumerable<string> Texts()
+            {
+                var reader = new JsonlReader(dataPath, policy);
+                readers.Add(reader);
+                return reader.ReadTexts().Select(t => t.Text);
+            }
+            var run = new DistillationRun(teacherFolder, studentFolder, Texts, options, target) { Log = message => Console.Error.WriteLine(message), StopAfterSteps = parse.GetValue(stopAfter) };
+            var progress = new ProgressLine("distill", options.Stage1Steps + options.Stage2Steps);
+            var records = run.Run(paths, resuming, dtype, progress);
+            readers.ForEach(ReportSkipped);
+
+            var summary = new JsonObject
+            {
+                ["teacher"] = teacherFolder,
+                ["student"] = studentFolder,
+                ["data"] = dataPath,
+                ["out"] = outFolder,
+                ["compute"] = target.ToString(),
+                ["options"] = JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(options)),
+                ["stage1_tokens"] = (long)options.BatchSize * options.SequenceLength * options.Stage1Steps,
+                ["stage2_tokens"] = (long)options.BatchSize * options.SequenceLength * options.Stage2Steps,
+                ["seconds"] = records.Count > 0 ? records[^1].Seconds : 0,
+                ["stage1_first_loss"] = records.FirstOrDefault(r => r.Stage == 1)?.Loss,
+                ["stage1_last_loss"] = records.LastOrDefault(r => r.Stage == 1)?.Loss,
+                ["stage2_first"] = records.FirstOrDefault(r => r.Stage == 2)?.ToJson(),
+                ["stage2_last"] = records.LastOrDefault(r => r.Stage == 2)?.ToJson(),
+            };
+            WriteJson(Path.Combine(outFolder, "distill.json"), summary);
+            Console.WriteLine(Json(summary));
+            return 0;
+        }));
+        return command;
+    }
+
+    private static TrainedParts Parts(string text)
+    {
+        var parts = TrainedParts.Mamba;
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            parts |= part.ToLowerInvariant() switch
+            {
+                "mamba" => TrainedParts.Mamba,
+                "o_proj" => TrainedParts.OutputProjection,
+                "attention" => TrainedParts.Attention,
+                "all" => TrainedParts.All,
+                _ => throw new UserError($"--train: '{part}' is not one of mamba, o_proj, attention, all"),
+            };
+        }
+        return parts;
+    }
+}

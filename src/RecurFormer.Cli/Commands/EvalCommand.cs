@@ -1,0 +1,118 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Runtime;
+using RecurFormer.Tokenization;
+using RecurFormer.Toolkit.Data;
+using RecurFormer.Toolkit.Evaluation;
+using RecurFormer.Toolkit.Reporting;
+using static RecurFormer.Cli.Commands.ToolkitCommandSupport;
+
+namespace RecurFormer.Cli.Commands;
+
+/// <summary>
+/// <c>recurformer eval</c>: perplexity (per kind, overall, packed 512-token sequences by position), greedy QA exact
+/// match and token F1, and cache cost of a checkpoint, optionally next to a baseline checkpoint with ratios.
+/// </summary>
+public static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "Checkpoint folder to evaluate.", Required = true };
+        var data = new Option<string>("--data") { Description = "validation.jsonl: {kind: doc|qa, text[, question, answer]} per line.", Required = true };
+        var json = new Option<string>("--json") { Description = "Where to write the JSON report.", Required = true };
+        var baseline = new Option<string?>("--baseline") { Description = "A second checkpoint (e.g. the source Transformer) evaluated the same way, printed side by side with ratios." };
+        var limit = new Option<int?>("--limit") { Description = "Use only the first N lines of each kind (e.g. 100 to bound the run time)." };
+        var maxAnswer = new Option<int>("--max-answer-tokens") { Description = "Most tokens generated per question.", DefaultValueFactory = _ => 96 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per forward pass.", DefaultValueFactory = _ => 16 };
+        var onBadLine = OnBadLine();
+        var compute = new ComputeOptions();
+
+        var command = new Command("eval", "Evaluate perplexity, question answering and cache cost of a checkpoint.")
+        {
+            model, data, json, baseline, limit, maxAnswer, batch, onBadLine,
+        };
+        compute.AddTo(command);
+        command.Subcommands.Add(TradeOff());
+        command.SetAction(parse => Run(() =>
+        {
+            var folder = parse.GetValue(model)!;
+            RequireFolder(folder, "--model");
+            var baselineFolder = parse.GetValue(baseline);
+            if (baselineFolder is not null)
+            {
+                RequireFolder(baselineFolder, "--baseline");
+            }
+            RequireFile(parse.GetValue(data)!, "--data");
+            if (parse.GetValue(limit) is < 1 || parse.GetValue(maxAnswer) < 1 || parse.GetValue(batch) < 1)
+            {
+                throw new UserError("--limit, --max-answer-tokens and --batch must be at least 1");
+            }
+            var reader = new JsonlReader(parse.GetValue(data)!, Policy(parse.GetValue(onBadLine)!));
+            var examples = ValidationExample.ReadAll(reader, parse.GetValue(limit));
+            ReportSkipped(reader);
+            if (examples.Count == 0)
+            {
+                throw new UserError($"{reader.Path}: no validation lines");
+            }
+            var options = new EvalOptions { MaxAnswerTokens = parse.GetValue(maxAnswer), BatchSize = parse.GetValue(batch) };
+            var target = compute.Initialize(parse);
+            RecurFormer.Toolkit.Distillation.AllocatorTuning.KeepFreedMemory();
+
+            var report = Evaluate(folder, target, examples, options);
+            var output = new JsonObject { ["model"] = folder, ["data"] = reader.Path, ["limit_per_kind"] = parse.GetValue(limit), ["result"] = report };
+            if (baselineFolder is not null)
+            {
+                var reference = Evaluate(baselineFolder, target, examples, options);
+                output["baseline"] = new JsonObject { ["model"] = baselineFolder, ["result"] = reference };
+                output["comparison"] = EvalComparison.Compare(report, reference);
+                EvalComparison.Print(Console.Out, report, reference, Path.GetFileName(folder.TrimEnd('/')), Path.GetFileName(baselineFolder.TrimEnd('/')));
+            }
+            else
+            {
+                Console.WriteLine(Json(report));
+            }
+            WriteJson(parse.GetValue(json)!, output);
+            Console.Error.WriteLine($"wrote {parse.GetValue(json)}");
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary><c>recurformer eval trade-off</c>: a table and a chart of several eval reports against the teacher's.</summary>
+    private static Command TradeOff()
+    {
+        var teacher = new Option<string>("--teacher") { Description = "The teacher's eval JSON.", Required = true };
+        var reports = new Option<string[]>("--reports") { Description = "Eval JSON files of converted models.", Required = true, AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--out", "-o") { Description = "Folder for trade-off.md, trade-off.json and trade-off.png.", Required = true };
+        var command = new Command("trade-off", "Tabulate and plot KV kept vs perplexity and exact match from eval reports.") { teacher, reports, output };
+        command.SetAction(parse => Run(() =>
+        {
+            RequireFile(parse.GetValue(teacher)!, "--teacher");
+            var points = parse.GetValue(reports)!.Select(path =>
+            {
+                RequireFile(path, "--reports");
+                return TradeOffTable.Read(path);
+            }).ToArray();
+            var reference = TradeOffTable.Read(parse.GetValue(teacher)!);
+            var folder = parse.GetValue(output)!;
+            Directory.CreateDirectory(folder);
+            var table = TradeOffTable.Markdown(reference, points);
+            File.WriteAllText(Path.Combine(folder, "trade-off.md"), table);
+            WriteJson(Path.Combine(folder, "trade-off.json"), System.Text.Json.JsonSerializer.SerializeToNode(new[] { reference }.Concat(points).ToArray())!);
+            TradeOffTable.Plot(Path.Combine(folder, "trade-off.png"), reference, points);
+            Console.Write(table);
+            return 0;
+        }));
+        return command;
+    }
+
+    private static JsonObject Evaluate(string folder, ComputeTarget target, IReadOnlyList<ValidationExample> examples, EvalOptions options)
+    {
+        var tokenizer = CheckpointTokenizer.FromPretrained(folder);
+        using var lm = CausalLMLoader.FromPretrained(folder, target);
+        var work = examples.Count + examples.Count(e => e.Kind == ValidationExample.Qa) + examples.Sum(e => e.Text.Length) / 2000 + 1;
+        var evaluator = new Evaluator(lm, tokenizer, options);
+        return evaluator.Evaluate(examples, new ProgressLine($"eval {Path.GetFileName(folder.TrimEnd('/'))}", work));
+    }
+}

@@ -1,0 +1,61 @@
+using RecurFormer.Model.Configuration;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Conversion;
+
+/// <summary>
+/// Initial weights of the Mamba mixer that replaces some KV groups of one layer (float32, state-dict names under
+/// <c>mamba.</c>). The choice, explained in docs/conversion.md:
+/// <list type="bullet">
+/// <item>the first (output-width) channels of the SSM input read the replaced heads' value projections (each
+/// channel the value dimension its head would have averaged), so the state starts in the subspace those heads read;
+/// the other channels and the gate start as in Mamba (uniform ±1/√fan-in);</item>
+/// <item>the convolution starts as the identity on the current token and the SSM with Mamba's usual A = 1..N,
+/// D = 1 and Δ in [0.001, 0.1]: the state is then a set of decaying averages of recent values, a recency head's job;</item>
+/// <item><c>out_proj</c> starts at zero: before any training the replaced heads contribute nothing, the known and
+/// stable starting point of head pruning, and training moves away from it smoothly.</item>
+/// </list>
+/// </summary>
+public static class MambaInitializer
+{
+    /// <param name="valueWeight">v_proj weight of the source layer [kvGroups × headDim, hidden].</param>
+    public static Dictionary<string, Tensor> Create(LayerHeads heads, MambaSpec spec, int hidden, Tensor valueWeight, Generator generator)
+    {
+        var output = heads.MambaOutputSize;
+        var inner = spec.Expand * output;
+        var state = spec.StateSize;
+        var rank = spec.TimeStepRank ?? (int)Math.Ceiling(hidden / 16.0);
+        var headDim = heads.HeadDim;
+
+        Tensor Uniform(long rows, long columns, double bound) => (rand([rows, columns], generator: generator) * 2 - 1) * bound;
+
+        var inProj = Uniform(2 * inner, hidden, 1 / Math.Sqrt(hidden));
+        var values = valueWeight.to_type(ScalarType.Float32);
+        var replacedHeads = heads.HeadsOf(heads.MambaGroups);
+        for (var i = 0; i < replacedHeads.Length; i++)
+        {
+            var group = replacedHeads[i] / heads.GroupSize;
+            inProj.narrow(0, i * headDim, headDim).copy_(values.narrow(0, group * headDim, headDim));
+        }
+
+        var conv = zeros(inner, 1, spec.ConvKernel);
+        conv.select(2, spec.ConvKernel - 1).fill_(1.0);
+        var dtMin = Math.Log(1e-3);
+        var dtMax = Math.Log(1e-1);
+        var dt = (rand([inner], generator: generator) * (dtMax - dtMin) + dtMin).exp().clamp_min(1e-4);
+        var dtBias = dt + (-(-dt).expm1()).log();                                   // softplus⁻¹(dt)
+
+        return new Dictionary<string, Tensor>
+        {
+            ["in_proj.weight"] = inProj,
+            ["conv1d.weight"] = conv,
+            ["conv1d.bias"] = zeros(inner),
+            ["x_proj.weight"] = Uniform(rank + 2 * state, inner, 1 / Math.Sqrt(inner)),
+            ["dt_proj.weight"] = Uniform(inner, rank, 1 / Math.Sqrt(rank)),
+            ["dt_proj.bias"] = dtBias,
+            ["A_log"] = arange(1, state + 1, dtype: ScalarType.Float32).log().unsqueeze(0).repeat(inner, 1),
+            ["D"] = ones(inner),
+            ["out_proj.weight"] = zeros(output, inner),
+        };
+    }
+}

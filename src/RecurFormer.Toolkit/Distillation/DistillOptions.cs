@@ -1,0 +1,46 @@
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>Which student parameters train in stage 2 (stage 1 always trains only the Mamba mixers).</summary>
+[Flags]
+public enum TrainedParts
+{
+    Mamba = 1,
+    OutputProjection = 2,
+    Attention = 4,
+    All = 8,
+}
+
+/// <summary>Hyper-parameters of a distillation run.</summary>
+public sealed record DistillOptions
+{
+    public int Stage1Steps { get; init; } = 200;
+    public int Stage2Steps { get; init; } = 200;
+
+    /// <summary>Sequences per step.</summary>
+    public int BatchSize { get; init; } = 4;
+
+    /// <summary>Tokens per training sequence (cut from the packed training stream).</summary>
+    public int SequenceLength { get; init; } = 256;
+
+    /// <summary>
+    /// Tokens per sequence in stage 2 (each training sequence's first tokens). Stage 2 runs the whole student, whose
+    /// Mamba prefill scan is costly to differentiate on a CPU; a shorter length keeps its steps affordable there.
+    /// </summary>
+    public int Stage2SequenceLength { get; init; } = 128;
+
+    public double Stage1LearningRate { get; init; } = 3e-3;
+    public double Stage2LearningRate { get; init; } = 5e-4;
+    public int WarmupSteps { get; init; } = 10;
+    public double WeightDecay { get; init; } = 0.0;
+    public double ClipNorm { get; init; } = 1.0;
+
+    /// <summary>Stage 2 loss = KlWeight × KL(teacher ‖ student) + CeWeight × next-token cross-entropy.</summary>
+    public double KlWeight { get; init; } = 1.0;
+    public double CeWeight { get; init; } = 1.0;
+
+    public TrainedParts Stage2Train { get; init; } = TrainedParts.Mamba;
+    public long Seed { get; init; } = 0;
+
+    /// <summary>Write a resumable checkpoint every this many steps (and at the end of each stage).</summary>
+    public int CheckpointEvery { get; init; } = 50;
+}

@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Runtime;
+using RecurFormer.Tokenization;
+using RecurFormer.Toolkit.Conversion;
+using RecurFormer.Toolkit.Reporting;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>Where a run writes: the final student, resumable state, and the loss curves.</summary>
+public sealed record DistillationPaths(string Out)
+{
+    public string Checkpoint => Path.Combine(Out, "checkpoint");
+    public string State => Path.Combine(Checkpoint, "state.json");
+    public string Optimizer => Path.Combine(Checkpoint, "optimizer.bin");
+    public string Losses => Path.Combine(Out, "losses.json");
+    public string Plot => Path.Combine(Out, "losses.png");
+}
+
+/// <summary>
+/// A whole distillation: stage 1 then stage 2, with AdamW (linear warm-up, cosine decay to a tenth), gradient
+/// clipping, a resumable checkpoint (student weights in float32, optimiser state, step, data position) every
+/// <see cref="DistillOptions.CheckpointEvery"/> steps, and the final student written in <c>saveDType</c>.
+/// </summary>
+public sealed class DistillationRun(string teacherFolder, string studentFolder, Func<IEnumerable<string>> texts, DistillOptions options, ComputeTarget target)
+{
+    public Action<string>? Log { get; init; }
+
+    /// <summary>Stop (with a resumable checkpoint) after this many steps of this invocation: time-sliced runs, tests.</summary>
+    public int? StopAfterSteps { get; init; }
+
+    public IReadOnlyList<LossRecord> Run(DistillationPaths paths, bool resume, ScalarType saveDType, ProgressLine? progress = null)
+    {
+        AllocatorTuning.KeepFreedMemory();
+        manual_seed(options.Seed);
+        var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
+        var records = state.Records.ToList();
+        var source = resume ? paths.Checkpoint : studentFolder;
+        using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target);
+        using var student = CausalLMLoader.FromPretrained(source, target);
+        var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
+        using var data = new TrainingSequences(texts(), tokenizer, options.SequenceLength, options.Seed);
+        data.Skip(state.Sequences);
+        using var distiller = new Distiller(teacher, student, options);
+        var clock = Stopwatch.StartNew();
+        var total = options.Stage1Steps + options.Stage2Steps;
+        var stepsThisRun = 0;
+
+        for (var stage = state.Stage; stage <= 2; stage++)
+        {
+            var steps = stage == 1 ? options.Stage1Steps : options.Stage2Steps;
+            var startStep = stage == state.Stage ? state.Step : 0;
+            if (startStep >= steps)
+            {
+                continue;
+            }
+            var parameters = stage == 1 ? distiller.Stage1Parameters() : distiller.Stage2Parameters(options.Stage2Train);
+            foreach (var parameter in ((nn.Module)student).parameters())
+            {
+                parameter.requires_grad = false;
+            }
+            foreach (var parameter in parameters)
+            {
+                parameter.requires_grad = true;
+            }
+            var peak = stage == 1 ? options.Stage1LearningRate : options.Stage2LearningRate;
+            using var optimizer = optim.AdamW(parameters, peak, 0.9, 0.99, 1e-8, options.WeightDecay);
+            if (startStep > 0 && File.Exists(paths.Optimizer))
+            {
+                optimizer.load_state_dict(paths.Optimizer);
+            }
+            for (var step = startStep; step < steps; step++)
+            {
+                var rate = LearningRate(peak, step, steps);
+                foreach (var group in optimizer.ParamGroups)
+                {
+                    group.LearningRate = rate;
+                }
+                var batch = Enumerable.Range(0, options.BatchSize).Select(_ => data.Next()).ToArray();
+                optimizer.zero_grad();
+                LossRecord record;
+                if (stage == 1)
+                {
+                    var (loss, layers) = distiller.Stage1Backward(batch);
+                    record = new LossRecord(1, step + 1, loss, null, null, layers, rate, clock.Elapsed.TotalSeconds);
+                }
+                else
+                {
+                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray());
+                    record = new LossRecord(2, step + 1, loss, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
+                }
+                if (options.ClipNorm > 0)
+                {
+                    nn.utils.clip_grad_norm_(parameters, options.ClipNorm);
+                }
+                optimizer.step();
+                records.Add(record);
+                if (progress is not null)
+                {
+                    progress.Detail = record.Kl is { } kl ? $"stage 2 loss {record.Loss:F4} (KL {kl:F4}, CE {record.Ce:F4})" : $"stage 1 loss {record.Loss:F4}";
+                    progress.Report(records.Count);
+                }
+                var last = step + 1 == steps;
+                var stopping = ++stepsThisRun == StopAfterSteps && !last;
+                if ((step + 1) % options.CheckpointEvery == 0 || last || stopping)
+                {
+                    var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records) : new ResumeState(stage, step + 1, data.Consumed, records);
+                    SaveCheckpoint(paths, student, optimizer, next, last);
+                    WriteLosses(paths, records);
+                }
+                if (stopping)
+                {
+                    Log?.Invoke($"stopped after {stepsThisRun} steps; continue with --resume");
+                    return records;
+                }
+            }
+        }
+        CheckpointFolder.Write(paths.Out, student.Config.Raw, ((TransformerConfig)student.Config).Hybrid.ToJson(),
+            CheckpointFolder.StateDict((nn.Module)student), saveDType, studentFolder);
+        WriteLosses(paths, records);
+        Log?.Invoke($"distilled {total} steps in {clock.Elapsed.TotalSeconds:F0} s");
+        return records;
+    }
+
+    /// <summary>Linear warm-up over the first steps, then cosine decay to a tenth of the peak.</summary>
+    public double LearningRate(double peak, int step, int steps)
+    {
+        if (step < options.WarmupSteps)
+        {
+            return peak * (step + 1) / options.WarmupSteps;
+        }
+        var progress = (double)(step - options.WarmupSteps) / Math.Max(1, steps - options.WarmupSteps);
+        return peak * (0.1 + 0.9 * 0.5 * (1 + Math.Cos(Math.PI * progress)));
+    }
+
+    private void SaveCheckpoint(DistillationPaths paths, ICausalLM student, AdamW optimizer, ResumeState state, bool stageDone)
+    {
+        CheckpointFolder.Write(paths.Checkpoint, student.Config.Raw, ((TransformerConfig)student.Config).Hybrid.ToJson(),
+            CheckpointFolder.StateDict((nn.Module)student), ScalarType.Float32, studentFolder);
+        if (stageDone)
+        {
+            File.Delete(paths.Optimizer); // the next stage trains other parameters with a fresh optimiser
+        }
+        else
+        {
+            optimizer.save_state_dict(paths.Optimizer);
+        }
+        state.Save(paths.State);
+    }
+
+    private static void WriteLosses(DistillationPaths paths, IReadOnlyList<LossRecord> records)
+    {
+        File.WriteAllText(paths.Losses, new JsonArray(records.Select(r => (JsonNode)r.ToJson()).ToArray()).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        var stage1 = records.Where(r => r.Stage == 1).ToArray();
+        var stage2 = records.Where(r => r.Stage == 2).ToArray();
+        var offset = stage1.Length;
+        Charts.Lines(paths.Plot,
+        [
+            ("stage 1: relative layer-local loss", stage1.Select(r => (double)r.Step).ToArray(), stage1.Select(r => r.Loss).ToArray()),
+            ("stage 2: KL to teacher", stage2.Select(r => (double)(offset + r.Step)).ToArray(), stage2.Select(r => r.Kl ?? 0).ToArray()),
+            ("stage 2: next-token CE", stage2.Select(r => (double)(offset + r.Step)).ToArray(), stage2.Select(r => r.Ce ?? 0).ToArray()),
+        ], "Distillation losses", "step", "loss", logY: true);
+    }
+}
+
+/// <summary>Where a run stands: the stage and step to do next, the data sequences consumed, and the losses so far.</summary>
+public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyList<LossRecord> Records)
+{
+    public void Save(string path) => File.WriteAllText(path, new JsonObject
+    {
+        ["stage"] = Stage,
+        ["step"] = Step,
+        ["sequences"] = Sequences,
+        ["records"] = new JsonArray(Records.Select(r => (JsonNode)r.ToJson()).ToArray()),
+    }.ToJsonString());
+
+    public static ResumeState Load(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{path}: no checkpoint to resume from");
+        }
+        var root = JsonNode.Parse(File.ReadAllText(path))!;
+        return new ResumeState(root["stage"]!.GetValue<int>(), root["step"]!.GetValue<int>(), root["sequences"]!.GetValue<long>(),
+            root["records"]!.AsArray().Select(r => LossRecord.FromJson(r!)).ToArray());
+    }
+}

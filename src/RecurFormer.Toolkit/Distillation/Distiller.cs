@@ -1,0 +1,150 @@
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Caching;
+using RecurFormer.Model.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>One layer's Mamba mixer with the o_proj columns of the heads it replaces.</summary>
+internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, int[] HeadColumns, Tensor OutputColumns);
+
+/// <summary>
+/// The two losses of the method and one optimiser step of each:
+/// stage 1, layer-local: every Mamba mixer reads the teacher's attention input of its layer (teacher forcing) and
+/// is fitted to the teacher's replaced head outputs as o_proj sees them (the error after o_proj, so that directions
+/// o_proj ignores cost nothing), relative to the teacher's contribution; stage 2, end to end: KL(teacher ‖ student)
+/// on the next-token distributions plus the next-token cross-entropy on the training text.
+/// </summary>
+public sealed class Distiller : IDisposable
+{
+    private readonly ICausalLM _teacher;
+    private readonly ICausalLM _student;
+    private readonly DistillOptions _options;
+    private readonly List<ReplacedLayer> _layers = [];
+
+    public Distiller(ICausalLM teacher, ICausalLM student, DistillOptions options)
+    {
+        _teacher = teacher;
+        _student = student;
+        _options = options;
+        var parameters = ((nn.Module)student).named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, module) in ((nn.Module)student).named_modules())
+        {
+            if (module is not Attention { Mamba: { } mixer } attention)
+            {
+                continue;
+            }
+            var layer = int.Parse(name.Split('.')[2]);
+            var heads = attention.Heads;
+            var columns = heads.HeadsOf(heads.MambaGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
+            var outputWeight = parameters[$"{name}.o_proj.weight"];
+            var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device)).DetachFromDisposeScope();
+            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer), columns, selected));
+        }
+        if (_layers.Count == 0)
+        {
+            throw new ArgumentException("the student has no Mamba mixer: nothing to distill (convert with --kind mamba)");
+        }
+    }
+
+    public IReadOnlyList<int> Layers => _layers.Select(l => l.Layer).ToArray();
+
+    /// <summary>Parameters trained in stage 1: the Mamba mixers.</summary>
+    public IReadOnlyList<Parameter> Stage1Parameters() => _layers.SelectMany(l => l.Mixer.parameters()).ToArray();
+
+    /// <summary>Parameters trained in stage 2, by state-dict name.</summary>
+    public IReadOnlyList<Parameter> Stage2Parameters(TrainedParts parts) => ((nn.Module)_student).named_parameters()
+        .Where(p => parts.HasFlag(TrainedParts.All)
+            || (parts.HasFlag(TrainedParts.Mamba) && p.name.Contains(".mamba.", StringComparison.Ordinal))
+            || (parts.HasFlag(TrainedParts.OutputProjection) && p.name.Contains(".o_proj.", StringComparison.Ordinal))
+            || (parts.HasFlag(TrainedParts.Attention) && p.name.Contains(".self_attn.", StringComparison.Ordinal)))
+        .Select(p => p.parameter)
+        .ToArray();
+
+    /// <summary>Stage-1 loss and gradients for one batch; returns the mean relative loss over layers and each layer's.</summary>
+    public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> sequences)
+    {
+        if (sequences.Any(s => s.Length != sequences[0].Length))
+        {
+            throw new ArgumentException("stage 1 trains on sequences of equal length");
+        }
+        using var scope = NewDisposeScope();
+        using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
+        var teacherCaches = sequences.Select(_ => _teacher.CreateCache()).ToArray();
+        try
+        {
+            _teacher.Forward(new ForwardBatch(sequences, teacherCaches) { Capture = capture });
+        }
+        finally
+        {
+            Array.ForEach(teacherCaches, c => c.Dispose());
+        }
+        var perLayer = new Dictionary<int, double>();
+        foreach (var layer in _layers)
+        {
+            // One layer at a time, backward at once: only one layer's scan graph is alive.
+            using var layerScope = NewDisposeScope();
+            var input = capture.LayerInput(layer.Layer);
+            var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device));
+            var output = layer.Function.Forward(input, sequences.Count);
+            var error = nn.functional.linear(output - target, layer.OutputColumns);   // [T, hidden], after o_proj
+            var reference = nn.functional.linear(target, layer.OutputColumns).pow(2).mean().clamp_min(1e-12);
+            var loss = error.pow(2).mean() / reference;
+            (loss / _layers.Count).backward();
+            perLayer[layer.Layer] = loss.item<float>();
+        }
+        return (perLayer.Values.Average(), perLayer);
+    }
+
+    /// <summary>Stage-2 loss and gradients for one batch: (total, KL, CE).</summary>
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences)
+    {
+        using var scope = NewDisposeScope();
+        var teacherLogits = Logits(_teacher, sequences, training: false);
+        var studentLogits = Logits(_student, sequences, training: true);
+        var teacherLog = nn.functional.log_softmax(teacherLogits, 1);
+        var studentLog = nn.functional.log_softmax(studentLogits, 1);
+        var kl = (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
+
+        var rows = new List<long>();
+        var targets = new List<long>();
+        var offset = 0;
+        foreach (var sequence in sequences)
+        {
+            for (var i = 0; i + 1 < sequence.Length; i++)
+            {
+                rows.Add(offset + i);
+                targets.Add(sequence[i + 1]);
+            }
+            offset += sequence.Length;
+        }
+        var device = studentLog.device;
+        var ce = -studentLog.index_select(0, tensor(rows.ToArray(), device: device)).gather(1, tensor(targets.ToArray(), device: device).unsqueeze(1)).mean();
+        var loss = _options.KlWeight * kl + _options.CeWeight * ce;
+        loss.backward();
+        return (loss.item<float>(), kl.item<float>(), ce.item<float>());
+    }
+
+    private static Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)
+    {
+        var caches = sequences.Select(_ => model.CreateCache()).ToArray();
+        try
+        {
+            return model.Forward(new ForwardBatch(sequences, caches) { AllLogits = true, Training = training });
+        }
+        finally
+        {
+            Array.ForEach(caches, c => c.Dispose());
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var layer in _layers)
+        {
+            layer.OutputColumns.Dispose();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+using RecurFormer.Model.Layers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>
+/// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
+/// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
+/// but the scan runs step by step over time on [batch, d_inner, d_state] tensors. The model's prefill scan builds a
+/// [d_inner, d_state, c, c] decay matrix per chunk, which is fast for inference but makes backward on a CPU cost
+/// about a hundred times more; this form needs a few small operations per token. A test pins it to the model's
+/// mixer (same outputs within float32 rounding), so the trained parameters mean the same thing in both.
+/// </summary>
+public sealed class MixerFunction
+{
+    private readonly Tensor _inProj, _convWeight, _xProj, _dtWeight, _dtBias, _aLog, _d, _outProj;
+    private readonly Tensor? _convBias, _inBias, _outBias;
+    private readonly MambaMixerShape _shape;
+
+    public MixerFunction(MambaMixer mixer)
+    {
+        _shape = mixer.Shape;
+        var p = mixer.named_parameters().ToDictionary(n => n.name, n => (Tensor)n.parameter);
+        _inProj = p["in_proj.weight"];
+        _inBias = p.GetValueOrDefault("in_proj.bias");
+        _convWeight = p["conv1d_weight"];
+        _convBias = p.GetValueOrDefault("conv1d_bias");
+        _xProj = p["x_proj.weight"];
+        _dtWeight = p["dt_proj.weight"];
+        _dtBias = p["dt_proj.bias"];
+        _aLog = p["A_log"];
+        _d = p["D"];
+        _outProj = p["out_proj.weight"];
+        _outBias = p.GetValueOrDefault("out_proj.bias");
+    }
+
+    /// <summary>x [B × L, input] (B sequences of L tokens, packed, each from an empty state) → [B × L, output].</summary>
+    public Tensor Forward(Tensor x, int sequences)
+    {
+        using var scope = NewDisposeScope();
+        var length = x.shape[0] / sequences;
+        var inner = _shape.InnerSize;
+        var projected = nn.functional.linear(x, _inProj, _inBias).view(sequences, length, 2 * inner);
+        var u = projected.narrow(2, 0, inner).to_type(ScalarType.Float32);             // [B, L, dI]
+        var gate = projected.narrow(2, inner, inner).to_type(ScalarType.Float32);
+
+        // Causal depthwise convolution: output t sees inputs t-K+1..t (zeros before the start).
+        var padded = nn.functional.pad(u.transpose(1, 2), [_shape.ConvKernel - 1, 0]);    // [B, dI, L+K-1]
+        var xc = nn.functional.silu(nn.functional.conv1d(padded, _convWeight, _convBias, groups: inner)).transpose(1, 2); // [B, L, dI]
+
+        var parameters = nn.functional.linear(xc, _xProj);
+        var rank = _shape.TimeStepRank;
+        var state = _shape.StateSize;
+        var dt = nn.functional.softplus(nn.functional.linear(parameters.narrow(2, 0, rank), _dtWeight, _dtBias)); // [B, L, dI]
+        var b = parameters.narrow(2, rank, state);                                       // [B, L, N]
+        var c = parameters.narrow(2, rank + state, state);
+        var a = -_aLog.exp();                                                            // [dI, N]
+
+        // Step by step: every tensor is [B, dI, N] or smaller, so the allocator reuses memory instead of mapping new pages.
+        var input = dt * xc;                                                             // [B, L, dI]
+        var h = zeros(sequences, inner, state, device: x.device);
+        var outputs = new Tensor[length];
+        for (var t = 0; t < length; t++)
+        {
+            var decay = (dt.select(1, t).unsqueeze(2) * a).exp();                       // [B, dI, N]
+            h = decay * h + input.select(1, t).unsqueeze(2) * b.select(1, t).unsqueeze(1);
+            outputs[t] = h.matmul(c.select(1, t).unsqueeze(2)).squeeze(2);             // [B, dI]
+        }
+        var y = stack(outputs, 1) + xc * _d;                                             // [B, L, dI]
+        y = (y * nn.functional.silu(gate)).to_type(x.dtype);
+        return nn.functional.linear(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,294 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Caching;
+using RecurFormer.Model.Configuration;
+using RecurFormer.Tokenization;
+using RecurFormer.Toolkit.Data;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Evaluation;
+
+/// <summary>How an evaluation runs.</summary>
+public sealed record EvalOptions
+{
+    /// <summary>Length of the packed sequences (the teacher's training length).</summary>
+    public int PackedLength { get; init; } = 512;
+
+    /// <summary>Position buckets of the packed perplexity: [start, end) of the predicted token's position.</summary>
+    public IReadOnlyList<(int Start, int End)> Buckets { get; init; } = [(0, 64), (64, 256), (256, 512)];
+
+    public int MaxAnswerTokens { get; init; } = 96;
+
+    /// <summary>Sequences per forward (lines for perplexity, questions for generation).</summary>
+    public int BatchSize { get; init; } = 16;
+
+    /// <summary>How many QA generations to keep in the report as samples.</summary>
+    public int Samples { get; init; } = 8;
+}
+
+/// <summary>
+/// Evaluates a causal LM on validation lines: perplexity per kind and overall (each line on its own, after an
+/// <c>&lt;|endoftext|&gt;</c> as in the training stream), perplexity over the lines packed into long sequences
+/// (by position bucket), greedy question answering (exact match, token F1), and the cache cost.
+/// </summary>
+public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, EvalOptions options)
+{
+    public const string AssistantPrompt = "<|im_start|>assistant\n";
+
+    public JsonObject Evaluate(IReadOnlyList<ValidationExample> examples, IProgress<int>? progress = null)
+    {
+        var clock = Stopwatch.StartNew();
+        var separator = tokenizer.TryGetTokenId("<|endoftext|>", out var id) ? id : model.Config.BosTokenId ?? 0;
+        var encoded = examples.Select(e => tokenizer.Encode(e.Text, addBosToken: false).Select(t => (long)t).ToArray()).ToArray();
+        var qa = examples.Where(e => e.Kind == ValidationExample.Qa).ToArray();
+        var packed = PackedSequences(encoded);
+        var work = examples.Count + packed.Count + qa.Length;
+        var done = 0;
+        void Advance(int n)
+        {
+            done += n;
+            progress?.Report(done);
+        }
+
+        var nll = new NllAccumulator();
+        LinePerplexity(examples, encoded, separator, nll, Advance);
+        PackedPerplexity(packed, nll, Advance);
+        var (exact, f1, samples) = QuestionAnswering(qa, Advance);
+
+        var perplexity = new JsonObject
+        {
+            ["all"] = nll.Perplexity("all"),
+            ["doc"] = nll.Perplexity(ValidationExample.Doc),
+            ["qa"] = nll.Perplexity(ValidationExample.Qa),
+            ["packed512"] = nll.Perplexity("packed"),
+            ["packed512_by_position"] = new JsonObject(options.Buckets.Select(b =>
+                KeyValuePair.Create($"{b.Start}-{b.End}", (JsonNode?)nll.Perplexity(Bucket(b))))),
+        };
+        var config = (TransformerConfig)model.Config;
+        return new JsonObject
+        {
+            ["kind"] = KindOf(config),
+            ["lines"] = new JsonObject
+            {
+                ["doc"] = examples.Count(e => e.Kind == ValidationExample.Doc),
+                ["qa"] = qa.Length,
+            },
+            ["tokens"] = new JsonObject
+            {
+                ["all"] = nll.Tokens("all"),
+                ["doc"] = nll.Tokens(ValidationExample.Doc),
+                ["qa"] = nll.Tokens(ValidationExample.Qa),
+                ["packed512"] = nll.Tokens("packed"),
+                ["packed_sequences"] = packed.Count,
+            },
+            ["perplexity"] = perplexity,
+            ["qa"] = new JsonObject
+            {
+                ["exact_match"] = exact,
+                ["token_f1"] = f1,
+                ["questions"] = qa.Length,
+                ["max_answer_tokens"] = options.MaxAnswerTokens,
+                ["samples"] = new JsonArray(samples.ToArray()),
+            },
+            ["cache"] = CacheCost.Of(config, model.Target.DType).ToJson(),
+            ["compute"] = model.Target.ToString(),
+            ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
+        };
+    }
+
+    /// <summary>
+    /// Sequences per perplexity forward. The model's Mamba prefill keeps every scan chunk's [d_inner, d_state, c, c]
+    /// intermediates until the layer returns (hundreds of MB per chunk), so Mamba models prefill one sequence at a time.
+    /// </summary>
+    private int PrefillBatch(int wanted) => KindOf((TransformerConfig)model.Config) is "mamba" or "mixed" ? 1 : Math.Max(1, wanted);
+
+    /// <summary>teacher (nothing replaced), mamba, window or mixed.</summary>
+    public static string KindOf(TransformerConfig config)
+    {
+        var heads = Enumerable.Range(0, config.NumHiddenLayers).Select(config.Heads).ToArray();
+        var mamba = heads.Any(h => h.MambaGroups.Length > 0);
+        var window = heads.Any(h => h.WindowGroups.Length > 0);
+        return (mamba, window) switch { (true, true) => "mixed", (true, false) => "mamba", (false, true) => "window", _ => "teacher" };
+    }
+
+    private string Bucket((int Start, int End) bucket) => $"packed:{bucket.Start}-{bucket.End}";
+
+    /// <summary>Each line after one separator token; every token of the line (its end marker included) is predicted.</summary>
+    private void LinePerplexity(IReadOnlyList<ValidationExample> examples, long[][] encoded, long separator, NllAccumulator nll, Action<int> advance)
+    {
+        var order = Enumerable.Range(0, examples.Count).Where(i => encoded[i].Length > 0).ToArray();
+        foreach (var chunk in order.Chunk(PrefillBatch(options.BatchSize)))
+        {
+            var sequences = chunk.Select(i => (long[])[separator, .. encoded[i]]).ToArray();
+            var lineNll = TokenNll(sequences);
+            for (var j = 0; j < chunk.Length; j++)
+            {
+                var sum = lineNll[j].Sum();
+                nll.Add(examples[chunk[j]].Kind, sum, lineNll[j].Length);
+                nll.Add("all", sum, lineNll[j].Length);
+            }
+            advance(chunk.Length);
+        }
+    }
+
+    /// <summary>The token stream of all lines in order, cut into sequences of the packed length (a shorter tail kept).</summary>
+    private List<long[]> PackedSequences(long[][] encoded)
+    {
+        var stream = encoded.SelectMany(t => t).ToArray();
+        var sequences = new List<long[]>();
+        for (var start = 0; start + 1 < stream.Length; start += options.PackedLength)
+        {
+            sequences.Add(stream[start..Math.Min(stream.Length, start + options.PackedLength)]);
+        }
+        return sequences;
+    }
+
+    private void PackedPerplexity(List<long[]> packed, NllAccumulator nll, Action<int> advance)
+    {
+        foreach (var chunk in packed.Chunk(PrefillBatch(options.BatchSize / 4)))
+        {
+            var tokenNll = TokenNll(chunk);
+            foreach (var values in tokenNll)
+            {
+                for (var i = 0; i < values.Length; i++)
+                {
+                    var position = i + 1; // the predicted token's position in its sequence
+                    nll.Add("packed", values[i], 1);
+                    foreach (var bucket in options.Buckets.Where(b => position >= b.Start && position < b.End))
+                    {
+                        nll.Add(Bucket(bucket), values[i], 1);
+                    }
+                }
+            }
+            advance(chunk.Length);
+        }
+    }
+
+    /// <summary>Per sequence, the NLL of each token after the first given the tokens before it (one packed forward).</summary>
+    private double[][] TokenNll(IReadOnlyList<long[]> sequences)
+    {
+        using var scope = NewDisposeScope();
+        var caches = sequences.Select(_ => model.CreateCache()).ToArray();
+        try
+        {
+            var logits = model.Forward(new ForwardBatch(sequences, caches) { AllLogits = true });
+            var rows = new List<long>();
+            var targets = new List<long>();
+            var offset = 0;
+            foreach (var sequence in sequences)
+            {
+                for (var i = 0; i + 1 < sequence.Length; i++)
+                {
+                    rows.Add(offset + i);
+                    targets.Add(sequence[i + 1]);
+                }
+                offset += sequence.Length;
+            }
+            var logProbabilities = nn.functional.log_softmax(logits.index_select(0, tensor(rows.ToArray(), device: logits.device)), 1);
+            var picked = -logProbabilities.gather(1, tensor(targets.ToArray(), device: logits.device).unsqueeze(1)).squeeze(1);
+            var values = picked.to(ScalarType.Float64).cpu().data<double>().ToArray();
+            var result = new double[sequences.Count][];
+            var start = 0;
+            for (var s = 0; s < sequences.Count; s++)
+            {
+                var count = Math.Max(0, sequences[s].Length - 1);
+                result[s] = values[start..(start + count)];
+                start += count;
+            }
+            return result;
+        }
+        finally
+        {
+            foreach (var cache in caches)
+            {
+                cache.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Greedy answers to the qa lines (prompt = the conversation up to the assistant turn), scored against <c>answer</c>.</summary>
+    private (double ExactMatch, double F1, List<JsonNode?> Samples) QuestionAnswering(IReadOnlyList<ValidationExample> qa, Action<int> advance)
+    {
+        var samples = new List<JsonNode?>();
+        if (qa.Count == 0)
+        {
+            return (double.NaN, double.NaN, samples);
+        }
+        var stopIds = tokenizer.EosTokenIds.Concat(model.Config.EosTokenIds).Select(i => (long)i).ToHashSet();
+        if (tokenizer.TryGetTokenId("<|endoftext|>", out var endOfText))
+        {
+            stopIds.Add(endOfText);
+        }
+        double exact = 0, f1 = 0;
+        foreach (var chunk in qa.Chunk(options.BatchSize))
+        {
+            var prompts = chunk.Select(e => tokenizer.Encode(Prompt(e.Text), addBosToken: false).Select(t => (long)t).ToArray()).ToArray();
+            var answers = GreedyBatch(prompts, stopIds);
+            for (var i = 0; i < chunk.Length; i++)
+            {
+                var generated = tokenizer.Decode(answers[i].Select(t => (int)t).ToArray(), skipSpecialTokens: true).Trim();
+                var reference = chunk[i].Answer!.Trim();
+                var match = AnswerScore.ExactMatch(generated, reference);
+                exact += match ? 1 : 0;
+                f1 += AnswerScore.F1(generated, reference);
+                if (samples.Count < options.Samples)
+                {
+                    samples.Add(new JsonObject { ["line"] = chunk[i].Line, ["question"] = chunk[i].Question, ["answer"] = reference, ["generated"] = generated, ["exact"] = match });
+                }
+            }
+            advance(chunk.Length);
+        }
+        return (exact / qa.Count, f1 / qa.Count, samples);
+    }
+
+    /// <summary>The conversation's system and user turns, then the assistant header: the prompt the model was trained to answer.</summary>
+    public static string Prompt(string conversation)
+    {
+        var index = conversation.IndexOf(AssistantPrompt, StringComparison.Ordinal);
+        return index < 0 ? conversation + AssistantPrompt : conversation[..(index + AssistantPrompt.Length)];
+    }
+
+    /// <summary>Greedy decoding of several prompts at once: one packed prefill, then batched one-token steps.</summary>
+    private List<long>[] GreedyBatch(long[][] prompts, HashSet<long> stopIds)
+    {
+        var caches = prompts.Select(_ => model.CreateCache()).ToArray();
+        var outputs = prompts.Select(_ => new List<long>()).ToArray();
+        try
+        {
+            var active = Enumerable.Range(0, prompts.Length).ToList();
+            var next = prompts;
+            for (var step = 0; step < options.MaxAnswerTokens && active.Count > 0; step++)
+            {
+                long[] picked;
+                using (var scope = NewDisposeScope())
+                {
+                    var logits = model.Forward(new ForwardBatch(next, active.Select(i => (ISequenceCache)caches[i]).ToArray()));
+                    picked = logits.argmax(1).cpu().data<long>().ToArray();
+                }
+                var still = new List<int>();
+                var tokens = new List<long[]>();
+                for (var j = 0; j < active.Count; j++)
+                {
+                    if (stopIds.Contains(picked[j]))
+                    {
+                        continue;
+                    }
+                    outputs[active[j]].Add(picked[j]);
+                    still.Add(active[j]);
+                    tokens.Add([picked[j]]);
+                }
+                active = still;
+                next = tokens.ToArray();
+            }
+            return outputs;
+        }
+        finally
+        {
+            foreach (var cache in caches)
+            {
+                cache.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+using ScottPlot;
+
+namespace RecurFormer.Toolkit.Reporting;
+
+/// <summary>PNG charts of the toolkit (ScottPlot renders headless through SkiaSharp; no display needed).</summary>
+public static class Charts
+{
+    /// <summary>A heatmap of values[row, column], e.g. layers × heads; row r is drawn at y = r (row 0 at the bottom).</summary>
+    public static void Heatmap(string path, double[,] values, string title, string rowLabel, string columnLabel)
+    {
+        // ScottPlot draws the first row of the array at the top: flip so that the y ticks name the rows.
+        var rows = values.GetLength(0);
+        var columns = values.GetLength(1);
+        var flipped = new double[rows, columns];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var c = 0; c < columns; c++)
+            {
+                flipped[rows - 1 - r, c] = values[r, c];
+            }
+        }
+        var plot = new Plot();
+        var heatmap = plot.Add.Heatmap(flipped);
+        heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
+        plot.Add.ColorBar(heatmap);
+        plot.Title(title);
+        plot.YLabel(rowLabel);
+        plot.XLabel(columnLabel);
+        plot.SavePng(path, 800, 600);
+    }
+
+    /// <summary>Line chart of named series of (x, y) points.</summary>
+    public static void Lines(string path, IEnumerable<(string Name, double[] X, double[] Y)> series, string title, string xLabel, string yLabel, bool logY = false)
+    {
+        var plot = new Plot();
+        foreach (var (name, x, y) in series)
+        {
+            if (x.Length == 0)
+            {
+                continue;
+            }
+            var line = plot.Add.ScatterLine(x, logY ? y.Select(v => Math.Log10(Math.Max(v, 1e-12))).ToArray() : y);
+            line.LegendText = name;
+        }
+        plot.ShowLegend();
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(logY ? $"log10 {yLabel}" : yLabel);
+        plot.SavePng(path, 900, 600);
+    }
+}

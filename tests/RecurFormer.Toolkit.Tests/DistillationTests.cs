@@ -1,0 +1,132 @@
+using RecurFormer.Toolkit.Conversion;
+using RecurFormer.Toolkit.Distillation;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Tests;
+
+public sealed class DistillationTests : IDisposable
+{
+    private readonly TemporaryFolder _temp = new();
+
+    public DistillationTests() => TestData.EnsureTorch();
+
+    public void Dispose() => _temp.Dispose();
+
+    /// <summary>Five stage-1 steps on qwen2-tiny's reference prompts; returns the losses.</summary>
+    private double[] Stage1Losses(string student)
+    {
+        manual_seed(3);
+        var options = new DistillOptions { Stage1LearningRate = 1e-2 };
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        using var distiller = new Distiller(teacher, model, options);
+        var parameters = distiller.Stage1Parameters();
+        foreach (var parameter in parameters)
+        {
+            parameter.requires_grad = true;
+        }
+        using var optimizer = optim.AdamW(parameters, options.Stage1LearningRate);
+        long[][] batch = [TestData.ReferenceIds(TestData.QwenTiny, "prompt_1"), TestData.ReferenceIds(TestData.QwenTiny, "prompt_2")[..33]];
+        var losses = new List<double>();
+        for (var step = 0; step < 5; step++)
+        {
+            optimizer.zero_grad();
+            losses.Add(distiller.Stage1Backward(batch).Loss);
+            optimizer.step();
+        }
+        using var final = NewDisposeScope();
+        optimizer.zero_grad();
+        losses.Add(distiller.Stage1Backward(batch).Loss);
+        return losses.ToArray();
+    }
+
+    [Fact]
+    public void A_few_stage1_steps_lower_the_layer_local_loss_deterministically()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 1), (1, 0), (2, 1)]);
+        var first = Stage1Losses(student);
+        var second = Stage1Losses(student);
+
+        Assert.Equal(1.0, first[0], 6); // out_proj starts at zero: the replaced heads are silent, relative loss 1
+        Assert.True(first[^1] < 0.9 * first[0], $"stage-1 loss went from {first[0]} to {first[^1]}");
+        Assert.Equal(first, second);
+    }
+
+    [Fact]
+    public void A_short_run_writes_the_student_losses_and_a_resumable_checkpoint()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 1)]);
+        var texts = Enumerable.Range(0, 200).Select(i => string.Join(' ', Enumerable.Range(i, 12).Select(j => $"w{j % 37}"))).ToArray();
+        // qwen2-tiny has no tokenizer: use the demo model's (its ids exceed the tiny vocabulary, so fold them).
+        var options = new DistillOptions { Stage1Steps = 2, Stage2Steps = 2, BatchSize = 2, SequenceLength = 24, CheckpointEvery = 1, WarmupSteps = 1 };
+        var paths = new DistillationPaths(_temp.Sub("run"));
+        Directory.CreateDirectory(paths.Out);
+        CopyTokenizer(student);
+        var run = new DistillationRun(TestData.QwenTiny, student, () => texts, options, RecurFormer.Model.Runtime.TorchRuntime.Initialize());
+        var records = run.Run(paths, resume: false, ScalarType.Float32);
+
+        Assert.Equal([1, 1, 2, 2], records.Select(r => r.Stage));
+        Assert.True(File.Exists(paths.Plot) && File.Exists(paths.Losses) && File.Exists(Path.Combine(paths.Out, "model.safetensors")));
+        var state = ResumeState.Load(paths.State);
+        Assert.Equal(3, state.Stage); // both stages done
+        Assert.Equal(8, state.Sequences);
+        using var distilled = TestData.Load(paths.Out);
+    }
+
+    [Fact]
+    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 0), (2, 1)]);
+        CopyTokenizer(student);
+        var texts = Enumerable.Range(0, 100).Select(i => $"text {i} about the type T{i % 7}").ToArray();
+        var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1 };
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize();
+
+        var whole = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(new DistillationPaths(_temp.Sub("whole")), false, ScalarType.Float32);
+        var sliced = new DistillationPaths(_temp.Sub("sliced"));
+        new DistillationRun(TestData.QwenTiny, student, () => texts, options, target) { StopAfterSteps = 2 }.Run(sliced, false, ScalarType.Float32);
+        new DistillationRun(TestData.QwenTiny, student, () => texts, options, target) { StopAfterSteps = 2 }.Run(sliced, true, ScalarType.Float32);
+        var resumed = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(sliced, true, ScalarType.Float32);
+
+        Assert.Equal(whole.Select(r => (r.Stage, r.Step, r.Loss)), resumed.Select(r => (r.Stage, r.Step, r.Loss)));
+    }
+
+    /// <summary>A byte-level tokenizer whose ids fit qwen2-tiny's vocabulary of 320: the demo model's first 256 tokens.</summary>
+    private static void CopyTokenizer(string student)
+    {
+        var source = Path.Combine(TestData.RepositoryRoot, "tests", "fixtures", "tiny-tokenizer");
+        foreach (var file in Directory.GetFiles(source))
+        {
+            File.Copy(file, Path.Combine(student, Path.GetFileName(file)), overwrite: true);
+        }
+    }
+}
+
+public sealed class MixerFunctionTests : IDisposable
+{
+    private readonly TemporaryFolder _temp = new();
+
+    public MixerFunctionTests() => TestData.EnsureTorch();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void The_training_form_of_the_mixer_computes_what_the_model_mixer_computes()
+    {
+        var folder = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 0), (1, 1)]);
+        using var generator = new Generator(5);
+        TestData.Patch(folder, (name, tensor) => name.Contains(".mamba.", StringComparison.Ordinal) && !name.EndsWith("A_log", StringComparison.Ordinal)
+            ? tensor + (rand(tensor.shape, generator: generator) - 0.5) * 0.3
+            : null);
+        using var model = TestData.Load(folder);
+        var mixer = ((nn.Module)model).named_modules().Select(m => m.module).OfType<RecurFormer.Model.Layers.MambaMixer>().Single();
+        using var x = randn([2 * 70, 64], generator: generator);
+        var caches = new[] { model.CreateCache(), model.CreateCache() };
+        using var expected = mixer.Forward(x, new RecurFormer.Model.CausalLM.ForwardBatch([new long[70], new long[70]], caches));
+        Array.ForEach(caches, c => c.Dispose());
+        using var actual = new MixerFunction(mixer).Forward(x, 2);
+        var difference = (expected - actual).abs().max().item<float>();
+        Assert.True(difference < 1e-4, $"max |Δ| = {difference}");
+    }
+}
