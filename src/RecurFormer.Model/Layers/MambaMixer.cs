@@ -140,6 +140,8 @@ public sealed class MambaMixer : nn.Module
         var outputs = new List<Tensor>();
         for (long start = 0; start < n; start += chunk)
         {
+            // Each chunk's [dI, N, c, c] intermediates are freed as soon as the chunk is done (only y and h leave it).
+            using var chunkScope = NewDisposeScope();
             var length = Math.Min(chunk, n - start);
             var dtc = dt.narrow(0, start, length);                                                        // [c, dI]
             var logDecay = (dtc.unsqueeze(2) * a.unsqueeze(0)).permute(1, 2, 0);                          // [dI, N, c]
@@ -150,8 +152,8 @@ public sealed class MambaMixer : nn.Module
             var future = ones(length, length, dtype: ScalarType.Bool, device: x.device).triu(1);          // j > t
             var weights = difference.masked_fill(future, double.NegativeInfinity).exp();
             var states = weights.matmul(input.unsqueeze(3)).squeeze(3) + cumulative.exp() * h.unsqueeze(2); // [dI, N, c]
-            outputs.Add((states * c.narrow(0, start, length).t().unsqueeze(0)).sum(1).t());               // [c, dI]
-            h = states.select(2, length - 1);
+            outputs.Add((states * c.narrow(0, start, length).t().unsqueeze(0)).sum(1).t().MoveToOuterDisposeScope()); // [c, dI]
+            h = states.select(2, length - 1).MoveToOuterDisposeScope();
         }
         return (outputs.Count == 1 ? outputs[0] : cat(outputs, 0), h.clone());
     }
