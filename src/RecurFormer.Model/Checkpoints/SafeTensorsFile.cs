@@ -167,6 +167,9 @@ public sealed class SafeTensorsFile : IDisposable
             throw new ModelLoadException($"{Path}: missing tensor '{name}'");
         }
         var (diskType, _) = DTypes[info.DType];
+        // The first tensor of a process may be made here (reference files in tests, tools): libtorch must be loaded
+        // our way first, or TorchSharp's own loader fails on Debian 12 and poisons the process.
+        Runtime.TorchRuntime.EnsureLoaded();
         using var scope = NewDisposeScope();
         var raw = empty(info.Shape, diskType);
         var byteCount = info.End - info.Begin;
