@@ -13,7 +13,7 @@ public sealed class PagedSequenceCache : ISequenceCache
 {
     private readonly HybridCacheManager _manager;
     private readonly List<int> _blocks = [];
-    private readonly MambaState?[] _mamba;
+    private readonly MambaStateTable _mamba;
     private readonly WindowRing?[] _rings;
     private Tensor? _slots;        // pool row of every position 0.._slotsCount-1, on the device
     private int _slotsCount;
@@ -22,7 +22,7 @@ public sealed class PagedSequenceCache : ISequenceCache
     internal PagedSequenceCache(HybridCacheManager manager)
     {
         _manager = manager;
-        _mamba = new MambaState?[manager.Layout.Layers];
+        _mamba = new MambaStateTable(manager.Layout.Layers);
         _rings = new WindowRing?[manager.Layout.Layers];
     }
 
@@ -60,12 +60,9 @@ public sealed class PagedSequenceCache : ISequenceCache
     /// <summary>Takes a copy of another sequence's fixed state and length (its KV rows are copied by the manager).</summary>
     internal void CopyStateFrom(PagedSequenceCache parent)
     {
-        for (var layer = 0; layer < _mamba.Length; layer++)
+        _mamba.CopyFrom(parent._mamba);
+        for (var layer = 0; layer < _rings.Length; layer++)
         {
-            if (parent._mamba[layer] is { } state)
-            {
-                _mamba[layer] = new MambaState(state.Conv.clone().DetachFromDisposeScope(), state.Ssm.clone().DetachFromDisposeScope());
-            }
             _rings[layer] = parent._rings[layer]?.Clone();
         }
         Length = parent.Length;
@@ -94,18 +91,9 @@ public sealed class PagedSequenceCache : ISequenceCache
         return ring.Append(keys, values, Length);
     }
 
-    public MambaState? GetMambaState(int layer) => Length == 0 ? null : _mamba[layer];
+    public MambaState? GetMambaState(int layer) => Length == 0 ? null : _mamba.Get(layer);
 
-    public void SetMambaState(int layer, MambaState state)
-    {
-        state.Conv.DetachFromDisposeScope();
-        state.Ssm.DetachFromDisposeScope();
-        if (!ReferenceEquals(_mamba[layer], state))
-        {
-            _mamba[layer]?.Dispose();
-        }
-        _mamba[layer] = state;
-    }
+    public void SetMambaState(int layer, MambaState state) => _mamba.Set(layer, state);
 
     public void Advance(int tokens) => Length += tokens;
 
@@ -118,10 +106,7 @@ public sealed class PagedSequenceCache : ISequenceCache
         _disposed = true;
         _manager.Release(this);
         _slots?.Dispose();
-        foreach (var state in _mamba)
-        {
-            state?.Dispose();
-        }
+        _mamba.Dispose();
         foreach (var ring in _rings)
         {
             ring?.Dispose();

@@ -13,7 +13,7 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
     private readonly Tensor?[] _values = new Tensor?[layers];
     private readonly Tensor?[] _windowKeys = new Tensor?[layers];
     private readonly Tensor?[] _windowValues = new Tensor?[layers];
-    private readonly MambaState?[] _mamba = new MambaState?[layers];
+    private readonly MambaStateTable _mamba = new(layers);
 
     public int Length { get; private set; }
 
@@ -55,18 +55,9 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
         return grown;
     }
 
-    public MambaState? GetMambaState(int layer) => _mamba[layer];
+    public MambaState? GetMambaState(int layer) => _mamba.Get(layer);
 
-    public void SetMambaState(int layer, MambaState state)
-    {
-        state.Conv.DetachFromDisposeScope();
-        state.Ssm.DetachFromDisposeScope();
-        if (!ReferenceEquals(_mamba[layer], state))
-        {
-            _mamba[layer]?.Dispose();
-        }
-        _mamba[layer] = state;
-    }
+    public void SetMambaState(int layer, MambaState state) => _mamba.Set(layer, state);
 
     public void Advance(int tokens) => Length += tokens;
 
@@ -76,9 +67,6 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
         {
             tensor?.Dispose();
         }
-        foreach (var state in _mamba)
-        {
-            state?.Dispose();
-        }
+        _mamba.Dispose();
     }
 }

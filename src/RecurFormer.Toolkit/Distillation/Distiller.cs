@@ -108,20 +108,9 @@ public sealed class Distiller : IDisposable
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
         var kl = (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
 
-        var rows = new List<long>();
-        var targets = new List<long>();
-        var offset = 0;
-        foreach (var sequence in sequences)
-        {
-            for (var i = 0; i + 1 < sequence.Length; i++)
-            {
-                rows.Add(offset + i);
-                targets.Add(sequence[i + 1]);
-            }
-            offset += sequence.Length;
-        }
+        var (rows, targets) = Data.NextTokenTargets.Of(sequences);
         var device = studentLog.device;
-        var ce = -studentLog.index_select(0, tensor(rows.ToArray(), device: device)).gather(1, tensor(targets.ToArray(), device: device).unsqueeze(1)).mean();
+        var ce = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1)).mean();
         var loss = _options.KlWeight * kl + _options.CeWeight * ce;
         loss.backward();
         return (loss.item<float>(), kl.item<float>(), ce.item<float>());

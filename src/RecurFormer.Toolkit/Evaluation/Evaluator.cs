@@ -173,20 +173,9 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         try
         {
             var logits = model.Forward(new ForwardBatch(sequences, caches) { AllLogits = true });
-            var rows = new List<long>();
-            var targets = new List<long>();
-            var offset = 0;
-            foreach (var sequence in sequences)
-            {
-                for (var i = 0; i + 1 < sequence.Length; i++)
-                {
-                    rows.Add(offset + i);
-                    targets.Add(sequence[i + 1]);
-                }
-                offset += sequence.Length;
-            }
-            var logProbabilities = nn.functional.log_softmax(logits.index_select(0, tensor(rows.ToArray(), device: logits.device)), 1);
-            var picked = -logProbabilities.gather(1, tensor(targets.ToArray(), device: logits.device).unsqueeze(1)).squeeze(1);
+            var (rows, targets) = Data.NextTokenTargets.Of(sequences);
+            var logProbabilities = nn.functional.log_softmax(logits.index_select(0, tensor(rows, device: logits.device)), 1);
+            var picked = -logProbabilities.gather(1, tensor(targets, device: logits.device).unsqueeze(1)).squeeze(1);
             var values = picked.to(ScalarType.Float64).cpu().data<double>().ToArray();
             var result = new double[sequences.Count][];
             var start = 0;

@@ -49,6 +49,6 @@ public static class TradeOffTable
             series.Add(($"{group.Key}: packed512 perplexity / teacher", ordered.Select(p => p.KvKept).ToArray(), ordered.Select(p => p.Packed512 / teacher.Packed512).ToArray()));
             series.Add(($"{group.Key}: EM / teacher", ordered.Select(p => p.KvKept).ToArray(), ordered.Select(p => teacher.ExactMatch > 0 ? p.ExactMatch / teacher.ExactMatch : 0).ToArray()));
         }
-        Charts.Lines(path, series, "Cache kept vs quality (teacher = 1)", "share of the KV cache kept", "ratio to the teacher");
+        Charts.Lines(path, series, "Cache kept vs quality (teacher = 1)", "share of the KV cache kept", "ratio to the teacher", pointsOnly: true);
     }
 }

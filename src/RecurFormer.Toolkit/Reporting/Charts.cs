@@ -30,7 +30,7 @@ public static class Charts
     }
 
     /// <summary>Line chart of named series of (x, y) points.</summary>
-    public static void Lines(string path, IEnumerable<(string Name, double[] X, double[] Y)> series, string title, string xLabel, string yLabel, bool logY = false)
+    public static void Lines(string path, IEnumerable<(string Name, double[] X, double[] Y)> series, string title, string xLabel, string yLabel, bool logY = false, bool pointsOnly = false)
     {
         var plot = new Plot();
         foreach (var (name, x, y) in series)
@@ -39,7 +39,12 @@ public static class Charts
             {
                 continue;
             }
-            var line = plot.Add.ScatterLine(x, logY ? y.Select(v => Math.Log10(Math.Max(v, 1e-12))).ToArray() : y);
+            var values = logY ? y.Select(v => Math.Log10(Math.Max(v, 1e-12))).ToArray() : y;
+            var line = pointsOnly ? plot.Add.ScatterPoints(x, values) : plot.Add.ScatterLine(x, values);
+            if (pointsOnly)
+            {
+                line.MarkerSize = 9;
+            }
             line.LegendText = name;
         }
         plot.ShowLegend();
