@@ -91,23 +91,10 @@ public sealed class ConcurrencyTests(SharedServer shared) : IDisposable
         using var response = await Streaming.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-        var blocks = new List<string>();
-        var block = new StringBuilder();
-        while (await reader.ReadLineAsync() is { } line)
-        {
-            if (line.Length > 0)
-            {
-                block.Append(line);
-                continue;
-            }
-            blocks.Add(block.ToString());
-            block.Clear();
-            if (disconnect && blocks.Count(b => b.Contains("\"content\":") && !b.Contains("\"role\"")) == 2)
-            {
-                return null; // disposing the response closes the connection (the client never drains, see Streaming)
-            }
-        }
-        return blocks;
+        var deltas = 0;
+        var blocks = await SseBlocks.Read(reader, block => disconnect && SseBlocks.IsContentDelta(block) && ++deltas == 2);
+        // Disconnecting: disposing the response closes the connection (the client never drains, see Streaming).
+        return disconnect && deltas == 2 ? null : blocks;
     }
 
     private static void AssertWellFormed(List<string> blocks)

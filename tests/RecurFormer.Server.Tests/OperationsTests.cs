@@ -30,28 +30,6 @@ public sealed class OperationsTests
         return response;
     }
 
-    /// <summary>Reads SSE blocks until <paramref name="until"/> matches one (or the stream ends); returns what was read.</summary>
-    private static async Task<List<string>> ReadBlocks(StreamReader reader, Func<string, bool>? until = null)
-    {
-        var blocks = new List<string>();
-        var block = new StringBuilder();
-        while (await reader.ReadLineAsync() is { } line)
-        {
-            if (line.Length > 0)
-            {
-                block.Append(line);
-                continue;
-            }
-            blocks.Add(block.ToString());
-            block.Clear();
-            if (until?.Invoke(blocks[^1]) == true)
-            {
-                break;
-            }
-        }
-        return blocks;
-    }
-
     [Fact]
     public async Task Starting_Then_QueueFull_Then_Draining_EachAnsweredAsClientsExpect()
     {
@@ -80,7 +58,7 @@ public sealed class OperationsTests
             // A runs, B waits (the one waiting slot), C is refused with 429.
             using var a = await OpenStream(server, LongChat(96));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
-            var aBlocks = await ReadBlocks(aReader, b => b.Contains("\"content\":") && !b.Contains("\"role\""));
+            var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
             using var b = await OpenStream(server, LongChat(4));
             using var bReader = new StreamReader(await b.Content.ReadAsStreamAsync());
             var full = await server.Http.PostAsync("v1/chat/completions", TestServer.Json(new { messages = TestServer.ReferenceMessages, max_tokens = 2 }));
@@ -88,7 +66,7 @@ public sealed class OperationsTests
             Assert.NotNull(full.Headers.RetryAfter);
 
             // B, queued behind A, gets keep-alive comments rather than silence.
-            var bHead = await ReadBlocks(bReader, block => block.StartsWith(':'));
+            var bHead = await SseBlocks.Read(bReader, block => block.StartsWith(':'));
             Assert.Equal(": keep-alive", bHead[^1]);
 
             // Shutdown: ready turns 503, new requests get 503, A and B still finish normally.
@@ -101,8 +79,8 @@ public sealed class OperationsTests
             await ErrorAssert.IsOpenAiError(refused, 503, "engine_unavailable");
             Assert.NotNull(refused.Headers.RetryAfter);
 
-            aBlocks.AddRange(await ReadBlocks(aReader));
-            var bBlocks = await ReadBlocks(bReader);
+            aBlocks.AddRange(await SseBlocks.Read(aReader));
+            var bBlocks = await SseBlocks.Read(bReader);
             foreach (var (blocks, tokens) in new[] { (aBlocks, 96), (bBlocks, 4) })
             {
                 Assert.Equal("data: [DONE]", blocks[^1]);
@@ -133,7 +111,7 @@ public sealed class OperationsTests
             // A holds the only running slot until its request timeout cancels it.
             using var a = await OpenStream(server, LongChat(1500));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
-            var aBlocks = await ReadBlocks(aReader, b => b.Contains("\"content\":") && !b.Contains("\"role\""));
+            var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
 
             // B waits behind A longer than the queue timeout: 503 with Retry-After, nothing generated.
             var b = await server.PostAsync("v1/chat/completions", new { messages = TestServer.ReferenceMessages, max_tokens = 2 });
@@ -141,7 +119,7 @@ public sealed class OperationsTests
             Assert.NotNull(b.Headers.RetryAfter);
 
             // A's stream began, so its timeout arrives as an SSE error event, then [DONE].
-            aBlocks.AddRange(await ReadBlocks(aReader));
+            aBlocks.AddRange(await SseBlocks.Read(aReader));
             Assert.Equal("data: [DONE]", aBlocks[^1]);
             Assert.StartsWith("event: error", aBlocks[^2]);
             var error = JsonDocument.Parse(aBlocks[^2][(aBlocks[^2].IndexOf("data: ", StringComparison.Ordinal) + "data: ".Length)..]).RootElement.GetProperty("error");

@@ -7,13 +7,14 @@ namespace RecurFormer.Server.OpenAi;
 // naming policy; unknown fields are ignored. Polymorphic fields (content, prompt) stay JsonElement and are checked
 // when the request is mapped, so that the error names the field and says what was expected.
 
-public sealed class ChatCompletionRequest
+/// <summary>
+/// The sampling, stopping and streaming fields that chat and legacy completions share (OpenAI's and vLLM's names);
+/// each request adds its prompt and its own logprobs shape.
+/// </summary>
+public abstract class GenerationRequestBase
 {
-    /// <summary>The conversation; content is a string or a list of <c>{"type":"text","text":…}</c> parts.</summary>
-    public List<ChatMessage>? Messages { get; set; }
     public string? Model { get; set; }
     public int? MaxTokens { get; set; }
-    public int? MaxCompletionTokens { get; set; }
     public double? Temperature { get; set; }
     public double? TopP { get; set; }
     public int? N { get; set; }
@@ -25,8 +26,6 @@ public sealed class ChatCompletionRequest
     public double? FrequencyPenalty { get; set; }
     /// <summary>Token id (as a string) to a bias in [-100, 100].</summary>
     public Dictionary<string, double>? LogitBias { get; set; }
-    public bool? Logprobs { get; set; }
-    public int? TopLogprobs { get; set; }
     public bool? Stream { get; set; }
     public StreamOptions? StreamOptions { get; set; }
     // vLLM extras
@@ -36,6 +35,15 @@ public sealed class ChatCompletionRequest
     public int? MinTokens { get; set; }
     public bool? IgnoreEos { get; set; }
     public List<int>? StopTokenIds { get; set; }
+}
+
+public sealed class ChatCompletionRequest : GenerationRequestBase
+{
+    /// <summary>The conversation; content is a string or a list of <c>{"type":"text","text":…}</c> parts.</summary>
+    public List<ChatMessage>? Messages { get; set; }
+    public int? MaxCompletionTokens { get; set; }
+    public bool? Logprobs { get; set; }
+    public int? TopLogprobs { get; set; }
     // Read only to refuse them: this server does no tool calling and no structured output.
     /// <summary>Not supported: a non-empty list is refused with 400 unless <c>tool_choice</c> is <c>"none"</c>.</summary>
     public JsonElement? Tools { get; set; }
@@ -58,35 +66,16 @@ public sealed class StreamOptions
     public bool? IncludeUsage { get; set; }
 }
 
-public sealed class CompletionRequest
+public sealed class CompletionRequest : GenerationRequestBase
 {
     /// <summary>A string, a list of strings, a list of token ids, or a list of lists of token ids.</summary>
     public JsonElement? Prompt { get; set; }
-    public string? Model { get; set; }
-    public int? MaxTokens { get; set; }
-    public double? Temperature { get; set; }
-    public double? TopP { get; set; }
-    public int? N { get; set; }
-    [JsonConverter(typeof(StringOrListConverter))]
-    public List<string>? Stop { get; set; }
-    public long? Seed { get; set; }
-    public double? PresencePenalty { get; set; }
-    public double? FrequencyPenalty { get; set; }
-    public Dictionary<string, double>? LogitBias { get; set; }
     /// <summary>Legacy shape: the number of most likely alternatives per token (0..5).</summary>
     public int? Logprobs { get; set; }
     /// <summary>Return the prompt followed by the completion.</summary>
     public bool? Echo { get; set; }
     public string? Suffix { get; set; }
     public int? BestOf { get; set; }
-    public bool? Stream { get; set; }
-    public StreamOptions? StreamOptions { get; set; }
-    public int? TopK { get; set; }
-    public double? MinP { get; set; }
-    public double? RepetitionPenalty { get; set; }
-    public int? MinTokens { get; set; }
-    public bool? IgnoreEos { get; set; }
-    public List<int>? StopTokenIds { get; set; }
 }
 
 public sealed record UsageInfo(int PromptTokens, int CompletionTokens, int TotalTokens);

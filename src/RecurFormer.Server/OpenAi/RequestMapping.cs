@@ -265,8 +265,7 @@ public static class RequestMapping
         }
         var maxTokens = r.MaxCompletionTokens ?? r.MaxTokens;
         var param = r.MaxCompletionTokens is null ? "max_tokens" : "max_completion_tokens";
-        return Sampling(param, maxTokens, promptTokens, model, r.N, r.Temperature, r.TopP, r.TopK, r.MinP, r.Seed, r.PresencePenalty, r.FrequencyPenalty,
-            r.RepetitionPenalty, r.LogitBias, r.Logprobs == true, r.Logprobs == true ? r.TopLogprobs ?? 0 : 0, r.MinTokens, r.Stop, r.StopTokenIds, r.IgnoreEos, defaultMaxTokens: null, promptParam: "messages");
+        return Sampling(r, param, maxTokens, promptTokens, model, r.Logprobs == true, r.Logprobs == true ? r.TopLogprobs ?? 0 : 0, defaultMaxTokens: null, promptParam: "messages");
     }
 
     public static SamplingParams CompletionSampling(CompletionRequest r, int promptTokens, LoadedModel model)
@@ -275,13 +274,12 @@ public static class RequestMapping
         {
             throw ApiException.BadRequest($"'logprobs' must be between 0 and 5, got {r.Logprobs}", "logprobs");
         }
-        return Sampling("max_tokens", r.MaxTokens, promptTokens, model, r.N, r.Temperature, r.TopP, r.TopK, r.MinP, r.Seed, r.PresencePenalty, r.FrequencyPenalty,
-            r.RepetitionPenalty, r.LogitBias, r.Logprobs is not null, r.Logprobs ?? 0, r.MinTokens, r.Stop, r.StopTokenIds, r.IgnoreEos, defaultMaxTokens: 16, promptParam: "prompt");
+        return Sampling(r, "max_tokens", r.MaxTokens, promptTokens, model, r.Logprobs is not null, r.Logprobs ?? 0, defaultMaxTokens: 16, promptParam: "prompt");
     }
 
-    private static SamplingParams Sampling(string maxTokensParam, int? maxTokens, int promptTokens, LoadedModel model, int? n, double? temperature, double? topP,
-        int? topK, double? minP, long? seed, double? presence, double? frequency, double? repetition, Dictionary<string, double>? logitBias,
-        bool logprobs, int topLogprobs, int? minTokens, List<string>? stop, List<int>? stopTokenIds, bool? ignoreEos, int? defaultMaxTokens, string promptParam)
+    /// <summary>The shared fields of <paramref name="r"/> to engine parameters; the caller resolves max tokens and logprobs, whose shapes differ.</summary>
+    private static SamplingParams Sampling(GenerationRequestBase r, string maxTokensParam, int? maxTokens, int promptTokens, LoadedModel model,
+        bool logprobs, int topLogprobs, int? defaultMaxTokens, string promptParam)
     {
         var maxModelLen = model.Engine.MaxModelLen;
         CheckPromptTokens(promptTokens, model, promptParam);
@@ -296,9 +294,9 @@ public static class RequestMapping
                 $"This model's maximum context length is {maxModelLen} tokens. However, you requested {(long)promptTokens + maxTokens.Value} tokens ({promptTokens} in the messages, {maxTokens} in the completion). Please reduce the length of the messages or completion.",
                 maxTokensParam, "context_length_exceeded");
         }
-        CheckN(n);
+        CheckN(r.N);
         var bias = new Dictionary<int, double>();
-        foreach (var (key, value) in logitBias ?? [])
+        foreach (var (key, value) in r.LogitBias ?? [])
         {
             if (!int.TryParse(key, NumberStyles.Integer, CultureInfo.InvariantCulture, out var token))
             {
@@ -308,23 +306,23 @@ public static class RequestMapping
         }
         return new SamplingParams
         {
-            Temperature = temperature ?? 1.0,
-            TopP = topP ?? 1.0,
-            TopK = topK ?? 0,
-            MinP = minP ?? 0,
-            Seed = seed,
-            PresencePenalty = presence ?? 0,
-            FrequencyPenalty = frequency ?? 0,
-            RepetitionPenalty = repetition ?? 1.0,
+            Temperature = r.Temperature ?? 1.0,
+            TopP = r.TopP ?? 1.0,
+            TopK = r.TopK ?? 0,
+            MinP = r.MinP ?? 0,
+            Seed = r.Seed,
+            PresencePenalty = r.PresencePenalty ?? 0,
+            FrequencyPenalty = r.FrequencyPenalty ?? 0,
+            RepetitionPenalty = r.RepetitionPenalty ?? 1.0,
             LogitBias = bias,
             Logprobs = logprobs,
             TopLogprobs = topLogprobs,
             MaxTokens = maxTokens ?? Math.Min(defaultMaxTokens ?? int.MaxValue, maxModelLen - promptTokens),
-            MinTokens = minTokens ?? 0,
-            Stop = stop ?? [],
-            StopTokenIds = stopTokenIds ?? [],
-            IgnoreEos = ignoreEos ?? false,
-            N = n ?? 1,
+            MinTokens = r.MinTokens ?? 0,
+            Stop = r.Stop ?? [],
+            StopTokenIds = r.StopTokenIds ?? [],
+            IgnoreEos = r.IgnoreEos ?? false,
+            N = r.N ?? 1,
         };
     }
 }
