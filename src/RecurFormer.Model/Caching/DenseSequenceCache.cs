@@ -17,25 +17,25 @@ public sealed class DenseSequenceCache(int layers) : ISequenceCache
 
     public int Length { get; private set; }
 
-    public (Tensor Keys, Tensor Values) AppendKeyValues(int layer, Tensor keys, Tensor values)
-    {
-        var needed = Length + keys.shape[1];
-        _keys[layer] = Reserve(_keys[layer], keys, needed);
-        _values[layer] = Reserve(_values[layer], values, needed);
-        _keys[layer]!.narrow(1, Length, keys.shape[1]).copy_(keys);
-        _values[layer]!.narrow(1, Length, values.shape[1]).copy_(values);
-        return (_keys[layer]!.narrow(1, 0, needed), _values[layer]!.narrow(1, 0, needed));
-    }
+    public (Tensor Keys, Tensor Values) AppendKeyValues(int layer, Tensor keys, Tensor values) =>
+        Append(_keys, _values, layer, keys, values);
 
     /// <summary>Keeps every position (this cache is for tools and tests); the caller's mask applies the window.</summary>
     public (Tensor Keys, Tensor Values, Tensor Positions) AppendWindowKeyValues(int layer, Tensor keys, Tensor values, WindowSpec window)
     {
+        var (allKeys, allValues) = Append(_windowKeys, _windowValues, layer, keys, values);
+        return (allKeys, allValues, arange(allKeys.shape[1], device: keys.device));
+    }
+
+    /// <summary>Writes the step's keys/values after the held ones in one layer's buffers; returns all of them.</summary>
+    private (Tensor Keys, Tensor Values) Append(Tensor?[] keyBuffers, Tensor?[] valueBuffers, int layer, Tensor keys, Tensor values)
+    {
         var needed = Length + keys.shape[1];
-        _windowKeys[layer] = Reserve(_windowKeys[layer], keys, needed);
-        _windowValues[layer] = Reserve(_windowValues[layer], values, needed);
-        _windowKeys[layer]!.narrow(1, Length, keys.shape[1]).copy_(keys);
-        _windowValues[layer]!.narrow(1, Length, values.shape[1]).copy_(values);
-        return (_windowKeys[layer]!.narrow(1, 0, needed), _windowValues[layer]!.narrow(1, 0, needed), arange(needed, device: keys.device));
+        var keyBuffer = keyBuffers[layer] = Reserve(keyBuffers[layer], keys, needed);
+        var valueBuffer = valueBuffers[layer] = Reserve(valueBuffers[layer], values, needed);
+        keyBuffer.narrow(1, Length, keys.shape[1]).copy_(keys);
+        valueBuffer.narrow(1, Length, values.shape[1]).copy_(values);
+        return (keyBuffer.narrow(1, 0, needed), valueBuffer.narrow(1, 0, needed));
     }
 
     /// <summary>Returns a buffer of at least <paramref name="needed"/> positions, growing (doubling) when full.</summary>

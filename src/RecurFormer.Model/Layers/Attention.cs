@@ -145,8 +145,7 @@ public sealed class Attention : nn.Module
         var n = query.shape[1];
         if (batch.Capture is { RecordsProbabilities: true })
         {
-            var allowed = arange(past + n, device: query.device).unsqueeze(0) <= (arange(n, device: query.device) + past).unsqueeze(1);
-            return AttendEagerly(query, allKeys, allValues, allowed, batch.Capture, sequence);
+            return AttendEagerly(query, allKeys, allValues, CausalMask(n, past, query.device), batch.Capture, sequence);
         }
         var k = RepeatGroups(allKeys);
         var v = RepeatGroups(allValues);
@@ -158,8 +157,7 @@ public sealed class Attention : nn.Module
         {
             return nn.functional.scaled_dot_product_attention(query, k, v, is_casual: true);
         }
-        var mask = arange(past + n, device: query.device).unsqueeze(0) <= (arange(n, device: query.device) + past).unsqueeze(1);
-        return nn.functional.scaled_dot_product_attention(query, k, v, mask);
+        return nn.functional.scaled_dot_product_attention(query, k, v, CausalMask(n, past, query.device));
     }
 
     /// <summary>Sink + recent-window attention: query at position p sees keys at positions j ≤ p with j &lt; sinks or j > p − window.</summary>
@@ -191,6 +189,10 @@ public sealed class Attention : nn.Module
         }
         return probabilities.matmul(RepeatGroups(values));
     }
+
+    /// <summary>True where query i (position past + i) may see key j: j ≤ past + i. Shape [n, past + n].</summary>
+    private static Tensor CausalMask(long n, long past, Device device) =>
+        arange(past + n, device: device).unsqueeze(0) <= (arange(n, device: device) + past).unsqueeze(1);
 
     /// <summary>[G, T, hd] → [G × groupSize, T, hd]: query head h uses KV head h / groupSize.</summary>
     private Tensor RepeatGroups(Tensor kv) => _heads.GroupSize == 1 ? kv : kv.repeat_interleave(_heads.GroupSize, 0);
