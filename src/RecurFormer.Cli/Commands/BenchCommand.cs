@@ -58,7 +58,7 @@ public static class BenchCommand
                     MaxModelLen = lengths.Max() + generate + 16,
                 };
                 using var lm = CausalLMLoader.FromPretrained(folder, target);
-                var tokenizer = HasTokenizer(folder) ? CheckpointTokenizer.FromPretrained(folder) : null;
+                var tokenizer = GenerateCommand.LoadTokenizerIfPresent(folder);
                 using var engine = new LLMEngine(lm, tokenizer, options);
                 layouts.Add(engine.Layout);
                 var prompts = new BenchPrompts(tokenizer, lm.Config.VocabSize);
@@ -100,7 +100,4 @@ public static class BenchCommand
             throw new UserError($"{option}: {error.Message}");
         }
     }
-
-    private static bool HasTokenizer(string folder) =>
-        new[] { "tokenizer.json", "vocab.json", "tokenizer.model" }.Any(f => File.Exists(Path.Combine(folder, f)));
 }

@@ -89,7 +89,8 @@ public static class GenerateCommand
         return command;
     }
 
-    private static CheckpointTokenizer? LoadTokenizerIfPresent(string folder)
+    /// <summary>The checkpoint's tokenizer, or null for a checkpoint without tokenizer files (prompts as ids then).</summary>
+    public static CheckpointTokenizer? LoadTokenizerIfPresent(string folder)
     {
         string[] files = ["tokenizer.json", "vocab.json", "tokenizer.model"];
         return files.Any(f => File.Exists(Path.Combine(folder, f))) ? CheckpointTokenizer.FromPretrained(folder) : null;
