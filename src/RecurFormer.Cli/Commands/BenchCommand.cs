@@ -3,8 +3,6 @@ using RecurFormer.Cli.Benchmarking;
 using RecurFormer.Engine;
 using RecurFormer.Engine.Caching;
 using RecurFormer.Model.CausalLM;
-using RecurFormer.Model.Configuration;
-using RecurFormer.Tokenization;
 
 namespace RecurFormer.Cli.Commands;
 
