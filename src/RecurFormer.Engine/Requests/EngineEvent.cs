@@ -12,6 +12,13 @@ public sealed record ScheduledEvent() : EngineEvent(0);
 /// </summary>
 public sealed record TokenEvent(int Choice, int TokenId, string Text, TokenLogprob? Logprob) : EngineEvent(Choice);
 
+/// <summary>
+/// The prompt's log-probabilities (when <see cref="SamplingParams.PromptLogprobs"/> is set), one entry per prompt
+/// token: null for the first (nothing precedes it), then the token's log-probability given the tokens before it and
+/// the most likely alternatives. Sent once per request, before its first <see cref="TokenEvent"/>.
+/// </summary>
+public sealed record PromptLogprobsEvent(IReadOnlyList<TokenLogprob?> Logprobs) : EngineEvent(0);
+
 /// <summary>A choice ended; <see cref="Text"/> is any held-back text that is now final.</summary>
 public sealed record FinishedEvent(int Choice, FinishReason Reason, string Text, Usage Usage, RequestTimings Timings) : EngineEvent(Choice);
 

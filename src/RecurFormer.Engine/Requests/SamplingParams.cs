@@ -21,6 +21,13 @@ public sealed record SamplingParams
     /// <summary>How many most likely alternatives to return with each token (0..20).</summary>
     public int TopLogprobs { get; init; }
 
+    /// <summary>
+    /// Log-probabilities of the prompt's own tokens (vLLM's <c>prompt_logprobs</c>, OpenAI's <c>echo</c> with
+    /// <c>logprobs</c>): null = off, otherwise how many most likely alternatives to add per position (0..20).
+    /// Computed in the prefill and reported once, as a <see cref="PromptLogprobsEvent"/>, before the first token.
+    /// </summary>
+    public int? PromptLogprobs { get; init; }
+
     public int MaxTokens { get; init; } = 16;
     public int MinTokens { get; init; }
     public IReadOnlyList<string> Stop { get; init; } = [];
@@ -43,6 +50,7 @@ public sealed record SamplingParams
         if (double.IsNaN(FrequencyPenalty) || FrequencyPenalty < -2 || FrequencyPenalty > 2) return ("frequency_penalty", $"frequency_penalty must be between -2 and 2, got {FrequencyPenalty}");
         if (double.IsNaN(RepetitionPenalty) || RepetitionPenalty <= 0 || RepetitionPenalty > 10) return ("repetition_penalty", $"repetition_penalty must be in (0, 10], got {RepetitionPenalty}");
         if (TopLogprobs < 0 || TopLogprobs > 20) return ("top_logprobs", $"top_logprobs must be between 0 and 20, got {TopLogprobs}");
+        if (PromptLogprobs is < 0 or > 20) return ("prompt_logprobs", $"prompt_logprobs must be between 0 and 20, got {PromptLogprobs}");
         if (MaxTokens < 1) return ("max_tokens", $"max_tokens must be at least 1, got {MaxTokens}");
         if (MinTokens < 0 || MinTokens > MaxTokens) return ("min_tokens", $"min_tokens must be between 0 and max_tokens ({MaxTokens}), got {MinTokens}");
         if (N < 1 || N > 128) return ("n", $"n must be between 1 and 128, got {N}");
