@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using static TorchSharp.torch;
 
@@ -63,6 +64,7 @@ public static unsafe class SelectiveScan
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SixteenChannels(Pointers p, int first)
     {
         int n = p.State, inner = p.Inner;
@@ -94,7 +96,7 @@ public static unsafe class SelectiveScan
             var ct = p.C + (long)t * n;
             for (var s = 0; s < n; s++)
             {
-                var next = Vector512.FusedMultiplyAdd(Vector512.Exp(delta * a[s]), h[s], drive * bt[s]);
+                var next = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * a[s]), h[s], drive * bt[s]);
                 h[s] = next;
                 output = Vector512.FusedMultiplyAdd(next, Vector512.Create(ct[s]), output);
             }
@@ -110,6 +112,7 @@ public static unsafe class SelectiveScan
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void OneChannel(Pointers p, int channel)
     {
         int n = p.State, inner = p.Inner;

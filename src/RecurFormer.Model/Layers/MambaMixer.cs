@@ -14,7 +14,7 @@ namespace RecurFormer.Model.Layers;
 /// linear-time <see cref="SelectiveScan"/>; training and CUDA a chunked closed form of the scan (one matrix product
 /// per chunk of tokens); decode the one-step recurrence, batched over the pool's state.
 /// </summary>
-public sealed class MambaMixer : nn.Module
+public sealed partial class MambaMixer : nn.Module
 {
 #pragma warning disable IDE1006
     private readonly Linear in_proj;

@@ -38,6 +38,7 @@ internal static class LibTorchLoader
         {
             return; // TorchSharp's own loader handles the other platforms.
         }
+        OpenMpWaiting.Apply();
 
         var libTorchDir = Environment.GetEnvironmentVariable(LibTorchDirVariable);
         if (!string.IsNullOrWhiteSpace(libTorchDir))
