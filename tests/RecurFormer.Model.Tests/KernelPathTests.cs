@@ -94,4 +94,30 @@ public sealed class KernelPathTests
             next = single.argmax(1).data<long>().Select(t => new[] { t }).ToArray();
         }
     }
+
+    [Theory]
+    [InlineData("hybrid")]
+    [InlineData("demo-window")]
+    [InlineData("demo-recurformer")]
+    public void Chunked_prefill_equals_one_prefill_when_chunks_cross_the_window(string name)
+    {
+        var folder = Folder(name, out var owner);
+        using var _ = owner;
+        using var model = TestData.Load(folder);
+        using var threads = new KernelThreads(2);
+        var ids = Prompts(model.Config.VocabSize)[2]; // 97 tokens: past the windows of 8 and of 68 positions
+        using var whole = model.CreateCache(ids.Length);
+        using var expected = model.Forward(new ForwardBatch([ids], whole.Sequences) { AllLogits = true, Threads = threads });
+
+        using var chunked = model.CreateCache(ids.Length);
+        var parts = new List<Tensor>();
+        foreach (var (start, length) in new[] { (0, 30), (30, 1), (31, 45), (76, 21) })
+        {
+            parts.Add(model.Forward(new ForwardBatch([ids[start..(start + length)]], chunked.Sequences) { AllLogits = true, Threads = threads }));
+        }
+        using var actual = cat(parts, 0);
+        parts.ForEach(p => p.Dispose());
+        var difference = (actual - expected).abs().max().item<float>();
+        Assert.True(difference < 1e-4, $"{name}: max |Δlogit| = {difference}");
+    }
 }

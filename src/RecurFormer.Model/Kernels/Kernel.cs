@@ -131,16 +131,12 @@ internal static unsafe class Kernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Load(Values source, long offset, float* x, int n)
     {
-        if (!source.Bf16)
+        if (source.Bf16)
         {
-            new ReadOnlySpan<float>((float*)source.Data + offset, n).CopyTo(new Span<float>(x, n));
+            Bf16.ToFloat((ushort*)source.Data + offset, x, n);
             return;
         }
-        var values = (ushort*)source.Data + offset;
-        for (var i = 0; i < n; i++)
-        {
-            x[i] = Bf16.ToFloat(values[i]);
-        }
+        new ReadOnlySpan<float>((float*)source.Data + offset, n).CopyTo(new Span<float>(x, n));
     }
 
     /// <summary>RMSNorm as HuggingFace computes it in float32: y = w · x / √(mean(x²) + ε).</summary>
@@ -295,4 +291,23 @@ internal readonly unsafe struct Values(byte* data, bool bf16)
     public readonly bool Bf16 = bf16;
 
     public float this[long i] => Bf16 ? Kernels.Bf16.ToFloat(((ushort*)Data)[i]) : ((float*)Data)[i];
+
+    /// <summary>n values at <paramref name="offset"/> as float32: in place for float32, converted into <paramref name="buffer"/> for bfloat16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float* Row(long offset, int n, float* buffer)
+    {
+        if (!Bf16)
+        {
+            return (float*)Data + offset;
+        }
+        Kernels.Bf16.ToFloat((ushort*)Data + offset, buffer, n);
+        return buffer;
+    }
+
+    /// <summary>n values at <paramref name="offset"/> copied (converted) into <paramref name="target"/> as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load(long offset, int n, float* target) => Kernel.Load(this, offset, target, n);
+
+    /// <summary>The same values from <paramref name="elements"/> further on.</summary>
+    public Values Skip(long elements) => new(Data + elements * (Bf16 ? 2 : 4), Bf16);
 }

@@ -127,12 +127,13 @@ public sealed partial class Attention
     /// here; the kernel reads each query's keys from the cache pool, causal by construction.
     /// </summary>
     private bool PrefillsWithKernels(ForwardContext context) =>
-        Kernel.IsAccelerated && context.Storage.KernelsSupport && !context.Batch.Training && context.Batch.Capture is null;
+        Kernel.IsAccelerated && context.Storage.KernelsSupport && !context.Batch.Training && context.Batch.Capture is null
+        && _heads.GroupSize <= PrefillAttentionKernel.Lanes;
 
     /// <summary>
     /// Causal attention of a chunk's n queries (positions past..past+n-1, RoPE applied, [n, fullHeads, hd]) over the
     /// sequence's keys in the pool (the chunk's own already written): → float32 [n, fullHeads, hd]. One task per
-    /// (query, group), spread over the kernel threads.
+    /// (block of queries whose heads fill a vector, group), spread over the kernel threads.
     /// </summary>
     private unsafe Tensor PrefillFull(Tensor query, ForwardContext context, int sequence)
     {
@@ -145,41 +146,43 @@ public sealed partial class Attention
         var output = empty(n, _fullHeads, _headDim, ScalarType.Float32);
         var threads = context.Batch.Threads ?? KernelThreads.Single;
         var length = past + n;
+        var groupSize = _heads.GroupSize;
+        var perBlock = Math.Max(1, PrefillAttentionKernel.Lanes / groupSize);   // queries whose heads fill one vector
+        var blocks = (n + perBlock - 1) / perBlock;
+        var scratchFloats = PrefillAttentionKernel.ScratchFloats(_headDim);
         var offsets = TensorMemory.Allocate<long>(length);
-        var scores = TensorMemory.Allocate<float>((long)threads.Count * _heads.GroupSize * length);
+        var scratch = TensorMemory.Allocate<float>((long)threads.Count * scratchFloats);
         try
         {
             FullKeyOffsets(cache.Blocks, storage.Layout.BlockSize, storage.PoolRows, length, group: 0, offsets);
             var q = TensorMemory.Pointer<float>(queries);
             var o = TensorMemory.Pointer<float>(output);
-            var groupStride = storage.PoolRows * _headDim * storage.Layout.KvElementBytes;
-            var groupSize = _heads.GroupSize;
-            var tasks = n * _fullGroups;
+            var tasks = blocks * _fullGroups;
             threads.Run(thread =>
             {
-                var ownScores = scores + (long)thread * groupSize * length;
+                var own = scratch + (long)thread * scratchFloats;
                 for (var task = thread; task < tasks; task += threads.Count)
                 {
-                    int i = task / _fullGroups, group = task % _fullGroups;
-                    var keys = new Values(pools.Keys.Data + group * groupStride, pools.Keys.Bf16);
-                    var values = new Values(pools.Values.Data + group * groupStride, pools.Values.Bf16);
-                    var row = ((long)i * _fullHeads + group * groupSize) * _headDim;
-                    AttentionKernel.Attend(q + row, groupSize, _headDim, keys, values, offsets, past + i + 1, ownScores, o + row, _headDim);
+                    int block = task / _fullGroups, group = task % _fullGroups;
+                    var groupStart = group * storage.PoolRows * _headDim;
+                    var table = KeyTable.Causal(pools.Keys.Skip(groupStart), pools.Values.Skip(groupStart), offsets, length);
+                    var first = block * perBlock;
+                    PrefillAttentionKernel.Attend(q, o, _fullHeads, group * groupSize, groupSize, _headDim, first, Math.Min(perBlock, n - first), past, table, own);
                 }
             });
         }
         finally
         {
             TensorMemory.Free(offsets);
-            TensorMemory.Free(scores);
+            TensorMemory.Free(scratch);
         }
         return output;
     }
 
     /// <summary>
     /// Sink + window attention of a chunk's n queries ([n, windowHeads, hd]) over keys and values [windowGroups, m, hd]
-    /// at the ascending <paramref name="positions"/>: each query reads the sinks and the last window positions up to its
-    /// own, at most sinks + window keys. → float32 [n, windowHeads, hd].
+    /// at the ascending <paramref name="positions"/>: each query sees the sinks and the last window positions up to
+    /// its own. → float32 [n, windowHeads, hd].
     /// </summary>
     private unsafe Tensor PrefillWindow(Tensor query, Tensor keys, Tensor values, long[] positions, int past, ForwardContext context)
     {
@@ -190,53 +193,42 @@ public sealed partial class Attention
         var valueTable = values.to_type(ScalarType.Float32).contiguous();
         var output = empty(n, _windowHeads, _headDim, ScalarType.Float32);
         var threads = context.Batch.Threads ?? KernelThreads.Single;
-        var capacity = _window.Capacity + 1;
         var groupSize = _heads.GroupSize;
-        var offsets = TensorMemory.Allocate<long>((long)threads.Count * capacity);
-        var scores = TensorMemory.Allocate<float>((long)threads.Count * groupSize * capacity);
+        var perBlock = Math.Max(1, PrefillAttentionKernel.Lanes / groupSize);
+        var blocks = (n + perBlock - 1) / perBlock;
+        var scratchFloats = PrefillAttentionKernel.ScratchFloats(_headDim);
+        var offsets = TensorMemory.Allocate<long>(m);
+        var scratch = TensorMemory.Allocate<float>((long)threads.Count * scratchFloats);
         try
         {
+            for (var e = 0; e < m; e++)
+            {
+                offsets[e] = (long)e * _headDim;
+            }
             var q = TensorMemory.Pointer<float>(queries);
             var o = TensorMemory.Pointer<float>(output);
-            var k = (byte*)TensorMemory.Pointer<float>(keyTable);
-            var v = (byte*)TensorMemory.Pointer<float>(valueTable);
-            var tasks = n * _windowGroups;
+            var k = new Values((byte*)TensorMemory.Pointer<float>(keyTable), false);
+            var v = new Values((byte*)TensorMemory.Pointer<float>(valueTable), false);
+            var tasks = blocks * _windowGroups;
             threads.Run(thread =>
             {
-                var own = offsets + (long)thread * capacity;
-                var ownScores = scores + (long)thread * groupSize * capacity;
+                var own = scratch + (long)thread * scratchFloats;
                 for (var task = thread; task < tasks; task += threads.Count)
                 {
-                    int i = task / _windowGroups, group = task % _windowGroups;
-                    var count = WindowKeys(positions, past + i, (long)group * m * _headDim, own);
-                    var row = ((long)i * _windowHeads + group * groupSize) * _headDim;
-                    AttentionKernel.Attend(q + row, groupSize, _headDim, new Values(k, false), new Values(v, false), own, count, ownScores, o + row, _headDim);
+                    int block = task / _windowGroups, group = task % _windowGroups;
+                    var groupStart = (long)group * m * _headDim;
+                    var table = new KeyTable(k.Skip(groupStart), v.Skip(groupStart), offsets, positions, m, _window.Size, _window.Sinks);
+                    var first = block * perBlock;
+                    PrefillAttentionKernel.Attend(q, o, _windowHeads, group * groupSize, groupSize, _headDim, first, Math.Min(perBlock, n - first), past, table, own);
                 }
             });
         }
         finally
         {
             TensorMemory.Free(offsets);
-            TensorMemory.Free(scores);
+            TensorMemory.Free(scratch);
         }
         return output;
-    }
-
-    /// <summary>Offsets (ascending positions) of the keys a query at <paramref name="position"/> sees: sinks, then the window up to itself.</summary>
-    private unsafe int WindowKeys(long[] positions, int position, long groupStart, long* offsets)
-    {
-        var count = 0;
-        var index = 0;
-        for (; index < positions.Length && positions[index] < _window.Sinks && positions[index] <= position; index++)
-        {
-            offsets[count++] = groupStart + (long)index * _headDim;
-        }
-        var first = Array.BinarySearch(positions, (long)(position - _window.Size + 1)); // the window's oldest position
-        for (index = Math.Max(index, first < 0 ? ~first : first); index < positions.Length && positions[index] <= position; index++)
-        {
-            offsets[count++] = groupStart + (long)index * _headDim;
-        }
-        return count;
     }
 
     /// <summary>Element offsets of positions 0..length-1 of a full group in the block pool [fullGroups, rows, hd].</summary>

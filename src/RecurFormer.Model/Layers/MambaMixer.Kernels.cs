@@ -27,6 +27,29 @@ public sealed partial class MambaMixer
         in_proj.Kernel.IsSupported && x_proj.Kernel.IsSupported && dt_proj.Kernel.IsSupported && out_proj.Kernel.IsSupported && dt_proj.Bias is not null
         && new Tensor[] { conv1d_weight, A_log, D, dt_proj.Weight }.Concat(conv1d_bias is null ? [] : [conv1d_bias]).All(p => p.dtype == ScalarType.Float32 && Kernel.Supports(p));
 
+    /// <summary>Inference prefill on the CPU takes the fused kernel (training keeps autograd's libtorch path).</summary>
+    private bool PrefillsWithKernels(CausalLM.ForwardContext context) =>
+        !context.Batch.Training && context.Storage.KernelsSupport && Kernel.IsAccelerated && KernelsSupport;
+
+    /// <summary>One sequence's tokens u [n, dInner] (float32) from its slot's state: → y [n, dInner] before the gate.</summary>
+    private unsafe Tensor PrefillWithKernels(Tensor u, CausalLM.ForwardContext context, int sequence)
+    {
+        var slot = context.Batch.Caches[sequence].Slot;
+        var tokens = (int)u.shape[0];
+        var x = u.contiguous();
+        var xc = empty(tokens, Shape.InnerSize, ScalarType.Float32);
+        var selective = empty(tokens, Shape.TimeStepRank + 2 * Shape.StateSize, ScalarType.Float32);
+        var y = empty(tokens, Shape.InnerSize, ScalarType.Float32);
+        var p = Parameters;
+        var pools = context.Storage.Memory(_layer);
+        var parameters = new MambaPrefillKernel.Parameters(p.ConvWeight, p.ConvBias, x_proj.Kernel, p.DtWeight, p.DtBias, p.ALog, p.D,
+            Shape.InnerSize, Shape.ConvKernel, Shape.TimeStepRank, Shape.StateSize);
+        MambaPrefillKernel.Run(context.Batch.Threads ?? KernelThreads.Single, parameters, tokens, TensorMemory.Pointer<float>(x),
+            (float*)pools.Conv.Data + (long)slot * Shape.InnerSize * Shape.ConvKernel, (float*)pools.Ssm.Data + (long)slot * Shape.InnerSize * Shape.StateSize,
+            TensorMemory.Pointer<float>(xc), TensorMemory.Pointer<float>(selective), TensorMemory.Pointer<float>(y));
+        return y;
+    }
+
     /// <summary>Phase 1: this thread's rows of in_proj (x and the gate z) from the normalised input.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal unsafe void DecodeInput(DecodeStep step, int thread, float* normed, KernelInput? prepared)

@@ -39,6 +39,7 @@ internal static class LibTorchLoader
             return; // TorchSharp's own loader handles the other platforms.
         }
         OpenMpWaiting.Apply();
+        AllocatorTuning.KeepFreedMemory();
 
         var libTorchDir = Environment.GetEnvironmentVariable(LibTorchDirVariable);
         if (!string.IsNullOrWhiteSpace(libTorchDir))
