@@ -23,7 +23,7 @@ public sealed record EngineOptions
     /// <summary>Most requests waiting for admission; more are refused (the server answers 429).</summary>
     public int MaxWaitingRequests { get; init; } = 256;
 
-    /// <summary><c>auto</c> (the compute dtype), <c>float32</c>, <c>bfloat16</c> or <c>float16</c>: how KV is stored.</summary>
+    /// <summary><c>auto</c> (16-bit: bfloat16, or float16 under float16 compute on CUDA), <c>float32</c>, <c>bfloat16</c> or <c>float16</c>: how KV is stored.</summary>
     public string KvCacheDType { get; init; } = "auto";
 
     /// <summary>Parses sizes such as <c>512MB</c>, <c>2GiB</c>, <c>64M</c> or a plain byte count.</summary>

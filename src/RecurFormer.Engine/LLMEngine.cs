@@ -47,7 +47,9 @@ public sealed class LLMEngine : IDisposable
         _tokenizer = tokenizer;
         _options = options;
         MaxModelLen = options.MaxModelLen ?? (model.Config is TransformerConfig t ? t.MaxPositionEmbeddings : 1 << 20);
-        var kvDType = options.KvCacheDType is "auto" or "" ? model.Target.DType : TorchRuntime.ParseDType(options.KvCacheDType, model.Target.Device);
+        var kvDType = options.KvCacheDType is "auto" or ""
+            ? CacheLayout.DefaultKvDType(model.Target.DType, model.Target.Device.type)
+            : TorchRuntime.ParseDType(options.KvCacheDType, model.Target.Device);
         Layout = new CacheLayout(model.Config, kvDType, options.BlockSize);
         _cache = new HybridCacheManager(Layout, options.CacheMemoryBytes, options.MaxNumSeqs, MaxModelLen, model.Target.Device);
         _scheduler = new Scheduler(options, _cache);

@@ -60,7 +60,7 @@ public sealed class BatchingTests
 
         // Room for about three sequences: decoding runs out of blocks, the newest are preempted and recomputed.
         var blockBytes = 2L * 8 * 4 * 16 * 48 * 4;
-        using var engine = Start(DemoTeacher, new EngineOptions { CacheMemoryBytes = blockBytes * 16, BlockSize = 16 });
+        using var engine = Start(DemoTeacher, new EngineOptions { CacheMemoryBytes = blockBytes * 16, BlockSize = 16, KvCacheDType = "float32" });
         var together = await Task.WhenAll(prompts.Select((p, i) => Collect(engine.Submit(Request($"preempt-{i}", p, Greedy(40) with { IgnoreEos = true })))));
 
         Assert.True(engine.Stats.Preemptions > 0, "the budget was chosen to force preemption");

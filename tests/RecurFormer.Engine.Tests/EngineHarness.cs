@@ -21,9 +21,10 @@ public static class EngineHarness
     public static string ChatPrompt(string question) =>
         $"<|im_start|>system\n{SystemMessage}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n";
 
-    public static LLMEngine Start(string folder, EngineOptions? options = null, bool tokenizer = true)
+    /// <summary>An engine over a checkpoint, in float32 unless told otherwise: these tests pin exact outputs.</summary>
+    public static LLMEngine Start(string folder, EngineOptions? options = null, bool tokenizer = true, string dtype = "float32")
     {
-        var model = CausalLMLoader.FromPretrained(folder, TorchRuntime.Initialize());
+        var model = CausalLMLoader.FromPretrained(folder, TorchRuntime.Initialize(new TorchOptions { DType = dtype }));
         return new LLMEngine(model, tokenizer ? CheckpointTokenizer.FromPretrained(folder) : null, options ?? new EngineOptions { CacheMemoryBytes = 64L << 20 });
     }
 

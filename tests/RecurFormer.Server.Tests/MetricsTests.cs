@@ -55,7 +55,7 @@ public sealed class MetricsTests(SharedServer shared)
         Assert.True(ConcurrencyTests.Sample(text, "recurformer_generation_tokens_total{") >= 8);
         Assert.Equal(64L << 20, ConcurrencyTests.Sample(text, "recurformer_cache_capacity_bytes{"));
         var info = text.Split('\n').Single(l => l.StartsWith("recurformer_model_info{", StringComparison.Ordinal));
-        foreach (var label in new[] { "model=\"dotnet-docs-qwen2-16m\"", "layers=\"8\"", "replaced_kv_groups=\"0\"", "kv_bytes_per_token=\"12288\"", "state_bytes_per_sequence=\"0\"" })
+        foreach (var label in new[] { "model=\"dotnet-docs-qwen2-16m\"", "layers=\"8\"", "replaced_kv_groups=\"0\"", "kv_bytes_per_token=\"6144\"", "state_bytes_per_sequence=\"0\"" })
         {
             Assert.Contains(label, info);
         }

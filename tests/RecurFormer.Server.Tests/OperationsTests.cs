@@ -55,8 +55,9 @@ public sealed class OperationsTests
             Assert.True(await server.Host.Loaded);
             Assert.Equal(HttpStatusCode.OK, (await server.Anonymous.GetAsync("health/ready")).StatusCode);
 
-            // A runs, B waits (the one waiting slot), C is refused with 429.
-            using var a = await OpenStream(server, LongChat(96));
+            // A runs (as long as the model allows: at a millisecond a token it must outlast the keep-alive interval),
+            // B waits (the one waiting slot), C is refused with 429.
+            using var a = await OpenStream(server, LongChat(1900));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
             var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
             using var b = await OpenStream(server, LongChat(4));
@@ -81,7 +82,7 @@ public sealed class OperationsTests
 
             aBlocks.AddRange(await SseBlocks.Read(aReader));
             var bBlocks = await SseBlocks.Read(bReader);
-            foreach (var (blocks, tokens) in new[] { (aBlocks, 96), (bBlocks, 4) })
+            foreach (var (blocks, tokens) in new[] { (aBlocks, 1900), (bBlocks, 4) })
             {
                 Assert.Equal("data: [DONE]", blocks[^1]);
                 var usage = JsonDocument.Parse(blocks[^2]["data: ".Length..]).RootElement.GetProperty("usage");
@@ -103,13 +104,13 @@ public sealed class OperationsTests
         var server = await TestServer.StartAsync(new Dictionary<string, string>
         {
             ["RecurFormer:Engine:MaxNumSeqs"] = "1",
-            ["RecurFormer:QueueTimeout"] = "00:00:01",
-            ["RecurFormer:RequestTimeout"] = "00:00:10",
+            ["RecurFormer:QueueTimeout"] = "00:00:00.250",
+            ["RecurFormer:RequestTimeout"] = "00:00:00.500",
         });
         try
         {
-            // A holds the only running slot until its request timeout cancels it.
-            using var a = await OpenStream(server, LongChat(1500));
+            // A holds the only running slot until its request timeout cancels it (1,900 tokens take more than 0.5 s).
+            using var a = await OpenStream(server, LongChat(1900));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
             var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
 

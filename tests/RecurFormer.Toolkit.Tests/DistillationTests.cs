@@ -63,7 +63,7 @@ public sealed class DistillationTests : IDisposable
         var paths = new DistillationPaths(_temp.Sub("run"));
         Directory.CreateDirectory(paths.Out);
         CopyTokenizer(student);
-        var run = new DistillationRun(TestData.QwenTiny, student, () => texts, options, RecurFormer.Model.Runtime.TorchRuntime.Initialize());
+        var run = new DistillationRun(TestData.QwenTiny, student, () => texts, options, RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" }));
         var records = run.Run(paths, resume: false, ScalarType.Float32);
 
         Assert.Equal([1, 1, 2, 2], records.Select(r => r.Stage));
@@ -81,7 +81,7 @@ public sealed class DistillationTests : IDisposable
         CopyTokenizer(student);
         var texts = Enumerable.Range(0, 100).Select(i => $"text {i} about the type T{i % 7}").ToArray();
         var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1 };
-        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize();
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
 
         var whole = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(new DistillationPaths(_temp.Sub("whole")), false, ScalarType.Float32);
         var sliced = new DistillationPaths(_temp.Sub("sliced"));

@@ -20,7 +20,8 @@ public static class TestData
     public static string Fixture(string name) => Path.Combine(RepositoryRoot, "tests", "fixtures", name);
     public static string QwenTiny => Fixture("qwen2-tiny");
 
-    public static ICausalLM Load(string folder) => CausalLMLoader.FromPretrained(folder, TorchRuntime.Initialize(new TorchOptions { Threads = 2 }));
+    /// <summary>In float32: these tests pin exact relations (bfloat16 is the CPU default where it is faster).</summary>
+    public static ICausalLM Load(string folder) => CausalLMLoader.FromPretrained(folder, TorchRuntime.Initialize(new TorchOptions { Threads = 2, DType = "float32" }));
 
     public static Tensor Reference(string folder, string name)
     {

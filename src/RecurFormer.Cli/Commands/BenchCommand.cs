@@ -22,7 +22,7 @@ public static class BenchCommand
         var promptTokens = new Option<string>("--prompt-tokens") { Description = "Comma-separated prompt lengths.", DefaultValueFactory = _ => "128,1024" };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request (eos ignored).", DefaultValueFactory = _ => 64 };
         var cacheMemory = new Option<string>("--cache-memory") { Description = "Cache budget of the engine during the runs.", DefaultValueFactory = _ => "1GB" };
-        var kvDType = new Option<string>("--kv-cache-dtype") { Description = "auto, float32, bfloat16 or float16.", DefaultValueFactory = _ => "auto" };
+        var kvDType = new Option<string>("--kv-cache-dtype") { Description = "KV cache dtype: auto (16-bit), float32, bfloat16 or float16.", DefaultValueFactory = _ => "auto" };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget per engine step.", DefaultValueFactory = _ => 512 };
         var capacityBudget = new Option<string>("--capacity-budget") { Description = "Cache budget for the capacity figure.", DefaultValueFactory = _ => "64MB" };
         var capacityTokens = new Option<int>("--capacity-tokens") { Description = "Sequence length for the capacity figure.", DefaultValueFactory = _ => 2048 };

@@ -38,7 +38,7 @@ public static class DistillCommand
         var stopAfter = new Option<int?>("--stop-after") { Description = "Stop after this many steps of this invocation, leaving a checkpoint to --resume from (time-sliced runs)." };
         var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };
         var onBadLine = OnBadLine();
-        var compute = new ComputeOptions();
+        var compute = new ComputeOptions(training: true);
 
         var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
         {

@@ -23,7 +23,7 @@ public static class EvalCommand
         var json = new Option<string>("--json") { Description = "Where to write the JSON report.", Required = true };
         var baseline = new Option<string?>("--baseline") { Description = "A second checkpoint (e.g. the source Transformer) evaluated the same way, printed side by side with ratios." };
         var limit = new Option<int?>("--limit") { Description = "Use only the first N lines of each kind (e.g. 100 to bound the run time)." };
-        var maxAnswer = new Option<int>("--max-answer-tokens") { Description = "Most tokens generated per question.", DefaultValueFactory = _ => 96 };
+        var maxAnswer = new Option<int>("--max-answer-tokens") { Description = "Most tokens generated per question; 0 skips question answering (perplexity only).", DefaultValueFactory = _ => 96 };
         var batch = new Option<int>("--batch") { Description = "Sequences per forward pass.", DefaultValueFactory = _ => 16 };
         var onBadLine = OnBadLine();
         var compute = new ComputeOptions();
@@ -44,9 +44,13 @@ public static class EvalCommand
                 RequireFolder(baselineFolder, "--baseline");
             }
             RequireFile(parse.GetValue(data)!, "--data");
-            if (parse.GetValue(limit) is < 1 || parse.GetValue(maxAnswer) < 1 || parse.GetValue(batch) < 1)
+            if (parse.GetValue(limit) is < 1 || parse.GetValue(batch) < 1)
             {
-                throw new UserError("--limit, --max-answer-tokens and --batch must be at least 1");
+                throw new UserError("--limit and --batch must be at least 1");
+            }
+            if (parse.GetValue(maxAnswer) < 0)
+            {
+                throw new UserError("--max-answer-tokens must be 0 (no question answering) or more");
             }
             var reader = new JsonlReader(parse.GetValue(data)!, Policy(parse.GetValue(onBadLine)!));
             var examples = ValidationExample.ReadAll(reader, parse.GetValue(limit));

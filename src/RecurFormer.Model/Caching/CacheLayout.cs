@@ -1,4 +1,5 @@
 using RecurFormer.Model.Configuration;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Model.Caching;
@@ -94,6 +95,13 @@ public sealed class CacheLayout
     public int ReplacedGroups(ModelConfig config) => config is TransformerConfig t
         ? Enumerable.Range(0, Layers).Sum(l => t.NumKeyValueHeads - FullGroups[l])
         : 0;
+
+    /// <summary>
+    /// The KV-cache dtype <c>auto</c> stands for: 16 bits, as llama.cpp's f16 default. bfloat16 on the CPU (the kernels
+    /// read it natively; its range is float32's), the compute dtype on CUDA when that is already 16-bit.
+    /// </summary>
+    public static ScalarType DefaultKvDType(ScalarType computeDType, DeviceType device) =>
+        device == DeviceType.CUDA && computeDType is ScalarType.Float16 ? ScalarType.Float16 : ScalarType.BFloat16;
 
     public static int ElementBytes(ScalarType dtype) => dtype switch
     {

@@ -72,8 +72,11 @@ public sealed class ForwardBatch
     /// <summary>Keep the autograd graph (distillation); inference runs without it.</summary>
     public bool Training { get; init; }
 
-    /// <summary>Threads for the CPU kernels (the engine's pool); null runs them on the calling thread alone.</summary>
+    /// <summary>Threads for the CPU kernels (the engine's pool); null: <see cref="KernelThreads.ForThisProcess"/>.</summary>
     public KernelThreads? Threads { get; init; }
+
+    /// <summary>The kernel threads this forward uses.</summary>
+    public KernelThreads KernelThreads => Threads ?? KernelThreads.ForThisProcess;
 
     /// <summary>When set, a kernel decode step records where its time goes (benchmarks).</summary>
     public KernelProfile? Profile { get; init; }

@@ -38,7 +38,7 @@ public sealed partial class TransformerCausalLM
 
     private unsafe Tensor DecodeWithKernels(ForwardBatch batch)
     {
-        var threads = batch.Threads ?? KernelThreads.Single;
+        var threads = batch.KernelThreads;
         if (_workspace is null || _workspace.Threads.Length < threads.Count || _workspace.Capacity < batch.SequenceCount)
         {
             var capacity = Math.Max(batch.SequenceCount, _workspace?.Capacity ?? 0);

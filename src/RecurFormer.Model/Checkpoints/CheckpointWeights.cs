@@ -88,8 +88,6 @@ public sealed class CheckpointWeights : IDisposable
         }
     }
 
-    public IEnumerable<string> TensorNames => _byTensor.Keys;
-
     public bool Contains(string name) => _byTensor.ContainsKey(name);
 
     /// <summary>Reads a tensor in the compute dtype on the compute device, checking its shape.</summary>

@@ -17,6 +17,7 @@ public sealed class KernelThreads : IDisposable
     private readonly Thread[] _workers;
     private readonly SemaphoreSlim[] _wake;
     private readonly int[] _sleeping;
+    private readonly Lock _oneStepAtATime = new();
     private Action<int>? _body;
     private int _generation;
     private int _pending;
@@ -47,7 +48,18 @@ public sealed class KernelThreads : IDisposable
     /// <summary>A team of one: runs everything on the calling thread.</summary>
     public static KernelThreads Single { get; } = new(1);
 
-    /// <summary>Runs <paramref name="body"/>(i) on every thread i (the caller is 0) and returns when all are done.</summary>
+    private static readonly Lazy<KernelThreads> ProcessTeam = new(() => new KernelThreads(TorchSharp.torch.get_num_threads()));
+
+    /// <summary>
+    /// The team of a process that runs no engine (the CLI, the toolkit, tests): as many threads as libtorch was given
+    /// (--threads), created on first use. The engine brings its own.
+    /// </summary>
+    public static KernelThreads ForThisProcess => ProcessTeam.Value;
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(i) on every thread i (the caller is 0) and returns when all are done. Callers on
+    /// different threads take turns: the process-wide team is shared by every model in the process (tests run many).
+    /// </summary>
     public void Run(Action<int> body)
     {
         if (Count == 1)
@@ -55,6 +67,14 @@ public sealed class KernelThreads : IDisposable
             body(0);
             return;
         }
+        lock (_oneStepAtATime)
+        {
+            RunStep(body);
+        }
+    }
+
+    private void RunStep(Action<int> body)
+    {
         _failure = null;
         _broken = false;
         _barrierArrived = 0; // a failed step may have left threads counted at a barrier

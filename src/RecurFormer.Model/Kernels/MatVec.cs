@@ -123,28 +123,26 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
     {
         int n = Columns, full = n - n % Block;
         ushort* w0 = w, w1 = w0 + n, w2 = w1 + n, w3 = w2 + n;
-        Vector512<float> e0 = default, o0 = default, e1 = default, o1 = default, e2 = default, o2 = default, e3 = default, o3 = default;
+        // Even then odd elements into one accumulator per row, in the same order as the wider batches: a row's
+        // result does not depend on how many inputs share the call (decode results independent of the batch).
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (var k = 0; k < full; k += Block)
         {
             var xe = Vector512.Load(x + k);
             var xo = Vector512.Load(x + k + 16);
-            var v0 = Vector512.Load((uint*)(w0 + k));
-            var v1 = Vector512.Load((uint*)(w1 + k));
-            var v2 = Vector512.Load((uint*)(w2 + k));
-            var v3 = Vector512.Load((uint*)(w3 + k));
-            e0 = Vector512.FusedMultiplyAdd(Even(v0), xe, e0);
-            o0 = Vector512.FusedMultiplyAdd(Odd(v0), xo, o0);
-            e1 = Vector512.FusedMultiplyAdd(Even(v1), xe, e1);
-            o1 = Vector512.FusedMultiplyAdd(Odd(v1), xo, o1);
-            e2 = Vector512.FusedMultiplyAdd(Even(v2), xe, e2);
-            o2 = Vector512.FusedMultiplyAdd(Odd(v2), xo, o2);
-            e3 = Vector512.FusedMultiplyAdd(Even(v3), xe, e3);
-            o3 = Vector512.FusedMultiplyAdd(Odd(v3), xo, o3);
+            var v = Vector512.Load((uint*)(w0 + k));
+            a0 = Vector512.FusedMultiplyAdd(Odd(v), xo, Vector512.FusedMultiplyAdd(Even(v), xe, a0));
+            v = Vector512.Load((uint*)(w1 + k));
+            a1 = Vector512.FusedMultiplyAdd(Odd(v), xo, Vector512.FusedMultiplyAdd(Even(v), xe, a1));
+            v = Vector512.Load((uint*)(w2 + k));
+            a2 = Vector512.FusedMultiplyAdd(Odd(v), xo, Vector512.FusedMultiplyAdd(Even(v), xe, a2));
+            v = Vector512.Load((uint*)(w3 + k));
+            a3 = Vector512.FusedMultiplyAdd(Odd(v), xo, Vector512.FusedMultiplyAdd(Even(v), xe, a3));
         }
-        sums[0] = Vector512.Sum(e0 + o0) + Bf16Tail(w0, x, full, n);
-        sums[1] = Vector512.Sum(e1 + o1) + Bf16Tail(w1, x, full, n);
-        sums[2] = Vector512.Sum(e2 + o2) + Bf16Tail(w2, x, full, n);
-        sums[3] = Vector512.Sum(e3 + o3) + Bf16Tail(w3, x, full, n);
+        sums[0] = Vector512.Sum(a0) + Bf16Tail(w0, x, full, n);
+        sums[1] = Vector512.Sum(a1) + Bf16Tail(w1, x, full, n);
+        sums[2] = Vector512.Sum(a2) + Bf16Tail(w2, x, full, n);
+        sums[3] = Vector512.Sum(a3) + Bf16Tail(w3, x, full, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -232,14 +230,13 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
     private float Bf16Row(ushort* w, float* x)
     {
         int n = Columns, full = n - n % Block;
-        Vector512<float> e = default, o = default;
+        Vector512<float> acc = default;
         for (var k = 0; k < full; k += Block)
         {
             var v = Vector512.Load((uint*)(w + k));
-            e = Vector512.FusedMultiplyAdd(Even(v), Vector512.Load(x + k), e);
-            o = Vector512.FusedMultiplyAdd(Odd(v), Vector512.Load(x + k + 16), o);
+            acc = Vector512.FusedMultiplyAdd(Odd(v), Vector512.Load(x + k + 16), Vector512.FusedMultiplyAdd(Even(v), Vector512.Load(x + k), acc));
         }
-        return Vector512.Sum(e + o) + Bf16Tail(w, x, full, n);
+        return Vector512.Sum(acc) + Bf16Tail(w, x, full, n);
     }
 
     /// <summary>Columns past the last whole 32-block: the input keeps its original order there.</summary>

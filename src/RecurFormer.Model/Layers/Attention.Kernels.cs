@@ -144,7 +144,7 @@ public sealed partial class Attention
         var pools = storage.Memory(_layer);
         var queries = query.to_type(ScalarType.Float32).contiguous();
         var output = empty(n, _fullHeads, _headDim, ScalarType.Float32);
-        var threads = context.Batch.Threads ?? KernelThreads.Single;
+        var threads = context.Batch.KernelThreads;
         var length = past + n;
         var groupSize = _heads.GroupSize;
         var perBlock = Math.Max(1, PrefillAttentionKernel.Lanes / groupSize);   // queries whose heads fill one vector
@@ -192,7 +192,7 @@ public sealed partial class Attention
         var keyTable = keys.to_type(ScalarType.Float32).contiguous();
         var valueTable = values.to_type(ScalarType.Float32).contiguous();
         var output = empty(n, _windowHeads, _headDim, ScalarType.Float32);
-        var threads = context.Batch.Threads ?? KernelThreads.Single;
+        var threads = context.Batch.KernelThreads;
         var groupSize = _heads.GroupSize;
         var perBlock = Math.Max(1, PrefillAttentionKernel.Lanes / groupSize);
         var blocks = (n + perBlock - 1) / perBlock;

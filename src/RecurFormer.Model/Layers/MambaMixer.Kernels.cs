@@ -44,7 +44,7 @@ public sealed partial class MambaMixer
         var pools = context.Storage.Memory(_layer);
         var parameters = new MambaPrefillKernel.Parameters(p.ConvWeight, p.ConvBias, x_proj.Kernel, p.DtWeight, p.DtBias, p.ALog, p.D,
             Shape.InnerSize, Shape.ConvKernel, Shape.TimeStepRank, Shape.StateSize);
-        MambaPrefillKernel.Run(context.Batch.Threads ?? KernelThreads.Single, parameters, tokens, TensorMemory.Pointer<float>(x),
+        MambaPrefillKernel.Run(context.Batch.KernelThreads, parameters, tokens, TensorMemory.Pointer<float>(x),
             (float*)pools.Conv.Data + (long)slot * Shape.InnerSize * Shape.ConvKernel, (float*)pools.Ssm.Data + (long)slot * Shape.InnerSize * Shape.StateSize,
             TensorMemory.Pointer<float>(xc), TensorMemory.Pointer<float>(selective), TensorMemory.Pointer<float>(y));
         return y;

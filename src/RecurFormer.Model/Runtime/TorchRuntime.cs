@@ -83,9 +83,14 @@ public static class TorchRuntime
         throw new TorchRuntimeException($"unknown device '{text}': use cpu, cuda or cuda:N");
     }
 
+    /// <summary>
+    /// <c>auto</c> is bfloat16 on CUDA and on a CPU with bfloat16 instructions (AVX512_BF16 or AMX), where it is
+    /// faster (half the weight bytes per decode step, oneDNN's bfloat16 matrix products for prefill; docs/benchmarks.md),
+    /// and float32 on other CPUs, where libtorch emulates bfloat16 slowly.
+    /// </summary>
     public static ScalarType ParseDType(string text, Device device) => text.Trim().ToLowerInvariant() switch
     {
-        "auto" or "" => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
+        "auto" or "" => device.type == DeviceType.CUDA || CpuFeatures.HasBFloat16 ? ScalarType.BFloat16 : ScalarType.Float32,
         "float32" or "fp32" or "float" => ScalarType.Float32,
         "bfloat16" or "bf16" => ScalarType.BFloat16,
         "float16" or "fp16" or "half" => ScalarType.Float16,
@@ -98,6 +103,5 @@ public static class TorchRuntime
 /// <summary>The device and compute dtype that model weights and activations use.</summary>
 public sealed record ComputeTarget(Device Device, ScalarType DType)
 {
-    public static ComputeTarget Cpu32 => new(CPU, ScalarType.Float32);
     public override string ToString() => $"{Device} {DType}";
 }

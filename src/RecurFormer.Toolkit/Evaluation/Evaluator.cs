@@ -18,6 +18,7 @@ public sealed record EvalOptions
     /// <summary>Position buckets of the packed perplexity: [start, end) of the predicted token's position.</summary>
     public IReadOnlyList<(int Start, int End)> Buckets { get; init; } = [(0, 64), (64, 256), (256, 512)];
 
+    /// <summary>Most tokens generated per question; 0 skips question answering (perplexity only).</summary>
     public int MaxAnswerTokens { get; init; } = 96;
 
     /// <summary>Sequences per forward (lines for perplexity, questions for generation).</summary>
@@ -43,7 +44,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         var encoded = examples.Select(e => tokenizer.Encode(e.Text, addBosToken: false).Select(t => (long)t).ToArray()).ToArray();
         var qa = examples.Where(e => e.Kind == ValidationExample.Qa).ToArray();
         var packed = PackedSequences(encoded);
-        var work = examples.Count + packed.Count + qa.Length;
+        var work = examples.Count + packed.Count + (options.MaxAnswerTokens == 0 ? 0 : qa.Length);
         var done = 0;
         void Advance(int n)
         {
@@ -91,7 +92,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 ["max_answer_tokens"] = options.MaxAnswerTokens,
                 ["samples"] = new JsonArray(samples.ToArray()),
             },
-            ["cache"] = CacheReport.Of(new CacheLayout(config, model.Target.DType)),
+            ["cache"] = CacheReport.Of(new CacheLayout(config, CacheLayout.DefaultKvDType(model.Target.DType, model.Target.Device.type))),
             ["compute"] = model.Target.ToString(),
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
         };
@@ -189,7 +190,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     private (double ExactMatch, double F1, List<JsonNode?> Samples) QuestionAnswering(IReadOnlyList<ValidationExample> qa, Action<int> advance)
     {
         var samples = new List<JsonNode?>();
-        if (qa.Count == 0)
+        if (qa.Count == 0 || options.MaxAnswerTokens == 0)
         {
             return (double.NaN, double.NaN, samples);
         }
