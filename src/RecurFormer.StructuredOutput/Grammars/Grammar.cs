@@ -18,7 +18,7 @@ public sealed class Grammar
     internal readonly record struct CallEdge(int Rule, int Return, bool Tail);
     internal readonly record struct TokenEdge(int Token, int Target);
 
-    internal int StateCount { get; }
+    public int StateCount { get; }
     internal int[] ByteEdgeStart { get; }
     internal ByteEdge[] ByteEdges { get; }
     internal int[] EpsilonStart { get; }
@@ -138,56 +138,85 @@ public sealed class Grammar
     }
 
     /// <summary>
-    /// Shortest bytes-to-final per state, where a call costs its rule's shortest output: relaxed until nothing changes
-    /// (states are mostly created before their successors, so sweeping backwards converges in a few passes).
+    /// Shortest bytes-to-final per state, where a call costs its rule's shortest output: a worklist relaxation from the
+    /// final states backwards (a state is looked at again only when a successor, or a rule it calls, got shorter).
     /// </summary>
     private int[] ComputeDistances(out int[] ruleMin)
     {
         var distance = new int[StateCount];
         Array.Fill(distance, Infinite);
-        ruleMin = new int[RuleStart.Length];
-        Array.Fill(ruleMin, Infinite);
+        var minimum = new int[RuleStart.Length];
+        Array.Fill(minimum, Infinite);
+        ruleMin = minimum;
+        // Who depends on whom: predecessors through byte, token and empty edges and call returns; callers of each rule.
+        var predecessors = new List<int>[StateCount];
+        var callers = new List<int>[RuleStart.Length];
+        for (var r = 0; r < callers.Length; r++)
+        {
+            callers[r] = [];
+        }
+        void AddPredecessor(int target, int source) => (predecessors[target] ??= []).Add(source);
+        var ruleOfStart = new Dictionary<int, int>();
+        for (var r = 0; r < RuleStart.Length; r++)
+        {
+            ruleOfStart.TryAdd(RuleStart[r], r);
+        }
+        for (var s = 0; s < StateCount; s++)
+        {
+            for (var e = ByteEdgeStart[s]; e < ByteEdgeStart[s + 1]; e++) AddPredecessor(ByteEdges[e].Target, s);
+            for (var e = TokenEdgeStart[s]; e < TokenEdgeStart[s + 1]; e++) AddPredecessor(TokenEdges[e].Target, s);
+            for (var e = EpsilonStart[s]; e < EpsilonStart[s + 1]; e++) AddPredecessor(Epsilons[e], s);
+            for (var e = CallStart[s]; e < CallStart[s + 1]; e++)
+            {
+                AddPredecessor(Calls[e].Return, s);
+                callers[Calls[e].Rule].Add(s);
+            }
+        }
+        int Best(int s)
+        {
+            var best = distance[s];
+            for (var e = ByteEdgeStart[s]; e < ByteEdgeStart[s + 1]; e++) best = Math.Min(best, distance[ByteEdges[e].Target] + 1);
+            for (var e = TokenEdgeStart[s]; e < TokenEdgeStart[s + 1]; e++) best = Math.Min(best, distance[TokenEdges[e].Target] + 1);
+            for (var e = EpsilonStart[s]; e < EpsilonStart[s + 1]; e++) best = Math.Min(best, distance[Epsilons[e]]);
+            for (var e = CallStart[s]; e < CallStart[s + 1]; e++) best = Math.Min(best, Math.Min(Infinite, minimum[Calls[e].Rule] + distance[Calls[e].Return]));
+            return best;
+        }
+        var queue = new Queue<int>();
+        var queued = new bool[StateCount];
         foreach (var final in RuleFinal)
         {
             distance[final] = 0;
+            queue.Enqueue(final);
+            queued[final] = true;
         }
-        var changed = true;
-        while (changed)
+        void Revisit(int s)
         {
-            changed = false;
-            for (var s = StateCount - 1; s >= 0; s--)
+            var best = Best(s);
+            if (best < distance[s])
             {
-                var best = distance[s];
-                for (var e = ByteEdgeStart[s]; e < ByteEdgeStart[s + 1]; e++)
+                distance[s] = best;
+                if (!queued[s])
                 {
-                    best = Math.Min(best, distance[ByteEdges[e].Target] + 1);
-                }
-                for (var e = TokenEdgeStart[s]; e < TokenEdgeStart[s + 1]; e++)
-                {
-                    best = Math.Min(best, distance[TokenEdges[e].Target] + 1);
-                }
-                for (var e = EpsilonStart[s]; e < EpsilonStart[s + 1]; e++)
-                {
-                    best = Math.Min(best, distance[Epsilons[e]]);
-                }
-                for (var e = CallStart[s]; e < CallStart[s + 1]; e++)
-                {
-                    var call = Calls[e];
-                    best = Math.Min(best, Math.Min(Infinite, ruleMin[call.Rule] + distance[call.Return]));
-                }
-                if (best < distance[s])
-                {
-                    distance[s] = best;
-                    changed = true;
+                    queued[s] = true;
+                    queue.Enqueue(s);
                 }
             }
-            for (var r = 0; r < RuleStart.Length; r++)
+        }
+        while (queue.Count > 0)
+        {
+            var t = queue.Dequeue();
+            queued[t] = false;
+            if (ruleOfStart.TryGetValue(t, out var rule) && distance[t] < minimum[rule])
             {
-                if (distance[RuleStart[r]] < ruleMin[r])
+                minimum[rule] = distance[t];
+                foreach (var caller in callers[rule])
                 {
-                    ruleMin[r] = distance[RuleStart[r]];
-                    changed = true;
+                    Revisit(caller);
                 }
+            }
+            foreach (var s in predecessors[t] ?? [])
+            {
+                Revisit(s);
             }
         }
         return distance;
@@ -280,6 +309,14 @@ public sealed class Grammar
             return States++;
         }
 
+        private void AddBytes(int from, ByteSet set, int to)
+        {
+            foreach (var (lo, hi) in set.Ranges())
+            {
+                ByteEdges[from].Add(new ByteEdge(lo, hi, to));
+            }
+        }
+
         /// <summary>Adds <paramref name="node"/> starting at <paramref name="from"/>; returns the state where it ends.</summary>
         public int Emit(Node node, int from, IReadOnlyDictionary<string, int> rules)
         {
@@ -288,10 +325,7 @@ public sealed class Grammar
                 case ByteSetNode set:
                 {
                     var to = NewState();
-                    foreach (var (lo, hi) in set.Set.Ranges())
-                    {
-                        ByteEdges[from].Add(new ByteEdge(lo, hi, to));
-                    }
+                    AddBytes(from, set.Set, to);
                     return to;
                 }
                 case SeqNode seq:
@@ -305,13 +339,19 @@ public sealed class Grammar
                 }
                 case AltNode alt:
                 {
+                    // Options share the entry state: no emitted node ever adds an edge into the state it starts from
+                    // (loops go through fresh states), so one option cannot wander into another.
                     var end = NewState();
                     foreach (var option in alt.Options)
                     {
-                        // A fresh entry per option: an option that loops back to its entry must not loop into the others.
-                        var entry = NewState();
-                        Epsilons[from].Add(entry);
-                        Epsilons[Emit(option, entry, rules)].Add(end);
+                        if (option is ByteSetNode single)
+                        {
+                            AddBytes(from, single.Set, end);
+                        }
+                        else
+                        {
+                            Epsilons[Emit(option, from, rules)].Add(end);
+                        }
                     }
                     return end;
                 }

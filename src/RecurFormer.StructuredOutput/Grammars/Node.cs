@@ -55,12 +55,19 @@ public readonly record struct ByteSet(ulong W0, ulong W1, ulong W2, ulong W3)
 
     public static ByteSet Range(int lo, int hi)
     {
-        Span<ulong> words = stackalloc ulong[4];
-        for (var b = lo; b <= hi; b++)
+        static ulong Word(int w, int lo, int hi)
         {
-            words[b >> 6] |= 1UL << (b & 63);
+            var first = Math.Max(lo, w * 64);
+            var last = Math.Min(hi, w * 64 + 63);
+            if (first > last)
+            {
+                return 0;
+            }
+            var count = last - first + 1;
+            var bits = count == 64 ? ulong.MaxValue : ((1UL << count) - 1);
+            return bits << (first - w * 64);
         }
-        return new ByteSet(words[0], words[1], words[2], words[3]);
+        return new ByteSet(Word(0, lo, hi), Word(1, lo, hi), Word(2, lo, hi), Word(3, lo, hi));
     }
 
     public static ByteSet All => new(ulong.MaxValue, ulong.MaxValue, ulong.MaxValue, ulong.MaxValue);
@@ -74,22 +81,38 @@ public readonly record struct ByteSet(ulong W0, ulong W1, ulong W2, ulong W3)
     public ByteSet Except(ByteSet other) => new(W0 & ~other.W0, W1 & ~other.W1, W2 & ~other.W2, W3 & ~other.W3);
 
     /// <summary>The set as maximal runs [lo, hi].</summary>
-    public IEnumerable<(byte Lo, byte Hi)> Ranges()
+    public List<(byte Lo, byte Hi)> Ranges()
     {
-        var b = 0;
+        var runs = new List<(byte, byte)>();
+        var b = NextWith(0, set: true);
         while (b < 256)
         {
-            if (!Contains(b))
-            {
-                b++;
-                continue;
-            }
-            var start = b;
-            while (b < 256 && Contains(b))
-            {
-                b++;
-            }
-            yield return ((byte)start, (byte)(b - 1));
+            var end = NextWith(b, set: false);
+            runs.Add(((byte)b, (byte)(end - 1)));
+            b = NextWith(end, set: true);
         }
+        return runs;
+    }
+
+    /// <summary>The first byte at or after <paramref name="from"/> that is (or is not) in the set; 256 when none.</summary>
+    private int NextWith(int from, bool set)
+    {
+        for (var w = from >> 6; w < 4; w++)
+        {
+            var word = w switch { 0 => W0, 1 => W1, 2 => W2, _ => W3 };
+            if (!set)
+            {
+                word = ~word;
+            }
+            if (w == from >> 6)
+            {
+                word &= ulong.MaxValue << (from & 63);
+            }
+            if (word != 0)
+            {
+                return w * 64 + System.Numerics.BitOperations.TrailingZeroCount(word);
+            }
+        }
+        return 256;
     }
 }

@@ -148,47 +148,60 @@ public sealed class GrammarMatcher
     /// <summary>How many tokens <see cref="Allowed"/> allows (tests and benchmarks).</summary>
     public int CountAllowed(int state) => Allowed(state, int.MaxValue).Sum(w => BitOperations.PopCount(w));
 
+    /// <summary>
+    /// The trie walk: every token whose bytes the grammar accepts from <paramref name="state"/> (and after which the
+    /// output can close within <paramref name="limit"/> bytes). Inside a string most bytes lead back to the same state;
+    /// tokens made only of such bytes are taken from a precomputed mask for that byte class, and the walk starts only
+    /// where a token leaves the class (a quote, an escape, a multi-byte character).
+    /// </summary>
     private ulong[] Walk(int state, int limit, out int maxNextMinBytes)
     {
         var mask = new ulong[_maskWords];
         var maxMin = 0;
         var v = _vocabulary;
-        var nodes = new Stack<(int Node, int State)>();
-        nodes.Push((0, state));
-        while (nodes.Count > 0)
+        var work = new Stack<(int Node, int State)>();
+        var set = _sets[state];
+        set.SelfLoop ??= SelfLoopBytes(state);
+        if (set.SelfLoop.Value.Count >= 32)
         {
-            var (node, at) = nodes.Pop();
-            var first = _sets[at].First;
-            for (var e = v.ChildStart[node]; e < v.ChildStart[node + 1]; e++)
+            var pure = PureTokens(set.SelfLoop.Value.Bytes);
+            if (set.MinBytes <= limit && pure.Any)
             {
-                var b = v.EdgeByte[e];
-                if (!first.Contains(b))
+                pure.Mask.AsSpan().CopyTo(mask);
+                maxMin = set.MinBytes;
+            }
+            foreach (var edge in pure.Exits)
+            {
+                var next = Step(state, v.EdgeByte[edge]);
+                if (next != Dead)
                 {
-                    continue;
-                }
-                var next = Step(at, b);
-                if (next == Dead)
-                {
-                    continue;
-                }
-                var child = v.EdgeChild[e];
-                var minBytes = _sets[next].MinBytes;
-                if (v.TokenStart[child] < v.TokenStart[child + 1] && minBytes <= limit)
-                {
-                    maxMin = Math.Max(maxMin, minBytes);
-                    for (var t = v.TokenStart[child]; t < v.TokenStart[child + 1]; t++)
-                    {
-                        var id = v.TokenIds[t];
-                        mask[id >> 6] |= 1UL << (id & 63);
-                    }
-                }
-                if (v.ChildStart[child] < v.ChildStart[child + 1])
-                {
-                    nodes.Push((child, next));
+                    Visit(v.EdgeChild[edge], next);
                 }
             }
         }
-        if (_sets[state].HasTokenEdges)
+        else
+        {
+            work.Push((0, state));
+        }
+        while (work.Count > 0)
+        {
+            var (node, at) = work.Pop();
+            var transitions = _sets[at].Next;
+            for (var e = v.ChildStart[node]; e < v.ChildStart[node + 1]; e++)
+            {
+                var b = v.EdgeByte[e];
+                var next = transitions[b];
+                if (next == Unknown)
+                {
+                    next = Step(at, b);
+                }
+                if (next != Dead)
+                {
+                    Visit(v.EdgeChild[e], next);
+                }
+            }
+        }
+        if (set.HasTokenEdges)
         {
             foreach (var token in _grammar.SpecialTokens)
             {
@@ -202,7 +215,85 @@ public sealed class GrammarMatcher
         }
         maxNextMinBytes = maxMin;
         return mask;
+
+        // A trie node reached in parse state `next`: its tokens are allowed (if the rest still fits), its children are next.
+        void Visit(int child, int next)
+        {
+            var minBytes = _sets[next].MinBytes;
+            if (v.TokenStart[child] < v.TokenStart[child + 1] && minBytes <= limit)
+            {
+                maxMin = Math.Max(maxMin, minBytes);
+                for (var t = v.TokenStart[child]; t < v.TokenStart[child + 1]; t++)
+                {
+                    var id = v.TokenIds[t];
+                    mask[id >> 6] |= 1UL << (id & 63);
+                }
+            }
+            if (v.ChildStart[child] < v.ChildStart[child + 1])
+            {
+                work.Push((child, next));
+            }
+        }
     }
+
+    /// <summary>The bytes after which the parse is in the same state again (the plain characters of a string).</summary>
+    private (ByteSet Bytes, int Count) SelfLoopBytes(int state)
+    {
+        var bytes = default(ByteSet);
+        var count = 0;
+        var first = _sets[state].First;
+        for (var b = 0; b < 256; b++)
+        {
+            if (first.Contains(b) && Step(state, (byte)b) == state)
+            {
+                bytes = bytes.Union(ByteSet.Of((byte)b));
+                count++;
+            }
+        }
+        return (bytes, count);
+    }
+
+    private readonly Dictionary<ByteSet, PureIndex> _pure = [];
+
+    /// <summary>For a byte class: the tokens made only of its bytes, and the trie edges where a token first leaves it.</summary>
+    private PureIndex PureTokens(ByteSet bytes)
+    {
+        if (_pure.TryGetValue(bytes, out var index))
+        {
+            return index;
+        }
+        var v = _vocabulary;
+        var mask = new ulong[_maskWords];
+        var exits = new List<int>();
+        var any = false;
+        var work = new Stack<int>();
+        work.Push(0);
+        while (work.Count > 0)
+        {
+            var node = work.Pop();
+            for (var e = v.ChildStart[node]; e < v.ChildStart[node + 1]; e++)
+            {
+                if (!bytes.Contains(v.EdgeByte[e]))
+                {
+                    exits.Add(e);
+                    continue;
+                }
+                var child = v.EdgeChild[e];
+                for (var t = v.TokenStart[child]; t < v.TokenStart[child + 1]; t++)
+                {
+                    var id = v.TokenIds[t];
+                    mask[id >> 6] |= 1UL << (id & 63);
+                    any = true;
+                }
+                work.Push(child);
+            }
+        }
+        index = new PureIndex(mask, [.. exits], any);
+        _pure[bytes] = index;
+        return index;
+    }
+
+    private sealed record PureIndex(ulong[] Mask, int[] Exits, bool Any);
 
     private int Step(int state, byte b)
     {
@@ -383,6 +474,7 @@ public sealed class GrammarMatcher
         public ulong[]? Mask { get; set; }
         public int MaxNextMinBytes;
         public Dictionary<int, ulong[]>? Budgeted { get; set; }
+        public (ByteSet Bytes, int Count)? SelfLoop { get; set; }
     }
 
     private readonly struct SetKey(long[] configs, bool accepting) : IEquatable<SetKey>
