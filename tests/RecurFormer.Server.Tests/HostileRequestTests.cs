@@ -98,7 +98,6 @@ public sealed class HostileRequestTests(SharedServer shared)
         new("completion prompt longer than the context", "POST", Completions, () => Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { prompt = Enumerable.Repeat(100, 2100) })), "application/json", 400, "context_length_exceeded", "prompt"),
         new("completion logprobs 10", "POST", Completions, Text("""{"prompt":"x","logprobs":10}"""), "application/json", 400, Param: "logprobs"),
         new("completion suffix", "POST", Completions, Text("""{"prompt":"x","suffix":"y"}"""), "application/json", 400, Param: "suffix"),
-        new("completion echo with logprobs", "POST", Completions, Text("""{"prompt":"x","echo":true,"logprobs":1}"""), "application/json", 400, Param: "echo"),
         new("completion 300 prompts times n", "POST", Completions, () => Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { prompt = Enumerable.Repeat("x", 30), n = 10 })), "application/json", 400, Param: "prompt"),
         new("detokenize id outside the vocabulary", "POST", "detokenize", Text("""{"tokens":[123456789]}"""), "application/json", 400, Param: "tokens"),
         new("tokenize without prompt", "POST", "tokenize", Text("""{}"""), "application/json", 400, Param: "prompt"),
