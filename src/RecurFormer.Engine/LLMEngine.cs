@@ -1,11 +1,13 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using RecurFormer.Engine.Caching;
+using RecurFormer.Engine.Execution;
 using RecurFormer.Engine.Output;
 using RecurFormer.Engine.Requests;
-using RecurFormer.Engine.Sampling;
 using RecurFormer.Engine.Scheduling;
+using RecurFormer.Model.Caching;
 using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Runtime;
 using RecurFormer.Tokenization;
 using TorchSharp;
@@ -16,9 +18,9 @@ namespace RecurFormer.Engine;
 /// <summary>
 /// The serving engine: one model, many requests, one dedicated thread that owns every tensor of the step loop
 /// (TorchSharp dispose scopes and grad mode are per thread). Other threads only submit requests, read their event
-/// streams and read <see cref="Stats"/>. Each step: take new requests, drop cancelled ones, plan (decode +
-/// prefill chunks + admissions), run the decode batch and the prefill batch through the model, sample, and emit
-/// token events. A failure while processing one request ends that request with an <see cref="ErrorEvent"/>.
+/// streams and read <see cref="Stats"/>. Each step reads plan → run → process: the scheduler plans (decode + prefill
+/// chunks + admissions), the model runner runs them in one forward and samples, the output processor accepts the
+/// tokens and emits events. A failure while processing one request ends that request with an <see cref="ErrorEvent"/>.
 /// </summary>
 public sealed class LLMEngine : IDisposable
 {
@@ -27,14 +29,16 @@ public sealed class LLMEngine : IDisposable
     private readonly EngineOptions _options;
     private readonly HybridCacheManager _cache;
     private readonly Scheduler _scheduler;
+    private readonly ModelRunner _runner;
+    private readonly OutputProcessor _output;
+    private readonly RequestValidator _validator;
+    private readonly WaitingGauge _waiting;
     private readonly ConcurrentQueue<RequestState> _submitted = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
-    private readonly List<RequestState> _active = [];
     private volatile bool _accepting = true;
     private volatile bool _stopping;
-    private int _queued;
-    private long _promptTokens, _generationTokens, _steps;
+    private long _steps;
     private EngineStats _stats;
 
     public LLMEngine(ICausalLM model, CheckpointTokenizer? tokenizer, EngineOptions options)
@@ -42,11 +46,16 @@ public sealed class LLMEngine : IDisposable
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
-        MaxModelLen = options.MaxModelLen ?? (model.Config is Model.Configuration.TransformerConfig t ? t.MaxPositionEmbeddings : 1 << 20);
+        MaxModelLen = options.MaxModelLen ?? (model.Config is TransformerConfig t ? t.MaxPositionEmbeddings : 1 << 20);
         var kvDType = options.KvCacheDType is "auto" or "" ? model.Target.DType : TorchRuntime.ParseDType(options.KvCacheDType, model.Target.Device);
         Layout = new CacheLayout(model.Config, kvDType, options.BlockSize);
-        _cache = new HybridCacheManager(Layout, options.CacheMemoryBytes, model.Target.Device, model.Target.DType);
+        _cache = new HybridCacheManager(Layout, options.CacheMemoryBytes, options.MaxNumSeqs, MaxModelLen, model.Target.Device);
         _scheduler = new Scheduler(options, _cache);
+        _waiting = new WaitingGauge(options.MaxWaitingRequests);
+        // The CPU kernels use as many threads as libtorch was given (--threads); CUDA needs none.
+        _runner = new ModelRunner(model, model.Target.Device.type == DeviceType.CPU ? get_num_threads() : 1);
+        _output = new OutputProcessor(_scheduler, _cache, _waiting, tokenizer, MaxModelLen);
+        _validator = new RequestValidator(model.Config.VocabSize, MaxModelLen, _cache);
         EosTokenIds = (tokenizer?.EosTokenIds ?? model.Config.EosTokenIds).ToHashSet();
         _stats = new EngineStats(0, 0, _cache.Usage(), 0, 0, 0, 0, 0);
         _thread = new Thread(Loop) { IsBackground = true, Name = "recurformer-engine" };
@@ -78,10 +87,9 @@ public sealed class LLMEngine : IDisposable
         {
             throw new EngineUnavailableException("the engine is not accepting requests (starting or shutting down)");
         }
-        Validate(request);
-        if (Interlocked.Increment(ref _queued) > _options.MaxWaitingRequests)
+        _validator.Validate(request);
+        if (!_waiting.TryEnter())
         {
-            Interlocked.Decrement(ref _queued);
             throw new EngineOverloadedException($"the waiting queue is full ({_options.MaxWaitingRequests} requests); retry later");
         }
         var stopIds = new HashSet<int>(request.Sampling.StopTokenIds);
@@ -115,38 +123,6 @@ public sealed class LLMEngine : IDisposable
         return state.Events;
     }
 
-    private void Validate(GenerationRequest request)
-    {
-        var prompt = request.PromptTokenIds;
-        if (prompt.Count == 0)
-        {
-            throw new EngineRequestException("prompt", "the prompt is empty");
-        }
-        var vocab = _model.Config.VocabSize;
-        var outside = prompt.Where(id => id < 0 || id >= vocab).Select(id => (int?)id).FirstOrDefault();
-        if (outside is not null)
-        {
-            throw new EngineRequestException("prompt", $"token id {outside} is outside the vocabulary (0..{vocab - 1})");
-        }
-        if (request.Sampling.Validate(vocab) is { } problem)
-        {
-            throw new EngineRequestException(problem.Param, problem.Message);
-        }
-        var total = (long)prompt.Count + request.Sampling.MaxTokens;
-        if (total > MaxModelLen)
-        {
-            throw new EngineRequestException("max_tokens",
-                $"This model's maximum context length is {MaxModelLen} tokens. However, you requested {total} tokens ({prompt.Count} in the prompt, {request.Sampling.MaxTokens} in the completion). Please reduce the length of the prompt or the completion.",
-                "context_length_exceeded");
-        }
-        if (!_cache.CouldEverFit((int)total))
-        {
-            throw new EngineRequestException("max_tokens",
-                $"a sequence of {total} tokens needs {Layout.SequenceBytes((int)total):N0} bytes of cache, more than the whole cache budget ({_cache.BudgetBytes:N0} bytes)",
-                "context_length_exceeded");
-        }
-    }
-
     /// <summary>
     /// Stops taking requests, lets running ones finish for up to <paramref name="grace"/>, then cancels the rest and
     /// stops the engine thread.
@@ -175,9 +151,9 @@ public sealed class LLMEngine : IDisposable
                 if (_stopping)
                 {
                     TakeSubmissions();
-                    foreach (var request in _active.ToList())
+                    foreach (var request in _output.Active.ToList())
                     {
-                        Abort(request);
+                        _output.Abort(request);
                     }
                     Publish();
                     return;
@@ -197,9 +173,9 @@ public sealed class LLMEngine : IDisposable
             catch (Exception error)
             {
                 // A bug in the loop itself must not kill the engine: fail what is in flight and go on.
-                foreach (var request in _active.ToList())
+                foreach (var request in _output.Active.ToList())
                 {
-                    Fail(request, $"internal engine error: {error.Message}");
+                    _output.Fail(request, $"internal engine error: {error.Message}");
                 }
             }
         }
@@ -211,207 +187,105 @@ public sealed class LLMEngine : IDisposable
         {
             try
             {
-                Admit(request);
+                _output.Admit(request);
             }
             catch (Exception error)
             {
-                Fail(request, error.Message);
+                _output.Fail(request, error.Message);
             }
         }
-    }
-
-    /// <summary>A new request joins the waiting queue as its first choice (the others fork after its prefill).</summary>
-    private void Admit(RequestState request)
-    {
-        var sampling = request.Request.Sampling;
-        var first = new Sequence(request, 0, request.Request.PromptTokenIds, request.Request.PromptTokenIds.Count,
-            sampling.Seed is { } seed ? new Generator((ulong)seed, _model.Target.Device) : null, new TextOutput(_tokenizer, sampling.Stop));
-        request.Sequences.Add(first);
-        _active.Add(request);
-        _scheduler.Enqueue(first);
     }
 
     private void DropCancelled()
     {
-        foreach (var request in _active.Where(r => r.IsCancelled).ToList())
+        foreach (var request in _output.Active.Where(r => r.IsCancelled).ToList())
         {
-            Abort(request);
+            _output.Abort(request);
         }
     }
 
+    /// <summary>Plan → run → process.</summary>
     private void Step()
     {
         var plan = _scheduler.Plan();
         _steps++;
-        foreach (var (sequence, _) in plan.Prefill.Where(p => p.Sequence.Request.ScheduledAt is null))
+        foreach (var (sequence, _) in plan.Prefill)
         {
-            sequence.Request.ScheduledAt = Stopwatch.GetTimestamp();
-            Interlocked.Decrement(ref _queued);
-            _promptTokens += sequence.PromptLength;
-            sequence.Request.Emit(new ScheduledEvent());
+            _output.Scheduled(sequence);
         }
-        if (plan.Decode.Count > 0)
-        {
-            Run(plan.Decode.Select(s => (s, 1)).ToList());
-        }
-        if (plan.Prefill.Count > 0)
-        {
-            Run(plan.Prefill);
-        }
-    }
-
-    /// <summary>One forward over the given sequences, then a token for each one that has caught up with its tokens.</summary>
-    private void Run(IReadOnlyList<(Sequence Sequence, int Tokens)> work)
-    {
-        // A request failed or finished earlier in this step (e.g. during the decode batch) is no longer in the work.
-        work = work.Where(w => !w.Sequence.Finished && w.Sequence.Cache is not null).ToList();
+        var work = plan.Decode.Select(s => (s, 1)).Concat(plan.Prefill).ToList();
         if (work.Count == 0)
         {
             return;
         }
-        Tensor logits;
+        StepResult result;
         try
         {
-            var batch = new ForwardBatch(work.Select(w => w.Sequence.NextTokens(w.Tokens)).ToArray(), work.Select(w => (Model.Caching.ISequenceCache)w.Sequence.Cache!).ToArray());
-            logits = _model.Forward(batch);
+            result = _runner.Run(work);
         }
         catch (Exception error)
         {
             // The batch's caches may be half-written: every request in it ends with the error; others go on.
-            foreach (var request in work.Select(w => w.Sequence.Request).Distinct().ToList())
+            foreach (var request in work.Select(w => w.Item1.Request).Distinct().ToList())
             {
-                Fail(request, $"model forward failed: {error.Message}");
+                _output.Fail(request, $"model forward failed: {error.Message}");
             }
             return;
         }
-        var ready = work.Select(w => !w.Sequence.Finished && w.Sequence.Remaining == 0).ToArray();
-        long[]? argmax = null;
-        if (work.Where((w, i) => ready[i] && Sampler.IsPlainGreedy(w.Sequence)).Any())
+        using (result)
         {
-            using var best = logits.argmax(1).cpu();
-            argmax = best.data<long>().ToArray();
+            Process(work, result);
         }
-        for (var row = 0; row < work.Count; row++)
+    }
+
+    /// <summary>Prompt log-probabilities of the chunks that ran, then a token for each sequence that has caught up.</summary>
+    private void Process(List<(Sequence Sequence, int Tokens)> work, StepResult result)
+    {
+        for (var item = 0; item < work.Count; item++)
         {
-            var sequence = work[row].Sequence;
-            if (sequence.Finished || sequence.Request.Done || sequence.Remaining > 0)
+            var sequence = work[item].Sequence;
+            if (sequence.PromptLogprobs is not null && !sequence.Request.Done)
             {
-                continue;
+                Guard(sequence, () =>
+                {
+                    var (start, logprobs) = result.PromptLogprobs(item, sequence.Params.PromptLogprobs ?? 0);
+                    _output.AddPromptLogprobs(sequence, start, logprobs);
+                });
             }
-            try
+        }
+        foreach (var item in result.Ready)
+        {
+            var sequence = work[item].Sequence;
+            if (sequence.Finished || sequence.Request.Done)
+            {
+                continue; // a sibling choice failed the request earlier in this step
+            }
+            Guard(sequence, () =>
             {
                 if (FailWhen?.Invoke(sequence.Request.Request.Id) == true)
                 {
                     throw new InvalidOperationException("injected failure");
                 }
-                var scores = logits[row];
                 if (sequence.Choice == 0 && !sequence.Request.Forked && sequence.Params.N > 1)
                 {
-                    Fork(sequence, scores); // before the parent's own token: accepting it may finish the parent and free its cache
+                    _output.Fork(sequence, child => result.Sample(item, child));
                 }
-                Accept(sequence, argmax is not null && Sampler.IsPlainGreedy(sequence) ? ((int)argmax[row], null) : Sampler.Sample(scores, sequence));
-            }
-            catch (Exception error)
-            {
-                Fail(sequence.Request, error.Message);
-            }
+                _output.Accept(sequence, result.Sample(item, sequence));
+            });
         }
     }
 
-    /// <summary>n > 1: the other choices start from the first choice's prefill (its cache is copied, not recomputed).</summary>
-    private void Fork(Sequence parent, Tensor logits)
+    /// <summary>Runs one request's processing; its failure ends that request only.</summary>
+    private void Guard(Sequence sequence, Action action)
     {
-        var request = parent.Request;
-        request.Forked = true;
-        var sampling = request.Request.Sampling;
-        for (var choice = 1; choice < sampling.N; choice++)
+        try
         {
-            var prompt = request.Request.PromptTokenIds;
-            var child = new Sequence(request, choice, prompt, prompt.Count,
-                sampling.Seed is { } seed ? new Generator((ulong)(seed + choice), _model.Target.Device) : null, new TextOutput(_tokenizer, sampling.Stop));
-            request.Sequences.Add(child);
-            child.Cache = _cache.TryFork(parent.Cache!, prompt.Count);
-            if (child.Cache is null)
-            {
-                _scheduler.Enqueue(child); // no memory to copy into: it waits and recomputes the prompt
-                continue;
-            }
-            _scheduler.AddRunning(child);
-            Accept(child, Sampler.Sample(logits, child));
+            action();
         }
-    }
-
-    private void Accept(Sequence sequence, (int Token, TokenLogprob? Logprob) sampled)
-    {
-        var request = sequence.Request;
-        request.FirstTokenAt ??= Stopwatch.GetTimestamp();
-        sequence.Append(sampled.Token);
-        request.CompletionTokens++;
-        _generationTokens++;
-
-        if (request.StopTokenIds.Contains(sampled.Token))
+        catch (Exception error)
         {
-            Finish(sequence, FinishReason.Stop, sequence.Output.Finish());
-            return;
+            _output.Fail(sequence.Request, error.Message);
         }
-        var (delta, stopped) = sequence.Output.Add(sampled.Token, checkStops: sequence.Generated > sequence.Params.MinTokens);
-        request.Emit(new TokenEvent(sequence.Choice, sampled.Token, delta, sampled.Logprob));
-        if (stopped)
-        {
-            Finish(sequence, FinishReason.Stop, "");
-        }
-        else if (sequence.Generated >= sequence.Params.MaxTokens || sequence.Tokens.Count >= MaxModelLen)
-        {
-            Finish(sequence, FinishReason.Length, sequence.Output.Finish());
-        }
-    }
-
-    private void Finish(Sequence sequence, FinishReason reason, string text)
-    {
-        var request = sequence.Request;
-        sequence.Finished = true;
-        sequence.DropCache();
-        _scheduler.Remove(sequence);
-        request.FinishedChoices++;
-        request.Emit(new FinishedEvent(sequence.Choice, reason, text, new Usage(request.Request.PromptTokenIds.Count, request.CompletionTokens), request.Timings()));
-        if (request.FinishedChoices == request.Request.Sampling.N)
-        {
-            Close(request);
-        }
-    }
-
-    private void Fail(RequestState request, string message)
-    {
-        request.Emit(new ErrorEvent(message));
-        Close(request);
-    }
-
-    private void Abort(RequestState request)
-    {
-        foreach (var sequence in request.Sequences.Where(s => !s.Finished))
-        {
-            request.Emit(new FinishedEvent(sequence.Choice, FinishReason.Abort, "", new Usage(request.Request.PromptTokenIds.Count, request.CompletionTokens), request.Timings()));
-        }
-        Close(request);
-    }
-
-    /// <summary>Frees every choice of the request and completes its stream.</summary>
-    private void Close(RequestState request)
-    {
-        if (request.ScheduledAt is null)
-        {
-            Interlocked.Decrement(ref _queued);
-            request.ScheduledAt = Stopwatch.GetTimestamp();
-        }
-        foreach (var sequence in request.Sequences)
-        {
-            sequence.Finished = true;
-            _scheduler.Remove(sequence);
-            sequence.Dispose();
-        }
-        _active.Remove(request);
-        request.CancellationRegistration.Dispose();
-        request.Complete();
     }
 
     private void Publish() => Volatile.Write(ref _stats, new EngineStats(
@@ -419,8 +293,8 @@ public sealed class LLMEngine : IDisposable
         _scheduler.WaitingCount + _submitted.Count,
         _cache.Usage(),
         _scheduler.Preemptions,
-        _promptTokens,
-        _generationTokens,
+        _output.PromptTokens,
+        _output.GenerationTokens,
         _steps,
         DisposeScopeManager.Statistics.ThreadTotalLiveCount));
 
@@ -430,6 +304,7 @@ public sealed class LLMEngine : IDisposable
         {
             StopAsync(TimeSpan.Zero).GetAwaiter().GetResult();
         }
+        _runner.Dispose();
         _cache.Dispose();
         _wake.Dispose();
     }

@@ -13,8 +13,8 @@ public sealed class DemoModelTests
     {
         using var model = TestData.Load(TestData.DemoTeacher);
         using var expected = TestData.Reference(TestData.DemoTeacher, $"logits_{prompt}");
-        using var cache = model.CreateCache();
-        using var logits = model.Forward(new ForwardBatch([TestData.ReferenceIds(TestData.DemoTeacher, $"prompt_{prompt}")], [cache]) { AllLogits = true });
+        using var cache = model.CreateCache(256);
+        using var logits = model.Forward(new ForwardBatch([TestData.ReferenceIds(TestData.DemoTeacher, $"prompt_{prompt}")], cache.Sequences) { AllLogits = true });
 
         var difference = (logits - expected).abs().max().item<float>();
         Assert.True(difference < 1e-3, $"{prompt}: max |Δlogit| = {difference}");

@@ -28,8 +28,8 @@ public sealed class FixtureExactnessTests
         var folder = TestData.Fixture(fixture);
         using var model = TestData.Load(folder);
         using var expected = TestData.Reference(folder, $"logits_{prompt}");
-        using var cache = model.CreateCache();
-        using var logits = model.Forward(new ForwardBatch([TestData.ReferenceIds(folder, $"prompt_{prompt}")], [cache]) { AllLogits = true });
+        using var cache = model.CreateCache(256);
+        using var logits = model.Forward(new ForwardBatch([TestData.ReferenceIds(folder, $"prompt_{prompt}")], cache.Sequences) { AllLogits = true });
 
         Assert.Equal(expected.shape, logits.shape);
         var difference = (logits - expected).abs().max().item<float>();
@@ -60,16 +60,16 @@ public sealed class FixtureExactnessTests
         using var model = TestData.Load(folder);
         var ids = TestData.ReferenceIds(folder, "prompt_2"); // 100 tokens: several scan chunks for Mamba
 
-        using var incremental = model.CreateCache();
-        model.Forward(new ForwardBatch([ids[..^1]], [incremental])).Dispose();
-        using var stepped = model.Forward(new ForwardBatch([ids[^1..]], [incremental]));
+        using var incremental = model.CreateCache(256);
+        model.Forward(new ForwardBatch([ids[..^1]], incremental.Sequences)).Dispose();
+        using var stepped = model.Forward(new ForwardBatch([ids[^1..]], incremental.Sequences));
 
-        using var whole = model.CreateCache();
-        using var all = model.Forward(new ForwardBatch([ids], [whole]));
+        using var whole = model.CreateCache(256);
+        using var all = model.Forward(new ForwardBatch([ids], whole.Sequences));
 
         var difference = (stepped - all).abs().max().item<float>();
         Assert.True(difference < 1e-4, $"{fixture}: max |Δlogit| = {difference}");
-        Assert.Equal(ids.Length, incremental.Length);
+        Assert.Equal(ids.Length, incremental[0].Length);
     }
 
     [Theory]
@@ -83,11 +83,11 @@ public sealed class FixtureExactnessTests
         var ids = TestData.ReferenceIds(folder, "prompt_2");
         using var expected = TestData.Reference(folder, "logits_2");
 
-        using var cache = model.CreateCache();
+        using var cache = model.CreateCache(256);
         var parts = new List<Tensor>();
         foreach (var (start, length) in new[] { (0, 30), (30, 1), (31, 45), (76, 24) })
         {
-            parts.Add(model.Forward(new ForwardBatch([ids[start..(start + length)]], [cache]) { AllLogits = true }));
+            parts.Add(model.Forward(new ForwardBatch([ids[start..(start + length)]], cache.Sequences) { AllLogits = true }));
         }
         using var logits = cat(parts, 0);
         parts.ForEach(p => p.Dispose());
@@ -106,24 +106,15 @@ public sealed class FixtureExactnessTests
         using var model = TestData.Load(folder);
         var prompts = Enumerable.Range(0, 3).Select(i => TestData.ReferenceIds(folder, $"prompt_{i}")).ToArray();
         var greedy = Enumerable.Range(0, 3).Select(i => TestData.ReferenceIds(folder, $"greedy_{i}")).ToArray();
-        var caches = prompts.Select(_ => model.CreateCache()).ToArray();
-        try
+        using var caches = model.CreateCache(256, sequences: 3);
+
+        // Prefill all three together, then decode all three together, feeding the reference tokens.
+        using var first = model.Forward(new ForwardBatch(prompts, caches.Sequences));
+        Assert.Equal(greedy.Select(g => g[0]), first.argmax(1).data<long>().ToArray());
+        for (var step = 1; step < 8; step++)
         {
-            // Prefill all three together, then decode all three together, feeding the reference tokens.
-            using var first = model.Forward(new ForwardBatch(prompts, caches));
-            Assert.Equal(greedy.Select(g => g[0]), first.argmax(1).data<long>().ToArray());
-            for (var step = 1; step < 8; step++)
-            {
-                using var logits = model.Forward(new ForwardBatch(greedy.Select(g => new[] { g[step - 1] }).ToArray(), caches));
-                Assert.Equal(greedy.Select(g => g[step]), logits.argmax(1).data<long>().ToArray());
-            }
-        }
-        finally
-        {
-            foreach (var cache in caches)
-            {
-                cache.Dispose();
-            }
+            using var logits = model.Forward(new ForwardBatch(greedy.Select(g => new[] { g[step - 1] }).ToArray(), caches.Sequences));
+            Assert.Equal(greedy.Select(g => g[step]), logits.argmax(1).data<long>().ToArray());
         }
     }
 
@@ -136,9 +127,9 @@ public sealed class FixtureExactnessTests
         using var model = TestData.Load(folder);
         using var expected = TestData.Reference(folder, "attn_probs_1"); // [layers, heads, 33, 33]
         using var capture = new AttentionCapture();
-        using var cache = model.CreateCache();
+        using var cache = model.CreateCache(256);
 
-        model.Forward(new ForwardBatch([TestData.ReferenceIds(folder, "prompt_1")], [cache]) { Capture = capture }).Dispose();
+        model.Forward(new ForwardBatch([TestData.ReferenceIds(folder, "prompt_1")], cache.Sequences) { Capture = capture }).Dispose();
 
         for (var layer = 0; layer < expected.shape[0]; layer++)
         {

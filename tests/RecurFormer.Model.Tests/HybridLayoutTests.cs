@@ -32,8 +32,8 @@ public sealed class HybridLayoutTests : IDisposable
 
     private static Tensor Logits(ICausalLM model, long[] ids)
     {
-        using var cache = model.CreateCache();
-        return model.Forward(new ForwardBatch([ids], [cache]) { AllLogits = true });
+        using var cache = model.CreateCache(256);
+        return model.Forward(new ForwardBatch([ids], cache.Sequences) { AllLogits = true });
     }
 
     [Fact]
@@ -57,9 +57,9 @@ public sealed class HybridLayoutTests : IDisposable
         using var all = Logits(windowed, ids);
         Assert.True((plain - all).abs().max().item<float>() > 1e-3, "an 8-token window must change the logits of a 100-token prompt");
 
-        using var cache = windowed.CreateCache();
-        windowed.Forward(new ForwardBatch([ids[..^1]], [cache])).Dispose();
-        using var last = windowed.Forward(new ForwardBatch([ids[^1..]], [cache]));
+        using var cache = windowed.CreateCache(256);
+        windowed.Forward(new ForwardBatch([ids[..^1]], cache.Sequences)).Dispose();
+        using var last = windowed.Forward(new ForwardBatch([ids[^1..]], cache.Sequences));
         Assert.True((last[0] - all[^1]).abs().max().item<float>() < 1e-4);
     }
 

@@ -37,8 +37,8 @@ public sealed class ShardedCheckpointTests : IDisposable
 
         using var sharded = TestData.Load(_folder);
         using var expected = TestData.Reference(source, "logits_0");
-        using var cache = sharded.CreateCache();
-        using var logits = sharded.Forward(new ForwardBatch([TestData.ReferenceIds(source, "prompt_0")], [cache]) { AllLogits = true });
+        using var cache = sharded.CreateCache(256);
+        using var logits = sharded.Forward(new ForwardBatch([TestData.ReferenceIds(source, "prompt_0")], cache.Sequences) { AllLogits = true });
         Assert.True((logits - expected).abs().max().item<float>() < 1e-4);
     }
 

@@ -51,9 +51,9 @@ public sealed class ConversionTests : IDisposable
         using var model = TestData.Load(folder);
         var config = (TransformerConfig)model.Config;
         using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
-        using (var cache = model.CreateCache())
+        using (var cache = model.CreateCache(Prompt.Length))
         {
-            model.Forward(new ForwardBatch([Prompt], [cache]) { Capture = capture }).Dispose();
+            model.Forward(new ForwardBatch([Prompt], cache.Sequences) { Capture = capture }).Dispose();
         }
         using var source = new SourceWeights(TestData.QwenTiny);
         for (var layer = 0; layer < config.NumHiddenLayers; layer++)
@@ -76,7 +76,7 @@ public sealed class ConversionTests : IDisposable
         var prefix = $"model.layers.{layer}.self_attn";
         Tensor Project(string name) => nn.functional.linear(x, weights[$"{prefix}.{name}.weight"]!, weights[$"{prefix}.{name}.bias"]);
         using var rope = new RotaryEmbedding(config.Rope, hd, CPU);
-        var (cos, sin) = rope.Tables(arange(n), ScalarType.Float32);
+        var (cos, sin) = rope.Tables(Enumerable.Range(0, (int)n).Select(p => (long)p).ToArray(), ScalarType.Float32);
         var q = RotaryEmbedding.Apply(Project("q_proj").view(n, -1, hd), cos, sin);
         var k = RotaryEmbedding.Apply(Project("k_proj").view(n, -1, hd), cos, sin);
         var v = Project("v_proj").view(n, -1, hd);
@@ -104,7 +104,7 @@ public sealed class ConversionTests : IDisposable
         using var model = TestData.Load(folder);
         using var before = TestData.AllLogits(model, Prompt);
         var copy = _temp.Sub("copy");
-        CheckpointFolder.Write(copy, model.Config.Raw, ((TransformerConfig)model.Config).Hybrid.ToJson(), CheckpointFolder.StateDict((nn.Module)model), ScalarType.Float32, folder);
+        CheckpointFolder.Write(copy, model.Config.Raw, ((TransformerConfig)model.Config).Hybrid.ToJson(), CheckpointFolder.StateDict(model), ScalarType.Float32, folder);
         using var reloaded = TestData.Load(copy);
         using var after = TestData.AllLogits(reloaded, Prompt);
         Assert.True(before.eq(after).all().item<bool>(), "logits differ after a round trip");
@@ -119,10 +119,10 @@ public sealed class ConversionTests : IDisposable
         using var model = TestData.Load(folder);
         var ids = Prompt[..40];
         using var prefill = TestData.AllLogits(model, ids);
-        using var cache = model.CreateCache();
+        using var cache = model.CreateCache(ids.Length);
         for (var t = 0; t < ids.Length; t++)
         {
-            using var step = model.Forward(new ForwardBatch([ids[t..(t + 1)]], [cache]));
+            using var step = model.Forward(new ForwardBatch([ids[t..(t + 1)]], cache.Sequences));
             var difference = (step[0] - prefill[t]).abs().max().item<float>();
             Assert.True(difference < 1e-4, $"token {t}: max |Δlogit| = {difference}");
         }

@@ -122,9 +122,9 @@ public sealed class MixerFunctionTests : IDisposable
         using var model = TestData.Load(folder);
         var mixer = ((nn.Module)model).named_modules().Select(m => m.module).OfType<RecurFormer.Model.Layers.MambaMixer>().Single();
         using var x = randn([2 * 70, 64], generator: generator);
-        var caches = new[] { model.CreateCache(), model.CreateCache() };
-        using var expected = mixer.Forward(x, new RecurFormer.Model.CausalLM.ForwardBatch([new long[70], new long[70]], caches));
-        Array.ForEach(caches, c => c.Dispose());
+        using var caches = model.CreateCache(70, sequences: 2);
+        using var context = new RecurFormer.Model.CausalLM.ForwardContext(new RecurFormer.Model.CausalLM.ForwardBatch([new long[70], new long[70]], caches.Sequences), CPU, ScalarType.Float32);
+        using var expected = mixer.Forward(x, context);
         using var actual = new MixerFunction(mixer).Forward(x, 2);
         var difference = (expected - actual).abs().max().item<float>();
         Assert.True(difference < 1e-4, $"max |Δ| = {difference}");

@@ -36,8 +36,8 @@ public static class TestData
 
     public static Tensor AllLogits(ICausalLM model, long[] ids)
     {
-        using var cache = model.CreateCache();
-        return model.Forward(new ForwardBatch([ids], [cache]) { AllLogits = true });
+        using var cache = model.CreateCache(ids.Length);
+        return model.Forward(new ForwardBatch([ids], cache.Sequences) { AllLogits = true });
     }
 
     /// <summary>A recency report for qwen2-tiny (3 layers, 8 heads, 2 groups) where group g of layer l has ratio (l·2 + g + 1)/10.</summary>

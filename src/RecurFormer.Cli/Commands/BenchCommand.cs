@@ -1,7 +1,7 @@
 using System.CommandLine;
 using RecurFormer.Cli.Benchmarking;
 using RecurFormer.Engine;
-using RecurFormer.Engine.Caching;
+using RecurFormer.Model.Caching;
 using RecurFormer.Model.CausalLM;
 
 namespace RecurFormer.Cli.Commands;

@@ -1,3 +1,4 @@
+using RecurFormer.Model.Caching;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using RecurFormer.Model;
@@ -101,13 +102,13 @@ public static class ConvertCommand
             TorchRuntime.EnsureLoaded();
             var plan = new ConversionPlan(kindValue, selected, windowSpec, mambaSpec, parse.GetValue(seed), summary);
             var layout = Converter.Convert(folder, plan, outFolder);
-            var cost = CacheCost.Of(config with { Hybrid = layout }, TorchSharp.torch.ScalarType.Float32);
+            var cost = CacheReport.Of(new CacheLayout(config with { Hybrid = layout }, TorchSharp.torch.ScalarType.Float32));
             var result = new JsonObject
             {
                 ["out"] = outFolder,
                 ["kind"] = kindValue.ToString().ToLowerInvariant(),
                 ["analysis"] = summary,
-                ["cache_float32"] = cost.ToJson(),
+                ["cache_float32"] = cost,
             };
             Console.WriteLine(Json(result));
             return 0;

@@ -1,8 +1,9 @@
+using RecurFormer.Model.Caching;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Engine.Caching;
 
-/// <summary>Bytes held by running sequences, by kind, and what they would hold with no group replaced.</summary>
+/// <summary>What the cache holds now: bytes held by running sequences, by kind, and what they would hold with no group replaced.</summary>
 public sealed record CacheUsage(long KvBytes, long WindowKvBytes, long MambaStateBytes, long WithoutReplacementBytes, long BudgetBytes, int BlocksInUse, int BlocksTotal, int Sequences)
 {
     public long TotalBytes => KvBytes + WindowKvBytes + MambaStateBytes;
@@ -15,55 +16,46 @@ public sealed record CacheUsage(long KvBytes, long WindowKvBytes, long MambaStat
 }
 
 /// <summary>
-/// One memory budget for every kind of per-sequence state. Attention KV of the full groups lives in a pool of
-/// fixed-size blocks (BlockSize tokens × every layer), handed out to sequences through block tables; window ring
-/// buffers and Mamba state are fixed-size per sequence and allocated with it. A sequence is admitted only when its
-/// fixed state and the blocks for its tokens fit in what the budget has left. Engine thread only.
+/// One memory budget for every kind of per-sequence state, over the model's <see cref="CacheStorage"/>. Attention KV
+/// of the full groups lives in a pool of fixed-size blocks (BlockSize tokens × every layer), handed out to sequences
+/// through block tables; window ring buffers and Mamba state are fixed-size per sequence (a slot). A sequence is
+/// admitted only when a slot is free and its fixed state and the blocks for its tokens fit in what the budget has
+/// left. The block pool is sized to the whole budget and the slot pool to the most sequences that can run, so
+/// memory held physically is at most the budget plus the slots' fixed state. Engine thread only.
 /// </summary>
 public sealed class HybridCacheManager : IDisposable
 {
     private readonly Stack<int> _freeBlocks = new();
-    private readonly HashSet<PagedSequenceCache> _live = [];
-    private readonly Tensor?[] _keyPool;   // per layer [blocks × BlockSize, fullGroups, headDim], or null
-    private readonly Tensor?[] _valuePool;
+    private readonly Stack<int> _freeSlots = new();
+    private readonly Dictionary<SequenceCache, int> _reservedTokens = [];
+    private readonly CacheStorage _storage;
 
-    public HybridCacheManager(CacheLayout layout, long budgetBytes, Device device, ScalarType computeDType)
+    /// <param name="slots">Sequences that may hold a cache at once (running ones, forks included).</param>
+    /// <param name="maxSequenceTokens">Longest sequence: sizes the block tables.</param>
+    public HybridCacheManager(CacheLayout layout, long budgetBytes, int slots, int maxSequenceTokens, Device device)
     {
         Layout = layout;
         BudgetBytes = budgetBytes;
-        Device = device;
-        ComputeDType = computeDType;
         TotalBlocks = layout.BlockBytes == 0 ? 0 : (int)Math.Min(int.MaxValue, budgetBytes / layout.BlockBytes);
-        _keyPool = new Tensor?[layout.Layers];
-        _valuePool = new Tensor?[layout.Layers];
-        for (var layer = 0; layer < layout.Layers; layer++)
-        {
-            if (layout.FullGroups[layer] > 0 && TotalBlocks > 0)
-            {
-                long[] shape = [(long)TotalBlocks * layout.BlockSize, layout.FullGroups[layer], layout.HeadDim];
-                _keyPool[layer] = zeros(shape, layout.KvDType, device).DetachFromDisposeScope();
-                _valuePool[layer] = zeros(shape, layout.KvDType, device).DetachFromDisposeScope();
-            }
-        }
+        _storage = new CacheStorage(layout, TotalBlocks, slots, Math.Max(1, layout.BlocksFor(maxSequenceTokens + 1)), device);
         for (var block = TotalBlocks - 1; block >= 0; block--)
         {
             _freeBlocks.Push(block);
         }
+        for (var slot = slots - 1; slot >= 0; slot--)
+        {
+            _freeSlots.Push(slot);
+        }
     }
 
     public CacheLayout Layout { get; }
+    public CacheStorage Storage => _storage;
     public long BudgetBytes { get; }
-    public Device Device { get; }
-    public ScalarType ComputeDType { get; }
     public int TotalBlocks { get; }
     public int FreeBlocks => _freeBlocks.Count;
-    public int LiveSequences => _live.Count;
-
-    internal Tensor KeyPool(int layer) => _keyPool[layer]!;
-    internal Tensor ValuePool(int layer) => _valuePool[layer]!;
 
     /// <summary>Bytes held now: blocks in use, plus the fixed state of every live sequence.</summary>
-    public long BytesInUse => (long)(TotalBlocks - FreeBlocks) * Layout.BlockBytes + (long)_live.Count * Layout.SlotBytes;
+    public long BytesInUse => (long)(TotalBlocks - FreeBlocks) * Layout.BlockBytes + (long)_reservedTokens.Count * Layout.SlotBytes;
 
     /// <summary>Could a sequence of <paramref name="tokens"/> tokens ever fit, with nothing else running?</summary>
     public bool CouldEverFit(int tokens) => Layout.SequenceBytes(tokens) <= BudgetBytes && BlocksNeeded(tokens) <= Math.Max(TotalBlocks, 0);
@@ -71,24 +63,24 @@ public sealed class HybridCacheManager : IDisposable
     private int BlocksNeeded(int tokens) => Layout.BlockBytes == 0 ? 0 : Layout.BlocksFor(tokens);
 
     /// <summary>
-    /// A new sequence with room for <paramref name="tokens"/> tokens, or null when memory does not allow. With
+    /// A new sequence with room for <paramref name="tokens"/> tokens, or null when memory or slots do not allow. With
     /// <paramref name="headroomBlocks"/>, that many blocks must stay free afterwards (for running sequences to grow).
     /// </summary>
-    public PagedSequenceCache? TryAdmit(int tokens, int headroomBlocks = 0)
+    public SequenceCache? TryAdmit(int tokens, int headroomBlocks = 0)
     {
         var blocks = BlocksNeeded(tokens);
         var headroom = Layout.BlockBytes == 0 ? 0 : headroomBlocks;
-        if (blocks + headroom > FreeBlocks || BytesInUse + Layout.SlotBytes + (long)(blocks + headroom) * Layout.BlockBytes > BudgetBytes)
+        if (_freeSlots.Count == 0 || blocks + headroom > FreeBlocks || BytesInUse + Layout.SlotBytes + (long)(blocks + headroom) * Layout.BlockBytes > BudgetBytes)
         {
             return null;
         }
-        var cache = new PagedSequenceCache(this);
-        _live.Add(cache);
+        var cache = new SequenceCache(_storage, _freeSlots.Pop());
+        _storage.ResetSlot(cache.Slot);
         for (var i = 0; i < blocks; i++)
         {
             cache.AddBlock(_freeBlocks.Pop());
         }
-        cache.ReservedTokens = tokens;
+        _reservedTokens[cache] = tokens;
         return cache;
     }
 
@@ -96,40 +88,26 @@ public sealed class HybridCacheManager : IDisposable
     /// A copy of <paramref name="parent"/> (KV rows, window rings, Mamba state) with room for
     /// <paramref name="tokens"/> + 1 tokens, or null when memory does not allow: n > 1 choices share the prompt's prefill.
     /// </summary>
-    public PagedSequenceCache? TryFork(PagedSequenceCache parent, int tokens)
+    public SequenceCache? TryFork(SequenceCache parent, int tokens)
     {
         var child = TryAdmit(tokens + 1);
         if (child is null)
         {
             return null;
         }
-        try
+        for (var block = 0; block < BlocksNeeded(parent.Length); block++)
         {
-            using var scope = NewDisposeScope();
-            for (var layer = 0; layer < Layout.Layers; layer++)
-            {
-                if (_keyPool[layer] is { } keys && _valuePool[layer] is { } values && parent.Length > 0)
-                {
-                    var from = parent.SlotIndex(parent.Length);
-                    var to = child.SlotIndex(parent.Length);
-                    keys.index_copy_(0, to, keys.index_select(0, from));
-                    values.index_copy_(0, to, values.index_select(0, from));
-                }
-            }
-            child.CopyStateFrom(parent);
-            return child;
+            _storage.CopyBlock(parent.Blocks[block], child.Blocks[block]);
         }
-        catch
-        {
-            child.Dispose();
-            throw;
-        }
+        _storage.CopySlot(parent.Slot, child.Slot);
+        child.ContinueFrom(parent);
+        return child;
     }
 
     /// <summary>Makes room for the sequence to hold <paramref name="tokens"/> tokens; false when blocks ran out.</summary>
-    public bool TryReserve(PagedSequenceCache cache, int tokens)
+    public bool TryReserve(SequenceCache cache, int tokens)
     {
-        var missing = BlocksNeeded(tokens) - cache.BlockCount;
+        var missing = BlocksNeeded(tokens) - cache.Blocks.Count;
         if (missing > FreeBlocks || BytesInUse + (long)Math.Max(missing, 0) * Layout.BlockBytes > BudgetBytes)
         {
             return false;
@@ -138,14 +116,14 @@ public sealed class HybridCacheManager : IDisposable
         {
             cache.AddBlock(_freeBlocks.Pop());
         }
-        cache.ReservedTokens = Math.Max(cache.ReservedTokens, tokens);
+        _reservedTokens[cache] = Math.Max(_reservedTokens[cache], tokens);
         return true;
     }
 
-    /// <summary>Returns a sequence's blocks and fixed state to the budget.</summary>
-    internal void Release(PagedSequenceCache cache)
+    /// <summary>Returns a sequence's blocks and slot to the budget.</summary>
+    public void Release(SequenceCache cache)
     {
-        if (!_live.Remove(cache))
+        if (!_reservedTokens.Remove(cache))
         {
             return;
         }
@@ -153,32 +131,23 @@ public sealed class HybridCacheManager : IDisposable
         {
             _freeBlocks.Push(block);
         }
+        _freeSlots.Push(cache.Slot);
     }
 
     public CacheUsage Usage()
     {
         var blocksInUse = TotalBlocks - FreeBlocks;
-        var without = _live.Sum(c => Layout.SequenceBytesWithoutReplacement(c.ReservedTokens));
+        var sequences = _reservedTokens.Count;
         return new CacheUsage(
             blocksInUse * Layout.BlockBytes,
-            _live.Count * Layout.WindowSlotBytes,
-            _live.Count * Layout.MambaSlotBytes,
-            without,
+            sequences * Layout.WindowSlotBytes,
+            sequences * Layout.MambaSlotBytes,
+            _reservedTokens.Values.Sum(Layout.SequenceBytesWithoutReplacement),
             BudgetBytes,
             blocksInUse,
             TotalBlocks,
-            _live.Count);
+            sequences);
     }
 
-    public void Dispose()
-    {
-        foreach (var cache in _live.ToList())
-        {
-            cache.Dispose();
-        }
-        foreach (var tensor in _keyPool.Concat(_valuePool))
-        {
-            tensor?.Dispose();
-        }
-    }
+    public void Dispose() => _storage.Dispose();
 }

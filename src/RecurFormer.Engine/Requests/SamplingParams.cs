@@ -37,6 +37,9 @@ public sealed record SamplingParams
     /// <summary>Choices generated from one prompt; they share its prefill.</summary>
     public int N { get; init; } = 1;
 
+    /// <summary>The most choices one request may ask for.</summary>
+    public const int MaxChoices = 128;
+
     public bool IsGreedy => Temperature <= 0;
 
     /// <summary>Checks ranges; returns the first problem as (parameter, message), or null.</summary>
@@ -53,7 +56,7 @@ public sealed record SamplingParams
         if (PromptLogprobs is < 0 or > 20) return ("prompt_logprobs", $"prompt_logprobs must be between 0 and 20, got {PromptLogprobs}");
         if (MaxTokens < 1) return ("max_tokens", $"max_tokens must be at least 1, got {MaxTokens}");
         if (MinTokens < 0 || MinTokens > MaxTokens) return ("min_tokens", $"min_tokens must be between 0 and max_tokens ({MaxTokens}), got {MinTokens}");
-        if (N < 1 || N > 128) return ("n", $"n must be between 1 and 128, got {N}");
+        if (N < 1 || N > MaxChoices) return ("n", $"n must be between 1 and {MaxChoices}, got {N}");
         if (Stop.Count > 16) return ("stop", $"at most 16 stop sequences, got {Stop.Count}");
         if (Stop.Any(string.IsNullOrEmpty)) return ("stop", "stop sequences must not be empty");
         foreach (var (token, bias) in LogitBias)

@@ -24,7 +24,6 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
     public int RunningCount => _running.Count;
     public long Preemptions { get; private set; }
     public bool IsIdle => _waiting.Count == 0 && _running.Count == 0;
-    public IEnumerable<Sequence> All => _running.Concat(_waiting);
 
     public void Enqueue(Sequence sequence) => _waiting.AddLast(sequence);
 
@@ -35,11 +34,22 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
         _running.Add(sequence);
     }
 
+    /// <summary>Takes a sequence out of scheduling (finished, failed, cancelled) and frees its cache.</summary>
     public void Remove(Sequence sequence)
     {
         if (!_running.Remove(sequence))
         {
             _waiting.Remove(sequence);
+        }
+        DropCache(sequence);
+    }
+
+    private void DropCache(Sequence sequence)
+    {
+        if (sequence.Cache is { } held)
+        {
+            cache.Release(held);
+            sequence.Cache = null;
         }
     }
 
@@ -109,7 +119,7 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
 
     private void Preempt(Sequence sequence)
     {
-        sequence.DropCache();
+        DropCache(sequence);
         _running.Remove(sequence);
         _waiting.AddFirst(sequence);
         Preemptions++;

@@ -1,8 +1,7 @@
-using RecurFormer.Engine.Caching;
 using RecurFormer.Engine.Output;
 using RecurFormer.Engine.Requests;
 using RecurFormer.Engine.Sampling;
-using static TorchSharp.torch;
+using RecurFormer.Model.Caching;
 
 namespace RecurFormer.Engine.Scheduling;
 
@@ -10,30 +9,36 @@ namespace RecurFormer.Engine.Scheduling;
 /// One choice of a request as the scheduler sees it: the tokens so far (prompt + generated), how many of them are
 /// in its cache, and its output state. Preemption drops the cache; the tokens stay, and are recomputed on return.
 /// </summary>
-internal sealed class Sequence : ISamplingState, IDisposable
+internal sealed class Sequence : ISamplingState
 {
     private readonly List<int> _tokens;
 
-    public Sequence(RequestState request, int choice, IReadOnlyList<int> tokens, int promptLength, Generator? random, TextOutput output)
+    public Sequence(RequestState request, int choice, TextOutput output)
     {
         Request = request;
         Choice = choice;
-        _tokens = [.. tokens];
-        PromptLength = promptLength;
-        Random = random;
+        _tokens = [.. request.Request.PromptTokenIds];
+        PromptLength = _tokens.Count;
+        var sampling = request.Request.Sampling;
+        Random = sampling.Seed is { } seed ? new Random(unchecked((int)(seed + choice) ^ (int)((seed + choice) >> 32))) : null;
         Output = output;
+        Constraint = request.Request.Constraint?.Invoke();
     }
 
     public RequestState Request { get; }
     public int Choice { get; }
     public int PromptLength { get; }
     public TextOutput Output { get; }
-    public Generator? Random { get; }
-    public PagedSequenceCache? Cache { get; set; }
+    public Random? Random { get; }
+    public ITokenConstraint? Constraint { get; }
+    public SequenceCache? Cache { get; set; }
     public bool Finished { get; set; }
 
     /// <summary>Order of admission; the most recently admitted is preempted first.</summary>
     public long AdmittedAt { get; set; }
+
+    /// <summary>Prompt log-probabilities gathered chunk by chunk, until sent (then null).</summary>
+    public List<TokenLogprob?>? PromptLogprobs { get; set; }
 
     public IReadOnlyList<int> Tokens => _tokens;
     public int Generated => _tokens.Count - PromptLength;
@@ -54,16 +59,6 @@ internal sealed class Sequence : ISamplingState, IDisposable
 
     public IReadOnlyCollection<int> Suppressed => Generated < Params.MinTokens ? Request.StopTokenIds : [];
 
-    /// <summary>Frees the cache (finish, cancellation or preemption).</summary>
-    public void DropCache()
-    {
-        Cache?.Dispose();
-        Cache = null;
-    }
-
-    public void Dispose()
-    {
-        DropCache();
-        Random?.Dispose();
-    }
+    /// <summary>End-of-sequence ids this choice may end with (what a constraint allows once complete).</summary>
+    public IReadOnlySet<int> StopTokenIds => Request.StopTokenIds;
 }

@@ -1,16 +1,17 @@
 using RecurFormer.Model.Caching;
+using RecurFormer.Model.Kernels;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Model.CausalLM;
 
 /// <summary>
 /// One forward over several sequences at once: the new tokens of every sequence, concatenated ("packed", no
-/// padding), with each sequence's cache. A sequence may bring many tokens (prefill, or a chunk of it) or one (decode);
-/// its positions continue from <see cref="ISequenceCache.Length"/>.
+/// padding), with each sequence's cache (all in one <see cref="CacheStorage"/>). A sequence may bring many tokens
+/// (prefill, or a chunk of it) or one (decode); its positions continue from <see cref="SequenceCache.Length"/>.
 /// </summary>
 public sealed class ForwardBatch
 {
-    public ForwardBatch(IReadOnlyList<long[]> tokens, IReadOnlyList<ISequenceCache> caches)
+    public ForwardBatch(IReadOnlyList<long[]> tokens, IReadOnlyList<SequenceCache> caches)
     {
         if (tokens.Count != caches.Count || tokens.Count == 0)
         {
@@ -20,17 +21,31 @@ public sealed class ForwardBatch
         {
             throw new ArgumentException("every sequence needs at least one new token");
         }
+        if (caches.Any(c => c.Storage != caches[0].Storage))
+        {
+            throw new ArgumentException("the sequences of one batch must share one cache storage (create their caches together)");
+        }
+        if (caches.Distinct().Count() != caches.Count)
+        {
+            throw new ArgumentException("a sequence cache appears twice in the batch");
+        }
         Tokens = tokens;
         Caches = caches;
         Offsets = new int[tokens.Count + 1];
         for (var i = 0; i < tokens.Count; i++)
         {
             Offsets[i + 1] = Offsets[i] + tokens[i].Length;
+            var needed = caches[i].Length + tokens[i].Length;
+            if (needed > caches[i].Capacity)
+            {
+                throw new InvalidOperationException($"sequence {i} holds blocks for {caches[i].Capacity} tokens, {needed} needed: reserve blocks first");
+            }
         }
     }
 
     public IReadOnlyList<long[]> Tokens { get; }
-    public IReadOnlyList<ISequenceCache> Caches { get; }
+    public IReadOnlyList<SequenceCache> Caches { get; }
+    public CacheStorage Storage => Caches[0].Storage;
 
     /// <summary>Start of each sequence's tokens in the packed batch; the last entry is the total.</summary>
     public int[] Offsets { get; }
@@ -45,14 +60,47 @@ public sealed class ForwardBatch
     /// <summary>Logits for every token (perplexity, tests); otherwise only for each sequence's last token.</summary>
     public bool AllLogits { get; init; }
 
+    /// <summary>
+    /// Sequences that want logits for every one of their tokens (prompt logprobs) while the others want only their
+    /// last; null = as <see cref="AllLogits"/> says for all.
+    /// </summary>
+    public IReadOnlyList<bool>? AllLogitsOf { get; init; }
+
     /// <summary>When set, layers record what it asks for (attention probabilities, layer inputs and head outputs).</summary>
     public AttentionCapture? Capture { get; init; }
 
     /// <summary>Keep the autograd graph (distillation); inference runs without it.</summary>
     public bool Training { get; init; }
 
+    /// <summary>Threads for the CPU kernels (the engine's pool); null runs them on the calling thread alone.</summary>
+    public KernelThreads? Threads { get; init; }
+
+    /// <summary>Whether sequence <paramref name="sequence"/> gets a logits row for every token.</summary>
+    public bool WantsAllLogits(int sequence) => AllLogits || (AllLogitsOf?[sequence] ?? false);
+
+    /// <summary>Packed rows whose logits are returned, in order: every token of sequences that want all, else the last.</summary>
+    public long[] LogitRows()
+    {
+        var rows = new List<long>();
+        for (var s = 0; s < SequenceCount; s++)
+        {
+            if (WantsAllLogits(s))
+            {
+                for (var row = Offsets[s]; row < Offsets[s + 1]; row++)
+                {
+                    rows.Add(row);
+                }
+            }
+            else
+            {
+                rows.Add(Offsets[s + 1] - 1);
+            }
+        }
+        return [.. rows];
+    }
+
     /// <summary>Positions of the packed tokens: each sequence continues from its cache length.</summary>
-    public Tensor Positions(Device device)
+    public long[] Positions()
     {
         var positions = new long[TotalTokens];
         for (var s = 0; s < SequenceCount; s++)
@@ -62,21 +110,16 @@ public sealed class ForwardBatch
                 positions[Offsets[s] + i] = Caches[s].Length + i;
             }
         }
-        return tensor(positions, device: device);
+        return positions;
     }
 
-    public Tensor TokenTensor(Device device) => tensor(Tokens.SelectMany(t => t).ToArray(), device: device);
-
-    /// <summary>Row indices of the packed tokens whose logits are wanted.</summary>
-    public Tensor LogitRows(Device device) => AllLogits
-        ? arange(TotalTokens, device: device)
-        : tensor(Offsets.Skip(1).Select(end => (long)end - 1).ToArray(), device: device);
+    public long[] PackedTokens() => Tokens.SelectMany(t => t).ToArray();
 }
 
 /// <summary>
 /// What an instrumented forward records, per layer: the attention block's input (the normalised hidden state)
-/// and the head outputs that feed o_proj ([T, heads × headDim]) when <see cref="RecordsLayers"/>, and the
-/// attention probabilities of plain layers ([heads, queries, keys], float32 on the CPU) when
+/// and the head outputs that feed o_proj ([T, heads × headDim], original head order) when <see cref="RecordsLayers"/>,
+/// and the attention probabilities of plain layers ([heads, queries, keys], float32 on the CPU) when
 /// <see cref="RecordsProbabilities"/> (which makes attention run eagerly). Layer records keep their autograd graph
 /// so that distillation can train through them.
 /// </summary>

@@ -13,11 +13,13 @@ public interface ICausalLM : IDisposable
 
     /// <summary>
     /// Runs the batch's new tokens through the model, stores their keys/values and recurrent state in the caches
-    /// (advancing them), and returns float32 logits [rows, vocab]: one row per token when
-    /// <see cref="ForwardBatch.AllLogits"/>, else one per sequence (its last token).
+    /// (advancing them), and returns float32 logits [rows, vocab]: the rows <see cref="ForwardBatch.LogitRows"/> names.
     /// </summary>
     Tensor Forward(ForwardBatch batch);
 
-    /// <summary>An empty cache for one sequence.</summary>
-    ISequenceCache CreateCache();
+    /// <summary>The weights under their checkpoint (HuggingFace) names, fused projections split back.</summary>
+    IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors();
+
+    /// <summary>Caches for <paramref name="sequences"/> sequences of up to <paramref name="tokens"/> tokens each (tools, tests).</summary>
+    CacheSet CreateCache(int tokens, int sequences = 1) => new(this, sequences, tokens);
 }

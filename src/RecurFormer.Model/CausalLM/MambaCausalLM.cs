@@ -1,4 +1,3 @@
-using RecurFormer.Model.Caching;
 using RecurFormer.Model.Checkpoints;
 using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Layers;
@@ -29,14 +28,15 @@ public sealed class MambaCausalLM : nn.Module, ICausalLM
     public ModelConfig Config => _config;
     public ComputeTarget Target { get; }
 
-    public ISequenceCache CreateCache() => new DenseSequenceCache(_config.NumHiddenLayers);
+    public IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors() => CheckpointNames.Of(this);
 
     public Tensor Forward(ForwardBatch batch)
     {
         using var scope = NewDisposeScope();
         using var gradMode = batch.Training ? null : no_grad();
-        var hidden = backbone.Forward(batch.TokenTensor(Target.Device), batch);
-        hidden = hidden.index_select(0, batch.LogitRows(Target.Device)).to_type(Target.DType);
+        using var context = new ForwardContext(batch, Target.Device, Target.DType);
+        var hidden = backbone.Forward(tensor(batch.PackedTokens(), device: Target.Device), context);
+        hidden = hidden.index_select(0, tensor(batch.LogitRows(), device: Target.Device)).to_type(Target.DType);
         var logits = lm_head?.forward(hidden) ?? nn.functional.linear(hidden, backbone.EmbeddingWeight);
         for (var s = 0; s < batch.SequenceCount; s++)
         {
@@ -66,13 +66,13 @@ internal sealed class MambaBackbone : nn.Module
 
     public Tensor EmbeddingWeight => embeddings.Weight;
 
-    public Tensor Forward(Tensor tokens, ForwardBatch batch)
+    public Tensor Forward(Tensor tokens, ForwardContext context)
     {
         using var scope = NewDisposeScope();
         var hidden = embeddings.forward(tokens);
         foreach (var layer in layers)
         {
-            hidden = layer.Forward(hidden, batch);
+            hidden = layer.Forward(hidden, context);
         }
         return norm_f.forward(hidden.to_type(EmbeddingWeight.dtype)).MoveToOuterDisposeScope();
     }

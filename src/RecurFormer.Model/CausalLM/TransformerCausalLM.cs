@@ -1,4 +1,3 @@
-using RecurFormer.Model.Caching;
 using RecurFormer.Model.Checkpoints;
 using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Layers;
@@ -8,8 +7,12 @@ using static TorchSharp.torch;
 
 namespace RecurFormer.Model.CausalLM;
 
-/// <summary>Qwen2 / Llama / Mistral causal LM: embeddings, decoder layers, final norm, LM head (possibly tied).</summary>
-public sealed class TransformerCausalLM : nn.Module, ICausalLM
+/// <summary>
+/// Qwen2 / Llama / Mistral causal LM: embeddings, decoder layers, final norm, LM head (possibly tied). A decode
+/// batch small enough for the hand-written CPU kernels takes that path (TransformerCausalLM.Kernels.cs); everything
+/// else (prefill, large batches, CUDA, training, analysis) runs the layers' libtorch forward.
+/// </summary>
+public sealed partial class TransformerCausalLM : nn.Module, ICausalLM
 {
 #pragma warning disable IDE1006
     private readonly TransformerBackbone model;
@@ -33,19 +36,24 @@ public sealed class TransformerCausalLM : nn.Module, ICausalLM
     public ModelConfig Config => _config;
     public ComputeTarget Target { get; }
 
-    public ISequenceCache CreateCache() => new DenseSequenceCache(_config.NumHiddenLayers);
+    public IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors() => CheckpointNames.Of(this);
 
     public Tensor Forward(ForwardBatch batch)
     {
+        if (CanDecodeWithKernels(batch))
+        {
+            return DecodeWithKernels(batch);
+        }
         using var scope = NewDisposeScope();
         using var gradMode = batch.Training ? null : no_grad();
-        var (cos, sin) = _rope.Tables(batch.Positions(Target.Device), Target.DType);
-        var hidden = model.Forward(batch.TokenTensor(Target.Device), cos, sin, batch);
-        hidden = hidden.index_select(0, batch.LogitRows(Target.Device));
+        using var context = new ForwardContext(batch, Target.Device, Target.DType);
+        (context.Cos, context.Sin) = _rope.Tables(batch.Positions(), Target.DType);
+        var hidden = model.Forward(tensor(batch.PackedTokens(), device: Target.Device), context);
+        hidden = hidden.index_select(0, tensor(batch.LogitRows(), device: Target.Device));
         var logits = lm_head?.forward(hidden) ?? nn.functional.linear(hidden, model.EmbeddingWeight);
-        foreach (var (cache, s) in batch.Caches.Select((c, s) => (c, s)))
+        for (var s = 0; s < batch.SequenceCount; s++)
         {
-            cache.Advance(batch.TokenCount(s));
+            batch.Caches[s].Advance(batch.TokenCount(s));
         }
         return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope();
     }
@@ -55,6 +63,7 @@ public sealed class TransformerCausalLM : nn.Module, ICausalLM
         if (disposing)
         {
             _rope.Dispose();
+            DisposeKernels();
         }
         base.Dispose(disposing);
     }
@@ -65,7 +74,7 @@ internal sealed class TransformerBackbone : nn.Module
 {
 #pragma warning disable IDE1006
     private readonly Embedding embed_tokens;
-    private readonly nn.Module<Tensor, Tensor> norm;
+    private readonly RmsNorm norm;
     private readonly TorchSharp.Modules.ModuleList<DecoderLayer> layers;
 #pragma warning restore IDE1006
 
@@ -79,14 +88,16 @@ internal sealed class TransformerBackbone : nn.Module
     }
 
     public Tensor EmbeddingWeight => embed_tokens.Weight;
+    public IReadOnlyList<DecoderLayer> Layers => [.. layers];
+    public RmsNorm Norm => norm;
 
-    public Tensor Forward(Tensor tokens, Tensor cos, Tensor sin, ForwardBatch batch)
+    public Tensor Forward(Tensor tokens, ForwardContext context)
     {
         using var scope = NewDisposeScope();
         var hidden = embed_tokens.forward(tokens); // [T, hidden]
         foreach (var layer in layers)
         {
-            hidden = layer.Forward(hidden, cos, sin, batch);
+            hidden = layer.Forward(hidden, context);
         }
         return norm.forward(hidden).MoveToOuterDisposeScope();
     }

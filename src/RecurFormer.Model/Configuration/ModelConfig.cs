@@ -77,6 +77,23 @@ public sealed record TransformerConfig : ModelConfig
     public LayerHeads Heads(int layer) => new(this, Hybrid.ForLayer(layer));
 
     /// <summary>
+    /// The Mamba mixer of a layer with Mamba-replaced groups (null otherwise): it reads the layer's normalised hidden
+    /// state and writes the replaced query heads, with d_inner = expand × their width. The one place this is computed.
+    /// </summary>
+    public MambaMixerShape? MixerShape(int layer)
+    {
+        var heads = Heads(layer);
+        if (heads.MambaGroups.Length == 0)
+        {
+            return null;
+        }
+        var spec = Hybrid.Mamba;
+        var output = heads.MambaOutputSize;
+        return new MambaMixerShape(HiddenSize, output, spec.Expand * output, spec.StateSize, spec.ConvKernel,
+            spec.TimeStepRank ?? MambaMixerShape.DefaultTimeStepRank(HiddenSize), UseBias: false, UseConvBias: true);
+    }
+
+    /// <summary>
     /// Sliding-window attention of the source model: Mistral's <c>sliding_window</c> becomes a window layout; Qwen2's
     /// per-layer variant (<c>use_sliding_window</c> with <c>max_window_layers</c>) is refused rather than ignored.
     /// </summary>
@@ -178,11 +195,14 @@ public sealed record MambaConfig : ModelConfig
     public required bool UseConvBias { get; init; }
     public required bool ResidualInFp32 { get; init; }
 
+    /// <summary>Every layer's mixer: the whole hidden state in and out.</summary>
+    public MambaMixerShape MixerShape => new(HiddenSize, HiddenSize, IntermediateSize, StateSize, ConvKernel, TimeStepRank, UseBias, UseConvBias);
+
     internal static MambaConfig From(ConfigReader r)
     {
         var hidden = r.Int("hidden_size");
         var expand = r.OptionalInt("expand") ?? 2;
-        var rank = r.Raw["time_step_rank"] is JsonValue v && v.TryGetValue<int>(out var given) ? given : (int)Math.Ceiling(hidden / 16.0);
+        var rank = r.Raw["time_step_rank"] is JsonValue v && v.TryGetValue<int>(out var given) ? given : MambaMixerShape.DefaultTimeStepRank(hidden);
         var activation = r.OptionalString("hidden_act") ?? "silu";
         if (activation != "silu")
         {

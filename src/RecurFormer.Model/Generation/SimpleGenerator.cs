@@ -28,14 +28,14 @@ public sealed class SimpleGenerator(ICausalLM model)
         }
 
         using var generator = sampling.Seed is { } seed ? new Generator((ulong)seed, model.Target.Device) : null; // on the device: multinomial needs a generator of its own device
-        using var cache = model.CreateCache();
+        using var cache = model.CreateCache(prompt.Count + maxTokens);
         long[] next = prompt.Select(id => (long)id).ToArray();
         for (var step = 0; step < maxTokens; step++)
         {
             int token;
             using (var scope = NewDisposeScope())
             {
-                var logits = model.Forward(new ForwardBatch([next], [cache]))[0];
+                var logits = model.Forward(new ForwardBatch([next], cache.Sequences))[0];
                 token = Pick(logits, sampling, generator);
             }
             yield return token;

@@ -10,15 +10,18 @@ namespace RecurFormer.Model.Layers;
 /// The attention block of one layer, hybrid in general: grouped-query self-attention with RoPE for the kept KV
 /// groups (full context, or sinks + a recent window for windowed groups), and one Mamba-1 mixer that computes the
 /// outputs of the replaced groups' query heads from the same normalised input. All head outputs are put back in
-/// their original order before <c>o_proj</c>, so o_proj keeps its pretrained weights. Tokens are packed over the
-/// batch's sequences; each sequence attends to its own cache.
+/// their original order before <c>o_proj</c>, so o_proj keeps its pretrained weights.
+/// <para>
+/// q, k and v of the kept groups are one fused projection, its rows ordered full groups first, then windowed ones
+/// (the checkpoint keeps q_proj/k_proj/v_proj in their own order). Prefill attends sequence by sequence (causal
+/// within the packed tokens); decode attends the whole batch in one call per kind of group, through the cache
+/// pools. The CPU kernel path of the same layer is in Attention.Kernels.cs.
+/// </para>
 /// </summary>
 public sealed class Attention : nn.Module
 {
 #pragma warning disable IDE1006
-    private readonly Linear? q_proj;
-    private readonly Linear? k_proj;
-    private readonly Linear? v_proj;
+    private readonly Linear? qkv_proj;
     private readonly Linear o_proj;
     private readonly MambaMixer? mamba;
 #pragma warning restore IDE1006
@@ -26,10 +29,13 @@ public sealed class Attention : nn.Module
     private readonly int _headDim;
     private readonly LayerHeads _heads;
     private readonly WindowSpec _window;
-    private readonly int _attendingHeads;
+    private readonly int _fullHeads, _windowHeads, _fullGroups, _windowGroups;
 
-    // Index tensors that pick full / windowed heads and groups out of the projections, and put head outputs back.
-    private readonly Tensor? _fullHeadIndex, _fullGroupIndex, _windowHeadIndex, _windowGroupIndex, _attendingOrder, _headOrder;
+    /// <summary>[full heads ++ window heads ++ Mamba heads] → original head order; null for a plain layer.</summary>
+    private readonly Tensor? _headOrder;
+
+    /// <summary>The original head index of each head in computed order (full, window, Mamba).</summary>
+    private readonly int[] _computedHeads;
 
     public Attention(TransformerConfig config, CheckpointWeights weights, string prefix, int layer) : base(prefix)
     {
@@ -37,157 +43,272 @@ public sealed class Attention : nn.Module
         _headDim = config.HeadDim;
         _heads = config.Heads(layer);
         _window = config.Hybrid.Window;
+        _fullGroups = _heads.FullGroups.Length;
+        _windowGroups = _heads.WindowGroups.Length;
+        _fullHeads = _fullGroups * _heads.GroupSize;
+        _windowHeads = _windowGroups * _heads.GroupSize;
         long hidden = config.HiddenSize;
-        var attendingGroups = _heads.AttendingGroups.Length;
-        _attendingHeads = attendingGroups * config.GroupSize;
-        if (attendingGroups > 0)
+        int[] computedGroups = [.. _heads.FullGroups, .. _heads.WindowGroups];
+        _computedHeads = [.. _heads.HeadsOf(computedGroups), .. _heads.HeadsOf(_heads.MambaGroups)];
+        if (computedGroups.Length > 0)
         {
-            q_proj = Linear.Load(weights, $"{prefix}.q_proj", hidden, _attendingHeads * _headDim, config.QkvBias);
-            k_proj = Linear.Load(weights, $"{prefix}.k_proj", hidden, attendingGroups * _headDim, config.QkvBias);
-            v_proj = Linear.Load(weights, $"{prefix}.v_proj", hidden, attendingGroups * _headDim, config.QkvBias);
+            qkv_proj = Linear.LoadFused(weights, $"{prefix}.qkv_proj", hidden, config.QkvBias, FusedParts(prefix, computedGroups));
         }
         o_proj = Linear.Load(weights, $"{prefix}.o_proj", config.NumAttentionHeads * _headDim, hidden, config.OutputBias);
-        if (_heads.MambaGroups.Length > 0)
+        if (config.MixerShape(layer) is { } shape)
         {
-            var spec = config.Hybrid.Mamba;
-            var output = _heads.MambaOutputSize;
-            var shape = new MambaMixerShape(config.HiddenSize, output, spec.Expand * output, spec.StateSize, spec.ConvKernel,
-                spec.TimeStepRank ?? (int)Math.Ceiling(config.HiddenSize / 16.0), UseBias: false, UseConvBias: true);
             mamba = new MambaMixer(shape, weights, $"{prefix}.mamba", layer);
         }
-
         if (!_heads.IsPlain)
         {
-            var device = weights.Target.Device;
-            var inAttending = (int[] groups) => _heads.HeadsOf(_heads.IndexInAttending(groups));
-            _fullHeadIndex = Index(inAttending(_heads.FullGroups), device);
-            _fullGroupIndex = Index(_heads.IndexInAttending(_heads.FullGroups), device);
-            _windowHeadIndex = Index(inAttending(_heads.WindowGroups), device);
-            _windowGroupIndex = Index(_heads.IndexInAttending(_heads.WindowGroups), device);
-            // [full heads ++ window heads] → attending order; [attending heads ++ mamba heads] → original order.
-            _attendingOrder = Index(InversePermutation([.. inAttending(_heads.FullGroups), .. inAttending(_heads.WindowGroups)]), device);
-            _headOrder = Index(InversePermutation([.. _heads.HeadsOf(_heads.AttendingGroups), .. _heads.HeadsOf(_heads.MambaGroups)]), device);
+            var inverse = new long[_computedHeads.Length];
+            for (var i = 0; i < _computedHeads.Length; i++)
+            {
+                inverse[_computedHeads[i]] = i;
+            }
+            _headOrder = tensor(inverse, device: weights.Target.Device).DetachFromDisposeScope();
         }
         RegisterComponents();
     }
 
+    /// <summary>
+    /// Where each checkpoint row of q_proj (kept heads), k_proj and v_proj (kept groups), all in original order,
+    /// goes in the fused weight [q | k | v], each part in computed group order.
+    /// </summary>
+    private Linear.FusedPart[] FusedParts(string prefix, int[] computedGroups)
+    {
+        var groupSize = _heads.GroupSize;
+        var attending = _heads.AttendingGroups;
+        var queryRows = (long)computedGroups.Length * groupSize * _headDim;
+        var groupRows = (long)computedGroups.Length * _headDim;
+        long[] Rows(long start, int perGroup) => attending
+            .SelectMany(group => Enumerable.Range(0, perGroup * _headDim).Select(i => start + (long)Array.IndexOf(computedGroups, group) * perGroup * _headDim + i))
+            .ToArray();
+        return
+        [
+            new($"{prefix}.q_proj", Rows(0, groupSize)),
+            new($"{prefix}.k_proj", Rows(queryRows, 1)),
+            new($"{prefix}.v_proj", Rows(queryRows + groupRows, 1)),
+        ];
+    }
+
     public LayerHeads Heads => _heads;
     public MambaMixer? Mamba => mamba;
+    internal Linear OutputProjection => o_proj;
 
     /// <summary>x [T, hidden] packed over the batch's sequences → [T, hidden].</summary>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, ForwardBatch batch)
+    public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();
-        var heads = HeadOutputs(x, cos, sin, batch);
-        batch.Capture?.RecordLayer(_layer, x, heads);
+        var heads = HeadOutputs(x, context);
+        context.Batch.Capture?.RecordLayer(_layer, x, heads);
         return o_proj.forward(heads).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The concatenated head outputs that feed o_proj: [T, heads × headDim].</summary>
-    private Tensor HeadOutputs(Tensor x, Tensor cos, Tensor sin, ForwardBatch batch)
+    /// <summary>The concatenated head outputs that feed o_proj: [T, heads × headDim], original head order.</summary>
+    private Tensor HeadOutputs(Tensor x, ForwardContext context)
     {
         var tokens = x.shape[0];
-        Tensor? attended = null;
-        if (q_proj is not null)
+        var parts = new List<Tensor>(2);
+        if (qkv_proj is not null)
         {
-            var q = RotaryEmbedding.Apply(q_proj.forward(x).view(tokens, _attendingHeads, _headDim), cos, sin);
-            var k = RotaryEmbedding.Apply(k_proj!.forward(x).view(tokens, -1, _headDim), cos, sin);
-            var v = v_proj!.forward(x).view(tokens, -1, _headDim);
-            attended = AttendAll(q, k, v, batch).reshape(tokens, _attendingHeads * _headDim);
+            var attendingHeads = _fullHeads + _windowHeads;
+            var groups = _fullGroups + _windowGroups;
+            var qkv = qkv_proj.forward(x);
+            var q = RotaryEmbedding.Apply(qkv.narrow(1, 0, attendingHeads * _headDim).view(tokens, attendingHeads, _headDim), context.Cos!, context.Sin!);
+            var k = RotaryEmbedding.Apply(qkv.narrow(1, attendingHeads * _headDim, groups * _headDim).view(tokens, groups, _headDim), context.Cos!, context.Sin!);
+            var v = qkv.narrow(1, (attendingHeads + groups) * _headDim, groups * _headDim).view(tokens, groups, _headDim);
+            var attended = Attend(q, k, v, context);
+            parts.Add(attended.reshape(tokens, attendingHeads * _headDim));
         }
-        if (mamba is null)
+        if (mamba is not null)
         {
-            return attended!;
+            parts.Add(mamba.Forward(x, context));                                              // [T, mambaHeads × hd]
         }
-        var replaced = mamba.Forward(x, batch);                                                  // [T, mambaHeads × hd]
-        var merged = attended is null ? replaced : cat([attended, replaced], 1);
-        return merged.view(tokens, -1, _headDim).index_select(1, _headOrder!).reshape(tokens, -1);
+        var merged = parts.Count == 1 ? parts[0] : cat(parts, 1);
+        return _headOrder is null ? merged : merged.view(tokens, -1, _headDim).index_select(1, _headOrder).reshape(tokens, -1);
     }
 
-    /// <summary>q [T, attendingHeads, hd], k/v [T, attendingGroups, hd] → [T, attendingHeads, hd].</summary>
-    private Tensor AttendAll(Tensor q, Tensor k, Tensor v, ForwardBatch batch)
+    /// <summary>q [T, heads, hd], k/v [T, groups, hd] → [T, heads, hd]: decoding sequences together, prefill chunks one by one.</summary>
+    private Tensor Attend(Tensor q, Tensor k, Tensor v, ForwardContext context)
     {
-        var outputs = new Tensor[batch.SequenceCount];
-        for (var s = 0; s < batch.SequenceCount; s++)
+        if (context.Prefilling.Length == 0)
         {
-            var start = batch.Offsets[s];
-            var count = batch.TokenCount(s);
-            var query = q.narrow(0, start, count).transpose(0, 1);                                // [H, n, hd]
-            var keys = k.narrow(0, start, count).transpose(0, 1);                                 // [G, n, hd]
-            var values = v.narrow(0, start, count).transpose(0, 1);
-            outputs[s] = (_heads.IsPlain
-                ? AttendFull(query, keys, values, batch, s)
-                : AttendMixed(query, keys, values, batch, s)).transpose(0, 1);                    // [n, H, hd]
+            return AttendDecode(q, k, v, context);
         }
-        return outputs.Length == 1 ? outputs[0] : cat(outputs, 0);
+        if (context.Decoding.Length == 0)
+        {
+            return cat(context.Prefilling.Select(s => AttendPrefill(q, k, v, context, s)).ToArray(), 0);
+        }
+        var output = empty_like(q);
+        var rows = context.DecodeRows;
+        output.index_copy_(0, rows, AttendDecode(q.index_select(0, rows), k.index_select(0, rows), v.index_select(0, rows), context));
+        foreach (var s in context.Prefilling)
+        {
+            output.narrow(0, context.Batch.Offsets[s], context.Batch.TokenCount(s)).copy_(AttendPrefill(q, k, v, context, s));
+        }
+        return output;
     }
 
-    private Tensor AttendMixed(Tensor query, Tensor keys, Tensor values, ForwardBatch batch, int sequence)
+    /// <summary>One token per decoding sequence, all at once: q [B, heads, hd], k/v [B, groups, hd] → [B, heads, hd].</summary>
+    private Tensor AttendDecode(Tensor q, Tensor k, Tensor v, ForwardContext context)
     {
-        var parts = new List<Tensor>();
-        if (_heads.FullGroups.Length > 0)
+        var storage = context.Storage;
+        var batch = q.shape[0];
+        var outputs = new List<Tensor>(2);
+        if (_fullGroups > 0)
         {
-            parts.Add(AttendFull(query.index_select(0, _fullHeadIndex!), keys.index_select(0, _fullGroupIndex!), values.index_select(0, _fullGroupIndex!), batch, sequence));
+            var keys = storage.Keys(_layer)!;
+            var values = storage.Values(_layer)!;
+            keys.index_copy_(0, context.NewRows, k.narrow(1, 0, _fullGroups).to_type(keys.dtype));
+            values.index_copy_(0, context.NewRows, v.narrow(1, 0, _fullGroups).to_type(values.dtype));
+            var (rows, mask) = context.KeyRows;
+            outputs.Add(AttendGrouped(q.narrow(1, 0, _fullHeads), Gather(keys, rows, batch, q.dtype), Gather(values, rows, batch, q.dtype), mask));
         }
-        if (_heads.WindowGroups.Length > 0)
+        if (_windowGroups > 0)
         {
-            parts.Add(AttendWindow(query.index_select(0, _windowHeadIndex!), keys.index_select(0, _windowGroupIndex!), values.index_select(0, _windowGroupIndex!), batch, sequence));
+            var ringKeys = storage.RingKeys(_layer)!;
+            var ringValues = storage.RingValues(_layer)!;
+            var flat = new long[] { -1, _windowGroups, _headDim };
+            ringKeys.view(flat).index_copy_(0, context.RingRows, k.narrow(1, _fullGroups, _windowGroups).to_type(ringKeys.dtype));
+            ringValues.view(flat).index_copy_(0, context.RingRows, v.narrow(1, _fullGroups, _windowGroups).to_type(ringValues.dtype));
+            var ringK = ringKeys.index_select(0, context.Slots).to_type(q.dtype).permute(0, 2, 1, 3);   // [B, groups, capacity, hd]
+            var ringV = ringValues.index_select(0, context.Slots).to_type(q.dtype).permute(0, 2, 1, 3);
+            outputs.Add(AttendGrouped(q.narrow(1, _fullHeads, _windowHeads), ringK, ringV, context.RingMask));
         }
-        return (parts.Count == 1 ? parts[0] : cat(parts, 0)).index_select(0, _attendingOrder!);
+        return outputs.Count == 1 ? outputs[0] : cat(outputs, 1);
     }
 
-    /// <summary>Causal attention of n queries at positions past..past+n-1 over all past+n keys.</summary>
-    private Tensor AttendFull(Tensor query, Tensor keys, Tensor values, ForwardBatch batch, int sequence)
+    /// <summary>Pool rows [B × L] → [B, groups, L, hd] in the compute dtype.</summary>
+    private Tensor Gather(Tensor pool, Tensor rows, long batch, ScalarType dtype) =>
+        pool.index_select(0, rows).to_type(dtype).view(batch, -1, pool.shape[1], _headDim).permute(0, 2, 1, 3);
+
+    /// <summary>
+    /// Grouped-query decode attention with no repeated KV: the query heads of a group are the "query positions" of
+    /// one attention over that group's keys. q [B, groups × groupSize, hd], keys [B, groups, L, hd] → [B, heads, hd].
+    /// </summary>
+    private Tensor AttendGrouped(Tensor q, Tensor keys, Tensor values, Tensor mask)
     {
-        var cache = batch.Caches[sequence];
+        var batch = q.shape[0];
+        var grouped = q.reshape(batch, keys.shape[1], _heads.GroupSize, _headDim);
+        return nn.functional.scaled_dot_product_attention(grouped, keys, values, mask).reshape(batch, -1, _headDim);
+    }
+
+    /// <summary>The tokens of one sequence: its rows of q [T, heads, hd], k/v [T, groups, hd] → [n, heads, hd].</summary>
+    private Tensor AttendPrefill(Tensor q, Tensor k, Tensor v, ForwardContext context, int s)
+    {
+        var start = context.Batch.Offsets[s];
+        var count = context.Batch.TokenCount(s);
+        var query = q.narrow(0, start, count);
+        var keys = k.narrow(0, start, count);
+        var values = v.narrow(0, start, count);
+        var parts = new List<Tensor>(2);
+        if (_fullGroups > 0)
+        {
+            parts.Add(AttendFull(query.narrow(1, 0, _fullHeads), keys.narrow(1, 0, _fullGroups), values.narrow(1, 0, _fullGroups), context, s));
+        }
+        if (_windowGroups > 0)
+        {
+            parts.Add(AttendWindow(query.narrow(1, _fullHeads, _windowHeads), keys.narrow(1, _fullGroups, _windowGroups), values.narrow(1, _fullGroups, _windowGroups), context, s));
+        }
+        return parts.Count == 1 ? parts[0] : cat(parts, 1);
+    }
+
+    /// <summary>
+    /// Causal attention of n new tokens (positions past..past+n-1) over all past+n keys; q [n, heads, hd],
+    /// k/v [n, groups, hd]. The new keys go to the pool; a sequence with no past attends to them directly (so
+    /// training never reads back through the cache).
+    /// </summary>
+    private Tensor AttendFull(Tensor query, Tensor keys, Tensor values, ForwardContext context, int sequence)
+    {
+        var storage = context.Storage;
+        var past = context.Batch.Caches[sequence].Length;
+        var n = (int)query.shape[0];
+        var keyPool = storage.Keys(_layer)!;
+        var valuePool = storage.Values(_layer)!;
+        var newRows = context.RowsOf(sequence, past, past + n);
+        keyPool.index_copy_(0, newRows, keys.detach().to_type(keyPool.dtype));
+        valuePool.index_copy_(0, newRows, values.detach().to_type(valuePool.dtype));
+        if (past > 0)
+        {
+            var rows = context.RowsOf(sequence, 0, past + n);
+            keys = keyPool.index_select(0, rows).to_type(query.dtype);
+            values = valuePool.index_select(0, rows).to_type(query.dtype);
+        }
+        var q = query.transpose(0, 1);                                                               // [H, n, hd]
+        var kk = RepeatGroups(keys.transpose(0, 1));                                                 // [H, m, hd]
+        var vv = RepeatGroups(values.transpose(0, 1));
+        if (context.Batch.Capture is { RecordsProbabilities: true } capture)
+        {
+            return AttendEagerly(q, kk, vv, CausalMask(n, past, query.device), capture, sequence).transpose(0, 1);
+        }
+        var attended = past == 0
+            ? nn.functional.scaled_dot_product_attention(q, kk, vv, is_casual: true)
+            : nn.functional.scaled_dot_product_attention(q, kk, vv, CausalMask(n, past, query.device));
+        return attended.transpose(0, 1);
+    }
+
+    /// <summary>
+    /// Sink + recent-window attention of n new tokens: query at position p sees keys at positions j ≤ p with
+    /// j &lt; sinks or j > p − window. Reads what the ring held before this step plus the new keys, then keeps in
+    /// the ring the new positions that a later query can still see.
+    /// </summary>
+    private Tensor AttendWindow(Tensor query, Tensor keys, Tensor values, ForwardContext context, int sequence)
+    {
+        var storage = context.Storage;
+        var cache = context.Batch.Caches[sequence];
         var past = cache.Length;
-        var (allKeys, allValues) = cache.AppendKeyValues(_layer, keys, values);
-        var n = query.shape[1];
-        if (batch.Capture is { RecordsProbabilities: true })
-        {
-            return AttendEagerly(query, allKeys, allValues, CausalMask(n, past, query.device), batch.Capture, sequence);
-        }
-        var k = RepeatGroups(allKeys);
-        var v = RepeatGroups(allValues);
-        if (n == 1)
-        {
-            return nn.functional.scaled_dot_product_attention(query, k, v);
-        }
-        if (past == 0)
-        {
-            return nn.functional.scaled_dot_product_attention(query, k, v, is_casual: true);
-        }
-        return nn.functional.scaled_dot_product_attention(query, k, v, CausalMask(n, past, query.device));
-    }
+        var n = (int)query.shape[0];
+        var device = query.device;
+        var ringKeys = storage.RingKeys(_layer)![cache.Slot];                                       // [capacity, groups, hd]
+        var ringValues = storage.RingValues(_layer)![cache.Slot];
 
-    /// <summary>Sink + recent-window attention: query at position p sees keys at positions j ≤ p with j &lt; sinks or j > p − window.</summary>
-    private Tensor AttendWindow(Tensor query, Tensor keys, Tensor values, ForwardBatch batch, int sequence)
-    {
-        var cache = batch.Caches[sequence];
-        var past = cache.Length;
-        var (allKeys, allValues, keyPositions) = cache.AppendWindowKeyValues(_layer, keys, values, _window);
-        var n = query.shape[1];
-        var queryPositions = (arange(n, device: query.device) + past).unsqueeze(1);             // [n, 1]
-        var positions = keyPositions.unsqueeze(0);                                               // [1, m]
-        var allowed = (positions <= queryPositions).logical_and((positions < _window.Sinks).logical_or(positions > queryPositions - _window.Size));
-        if (batch.Capture is { RecordsProbabilities: true })
+        var held = Math.Min(_window.Capacity, past);
+        var positions = new long[held + n];
+        for (var i = 0; i < held; i++)
         {
-            return AttendEagerly(query, allKeys, allValues, allowed, batch.Capture, sequence);
+            positions[i] = ForwardContext.RingPosition(_window, i, past);
         }
-        return nn.functional.scaled_dot_product_attention(query, RepeatGroups(allKeys), RepeatGroups(allValues), allowed);
+        for (var i = 0; i < n; i++)
+        {
+            positions[held + i] = past + i;
+        }
+        var allKeys = held == 0 ? keys : cat([ringKeys.narrow(0, 0, held).to_type(keys.dtype), keys], 0);
+        var allValues = held == 0 ? values : cat([ringValues.narrow(0, 0, held).to_type(values.dtype), values], 0);
+
+        var survivors = Enumerable.Range(past, n).Where(p => p < _window.Sinks || p >= past + n - _window.Size).ToArray();
+        if (survivors.Length > 0)
+        {
+            var source = tensor(survivors.Select(p => (long)(p - past)).ToArray(), device: device);
+            var target = tensor(survivors.Select(p => (long)ForwardContext.RingIndex(_window, p)).ToArray(), device: device);
+            ringKeys.index_copy_(0, target, keys.detach().index_select(0, source).to_type(ringKeys.dtype));
+            ringValues.index_copy_(0, target, values.detach().index_select(0, source).to_type(ringValues.dtype));
+        }
+
+        var queryPositions = (arange(n, device: device) + past).unsqueeze(1);                        // [n, 1]
+        var keyPositions = tensor(positions, device: device).unsqueeze(0);                           // [1, m]
+        var allowed = (keyPositions <= queryPositions).logical_and((keyPositions < _window.Sinks).logical_or(keyPositions > queryPositions - _window.Size));
+        var q = query.transpose(0, 1);
+        var kk = RepeatGroups(allKeys.transpose(0, 1));
+        var vv = RepeatGroups(allValues.transpose(0, 1));
+        if (context.Batch.Capture is { RecordsProbabilities: true } capture)
+        {
+            return AttendEagerly(q, kk, vv, allowed, capture, sequence).transpose(0, 1);
+        }
+        return nn.functional.scaled_dot_product_attention(q, kk, vv, allowed).transpose(0, 1);
     }
 
     /// <summary>The same computation with explicit probabilities, recorded for analysis (plain layers only).</summary>
     private Tensor AttendEagerly(Tensor query, Tensor keys, Tensor values, Tensor allowed, AttentionCapture capture, int sequence)
     {
-        var scores = query.matmul(RepeatGroups(keys).transpose(1, 2)) / Math.Sqrt(_headDim);   // [H, n, m]
+        var scores = query.matmul(keys.transpose(1, 2)) / Math.Sqrt(_headDim);                       // [H, n, m]
         scores = scores.masked_fill(allowed.logical_not(), double.NegativeInfinity);
         var probabilities = nn.functional.softmax(scores, -1, ScalarType.Float32).to_type(query.dtype);
         if (_heads.IsPlain)
         {
             capture.RecordProbabilities(_layer, sequence, probabilities);
         }
-        return probabilities.matmul(RepeatGroups(values));
+        return probabilities.matmul(values);
     }
 
     /// <summary>True where query i (position past + i) may see key j: j ≤ past + i. Shape [n, past + n].</summary>
@@ -197,26 +318,11 @@ public sealed class Attention : nn.Module
     /// <summary>[G, T, hd] → [G × groupSize, T, hd]: query head h uses KV head h / groupSize.</summary>
     private Tensor RepeatGroups(Tensor kv) => _heads.GroupSize == 1 ? kv : kv.repeat_interleave(_heads.GroupSize, 0);
 
-    private static Tensor Index(int[] values, Device device) => tensor(values.Select(v => (long)v).ToArray(), device: device).DetachFromDisposeScope();
-
-    private static int[] InversePermutation(int[] order)
-    {
-        var inverse = new int[order.Length];
-        for (var i = 0; i < order.Length; i++)
-        {
-            inverse[order[i]] = i;
-        }
-        return inverse;
-    }
-
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
-            foreach (var index in new[] { _fullHeadIndex, _fullGroupIndex, _windowHeadIndex, _windowGroupIndex, _attendingOrder, _headOrder })
-            {
-                index?.Dispose();
-            }
+            _headOrder?.Dispose();
         }
         base.Dispose(disposing);
     }

@@ -25,10 +25,10 @@ public sealed class DecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, ForwardBatch batch)
+    public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, batch);
+        var h = x + self_attn.Forward(input_layernorm.forward(x), context);
         return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }

@@ -19,19 +19,17 @@ public sealed class MambaBlock : nn.Module
     public MambaBlock(MambaConfig config, CheckpointWeights weights, string prefix, int layer) : base(prefix)
     {
         norm = RmsNorm.Load(weights, $"{prefix}.norm", config.HiddenSize, config.LayerNormEpsilon);
-        var shape = new MambaMixerShape(config.HiddenSize, config.HiddenSize, config.IntermediateSize, config.StateSize,
-            config.ConvKernel, config.TimeStepRank, config.UseBias, config.UseConvBias);
-        mixer = new MambaMixer(shape, weights, $"{prefix}.mixer", layer);
+        mixer = new MambaMixer(config.MixerShape, weights, $"{prefix}.mixer", layer);
         _residualInFp32 = config.ResidualInFp32;
         _dtype = weights.Target.DType;
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, ForwardBatch batch)
+    public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();
         var residual = _residualInFp32 ? x.to_type(ScalarType.Float32) : x;
-        var mixed = mixer.Forward(norm.forward(x.to_type(_dtype)), batch);
+        var mixed = mixer.Forward(norm.forward(x.to_type(_dtype)), context);
         return (residual + mixed).MoveToOuterDisposeScope();
     }
 }

@@ -1,23 +1,18 @@
 using RecurFormer.Model.CausalLM;
-using RecurFormer.Model.Caching;
 using RecurFormer.Model.Checkpoints;
+using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Model.Layers;
 
-/// <summary>Shape of a Mamba-1 mixer, independent of where it sits (a Mamba model, or replaced attention heads).</summary>
-public sealed record MambaMixerShape(int InputSize, int OutputSize, int InnerSize, int StateSize, int ConvKernel, int TimeStepRank, bool UseBias, bool UseConvBias)
-{
-    /// <summary>Bytes of one sequence's recurrent state (conv + SSM), float32.</summary>
-    public long StateBytes => 4L * InnerSize * (ConvKernel + StateSize);
-}
-
 /// <summary>
 /// Mamba-1 selective state-space mixer (Gu &amp; Dao 2023), as transformers' MambaMixer: in_proj → depthwise causal
 /// conv → SiLU → input-dependent (Δ, B, C) → selective scan → + D·x → gated by SiLU(z) → out_proj.
-/// The convolution, the scan and the state are float32 whatever the compute dtype. Prefill uses a chunked closed
-/// form of the scan (one matrix product per chunk of tokens); decode uses the one-step recurrence, batched.
+/// The convolution, the scan and the state are float32 whatever the compute dtype. Prefill on the CPU uses the
+/// linear-time <see cref="SelectiveScan"/>; training and CUDA a chunked closed form of the scan (one matrix product
+/// per chunk of tokens); decode the one-step recurrence, batched over the pool's state.
 /// </summary>
 public sealed class MambaMixer : nn.Module
 {
@@ -52,8 +47,8 @@ public sealed class MambaMixer : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>x [T, input] packed over the batch → [T, output]; reads and writes each sequence's state.</summary>
-    public Tensor Forward(Tensor x, ForwardBatch batch)
+    /// <summary>x [T, input] packed over the batch → [T, output]; reads and writes each sequence's state in the cache pools.</summary>
+    public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();
         var projected = in_proj.forward(x).chunk(2, -1);
@@ -61,19 +56,39 @@ public sealed class MambaMixer : nn.Module
         var gate = projected[1];
         var a = -A_log.exp();                              // [dInner, dState], negative: the state decays
 
-        var y = batch.IsDecode ? DecodeStep(u, a, batch) : Prefill(u, a, batch); // [T, dInner] float32
+        var y = Recur(u, a, context);                      // [T, dInner] float32
         y = (y * nn.functional.silu(gate.to_type(ScalarType.Float32))).to_type(x.dtype);
         return out_proj.forward(y).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One token per sequence: states stacked into a batch, one recurrence step, states written back.</summary>
-    private Tensor DecodeStep(Tensor u, Tensor a, ForwardBatch batch)
+    /// <summary>u [T, dInner] → y [T, dInner]: decoding sequences in one batched step, prefill chunks one by one.</summary>
+    private Tensor Recur(Tensor u, Tensor a, ForwardContext context)
     {
-        var states = batch.Caches.Select(c => c.GetMambaState(_layer)).ToArray();
-        var conv = stack(states.Select(s => s?.Conv ?? EmptyConv(u.device)).ToArray());     // [B, dInner, dConv]
-        var ssm = stack(states.Select(s => s?.Ssm ?? EmptySsm(u.device)).ToArray());        // [B, dInner, dState]
+        if (context.Prefilling.Length == 0)
+        {
+            return DecodeStep(u, a, context);
+        }
+        if (context.Decoding.Length == 0)
+        {
+            return cat(context.Prefilling.Select(s => Prefill(u, a, context, s)).ToArray(), 0);
+        }
+        var output = empty_like(u);
+        var rows = context.DecodeRows;
+        output.index_copy_(0, rows, DecodeStep(u.index_select(0, rows), a, context));
+        foreach (var s in context.Prefilling)
+        {
+            output.narrow(0, context.Batch.Offsets[s], context.Batch.TokenCount(s)).copy_(Prefill(u, a, context, s));
+        }
+        return output;
+    }
 
-        conv = cat([conv.narrow(2, 1, Shape.ConvKernel - 1), u.unsqueeze(2)], 2);
+    /// <summary>One token per decoding sequence: their states gathered from the pool, one recurrence step, scattered back.</summary>
+    private Tensor DecodeStep(Tensor u, Tensor a, ForwardContext context)
+    {
+        var convPool = context.Storage.Conv(_layer)!;
+        var ssmPool = context.Storage.Ssm(_layer)!;
+        var slots = context.Slots;
+        var conv = cat([convPool.index_select(0, slots).narrow(2, 1, Shape.ConvKernel - 1), u.unsqueeze(2)], 2); // [B, dInner, dConv]
         var xc = (conv * conv1d_weight.squeeze(1).unsqueeze(0)).sum(-1);                   // [B, dInner]
         if (conv1d_bias is not null)
         {
@@ -83,40 +98,46 @@ public sealed class MambaMixer : nn.Module
 
         var (dt, bInput, cOutput) = SelectiveParameters(xc);                               // [B,dI], [B,N], [B,N]
         var decay = (dt.unsqueeze(2) * a.unsqueeze(0)).exp();                              // [B, dI, N]
-        ssm = decay * ssm + dt.unsqueeze(2) * bInput.unsqueeze(1) * xc.unsqueeze(2);
+        var ssm = decay * ssmPool.index_select(0, slots) + dt.unsqueeze(2) * bInput.unsqueeze(1) * xc.unsqueeze(2);
         var y = (ssm * cOutput.unsqueeze(1)).sum(-1) + xc * D;                             // [B, dI]
-
-        for (var s = 0; s < batch.SequenceCount; s++)
-        {
-            batch.Caches[s].SetMambaState(_layer, new MambaState(conv[s].clone(), ssm[s].clone()));
-        }
+        convPool.index_copy_(0, slots, conv.detach());
+        ssmPool.index_copy_(0, slots, ssm.detach());
         return y;
     }
 
-    /// <summary>Any number of tokens per sequence, each sequence continuing from its state.</summary>
-    private Tensor Prefill(Tensor u, Tensor a, ForwardBatch batch)
+    /// <summary>The tokens of one sequence, continuing from its state (zero for a new sequence): → [n, dInner].</summary>
+    private Tensor Prefill(Tensor u, Tensor a, ForwardContext context, int s)
     {
-        var outputs = new Tensor[batch.SequenceCount];
-        for (var s = 0; s < batch.SequenceCount; s++)
-        {
-            var cache = batch.Caches[s];
-            var state = cache.GetMambaState(_layer);
-            var tokens = u.narrow(0, batch.Offsets[s], batch.TokenCount(s)).t();             // [dI, n]
-            var history = state?.Conv ?? EmptyConv(u.device);                                // [dI, dConv]
-            var window = cat([history, tokens], 1);                                          // [dI, dConv + n]
-            // Causal depthwise conv: output t sees the dConv-1 inputs before it (zeros at the start).
-            var xc = nn.functional.conv1d(window.narrow(1, 1, window.shape[1] - 1).unsqueeze(0), conv1d_weight, conv1d_bias, groups: Shape.InnerSize)
-                .squeeze(0).t();                                                             // [n, dI]
-            xc = nn.functional.silu(xc);
+        var batch = context.Batch;
+        var slot = batch.Caches[s].Slot;
+        var convState = context.Storage.Conv(_layer)![slot];                              // [dI, dConv]
+        var ssmState = context.Storage.Ssm(_layer)![slot];                                // [dI, dState]
+        var tokens = u.narrow(0, batch.Offsets[s], batch.TokenCount(s)).t();             // [dI, n]
+        var window = cat([convState, tokens], 1);                                        // [dI, dConv + n]
+        // Causal depthwise conv: output t sees the dConv-1 inputs before it (the state's, then the sequence's).
+        var xc = nn.functional.conv1d(window.narrow(1, 1, window.shape[1] - 1).unsqueeze(0), conv1d_weight, conv1d_bias, groups: Shape.InnerSize)
+            .squeeze(0).t();                                                             // [n, dI]
+        xc = nn.functional.silu(xc);
 
-            var (dt, bInput, cOutput) = SelectiveParameters(xc);
-            var (y, ssm) = ChunkedScan(xc, dt, bInput, cOutput, a, state?.Ssm ?? EmptySsm(u.device));
-            outputs[s] = y + xc * D;
-            var conv = window.narrow(1, window.shape[1] - Shape.ConvKernel, Shape.ConvKernel).clone();
-            cache.SetMambaState(_layer, new MambaState(conv, ssm));
+        var (dt, bInput, cOutput) = SelectiveParameters(xc);
+        Tensor output;
+        if (ScansOnCpu(context, xc))
+        {
+            output = SelectiveScan.Forward(xc, dt, bInput, cOutput, a, D, ssmState, context.Batch.Threads); // updates the state in place
         }
-        return outputs.Length == 1 ? outputs[0] : cat(outputs, 0);
+        else
+        {
+            var (y, ssm) = ChunkedScan(xc, dt, bInput, cOutput, a, ssmState.clone()); // a copy: autograd may keep h_0, and the pool row changes below
+            output = y + xc * D;
+            ssmState.copy_(ssm.detach());
+        }
+        convState.copy_(window.narrow(1, window.shape[1] - Shape.ConvKernel, Shape.ConvKernel).detach());
+        return output;
     }
+
+    /// <summary>The linear-time CPU scan serves inference; training (autograd) and CUDA use the chunked closed form.</summary>
+    private static bool ScansOnCpu(ForwardContext context, Tensor xc) =>
+        !context.Batch.Training && xc.device_type == DeviceType.CPU && Kernel.IsAccelerated;
 
     /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])), B and C: the input-dependent SSM parameters.</summary>
     private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc)
@@ -155,7 +176,7 @@ public sealed class MambaMixer : nn.Module
             outputs.Add((states * c.narrow(0, start, length).t().unsqueeze(0)).sum(1).t().MoveToOuterDisposeScope()); // [c, dI]
             h = states.select(2, length - 1).MoveToOuterDisposeScope();
         }
-        return (outputs.Count == 1 ? outputs[0] : cat(outputs, 0), h.clone());
+        return (outputs.Count == 1 ? outputs[0] : cat(outputs, 0), h);
     }
 
     /// <summary>
@@ -168,6 +189,4 @@ public sealed class MambaMixer : nn.Module
         return Math.Clamp((long)Math.Sqrt(2_000_000.0 / perPair), 8, 64);
     }
 
-    private Tensor EmptyConv(Device device) => zeros(Shape.InnerSize, Shape.ConvKernel, dtype: ScalarType.Float32, device: device);
-    private Tensor EmptySsm(Device device) => zeros(Shape.InnerSize, Shape.StateSize, dtype: ScalarType.Float32, device: device);
 }

@@ -5,19 +5,26 @@ using static TorchSharp.torch;
 
 namespace RecurFormer.Model.Layers;
 
-/// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
+/// <summary>
+/// SwiGLU feed-forward: down(silu(gate(x)) · up(x)). gate_proj and up_proj are one fused weight [gate | up]
+/// (one matrix product); the checkpoint keeps them apart. The CPU kernel path is in Mlp.Kernels.cs.
+/// </summary>
 public sealed class Mlp : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
-    private readonly Linear gate_proj;
-    private readonly Linear up_proj;
+    private readonly Linear gate_up_proj;
     private readonly Linear down_proj;
 #pragma warning restore IDE1006
+    private readonly int _intermediate;
 
     public Mlp(TransformerConfig config, CheckpointWeights weights, string prefix) : base(prefix)
     {
-        gate_proj = Linear.Load(weights, $"{prefix}.gate_proj", config.HiddenSize, config.IntermediateSize, config.MlpBias);
-        up_proj = Linear.Load(weights, $"{prefix}.up_proj", config.HiddenSize, config.IntermediateSize, config.MlpBias);
+        _intermediate = config.IntermediateSize;
+        gate_up_proj = Linear.LoadFused(weights, $"{prefix}.gate_up_proj", config.HiddenSize, config.MlpBias,
+        [
+            new($"{prefix}.gate_proj", Linear.Range(0, _intermediate)),
+            new($"{prefix}.up_proj", Linear.Range(_intermediate, _intermediate)),
+        ]);
         down_proj = Linear.Load(weights, $"{prefix}.down_proj", config.IntermediateSize, config.HiddenSize, config.MlpBias);
         RegisterComponents();
     }
@@ -25,6 +32,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return down_proj.forward(nn.functional.silu(gate_proj.forward(x)) * up_proj.forward(x)).MoveToOuterDisposeScope();
+        var gateUp = gate_up_proj.forward(x);
+        var hidden = nn.functional.silu(gateUp.narrow(-1, 0, _intermediate)) * gateUp.narrow(-1, _intermediate, _intermediate);
+        return down_proj.forward(hidden).MoveToOuterDisposeScope();
     }
 }

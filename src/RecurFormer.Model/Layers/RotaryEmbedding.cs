@@ -1,4 +1,5 @@
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -6,14 +7,23 @@ namespace RecurFormer.Model.Layers;
 
 /// <summary>
 /// Rotary position embedding (RoPE), "rotate half" layout as HuggingFace's Llama/Qwen2. Inverse frequencies are
-/// computed in float32 as transformers does, with the default, linear or llama3 scaling.
+/// computed in float32 as transformers does, with the default, linear or llama3 scaling. cos/sin of every position
+/// seen so far are kept in a table that grows by doubling: a forward picks its rows instead of recomputing them, and
+/// the CPU kernels read the float32 table directly.
 /// </summary>
 public sealed class RotaryEmbedding : IDisposable
 {
     private readonly Tensor _inverseFrequencies; // [headDim / 2], float32
+    private readonly int _headDim;
+    private readonly Device _device;
+    private Tensor? _cos, _sin;                   // [positions, headDim] in the table dtype
+    private Tensor? _cpuCos, _cpuSin;             // [positions, headDim / 2] float32 on the CPU (kernels)
+    private int _positions;
 
     public RotaryEmbedding(RopeConfig rope, int headDim, Device device)
     {
+        _headDim = headDim;
+        _device = device;
         using var scope = NewDisposeScope();
         var exponents = arange(0, headDim, 2, dtype: ScalarType.Int64).to_type(ScalarType.Float32) / headDim;
         var inverse = 1.0f / pow(tensor((float)rope.Theta), exponents);
@@ -39,15 +49,49 @@ public sealed class RotaryEmbedding : IDisposable
         return where(medium, blended, scaled);
     }
 
-    /// <summary>cos and sin tables for the given positions: each [tokens, headDim], in <paramref name="dtype"/>.</summary>
-    public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
+    /// <summary>Makes the table cover positions 0..<paramref name="positions"/>-1 (growing it by doubling).</summary>
+    private void Cover(int positions)
     {
+        if (positions <= _positions)
+        {
+            return;
+        }
+        var size = Math.Max(positions, Math.Max(256, _positions * 2));
         using var scope = NewDisposeScope();
-        var angles = positions.to_type(ScalarType.Float32).unsqueeze(1) * _inverseFrequencies.unsqueeze(0); // [T, hd/2]
-        var doubled = cat([angles, angles], 1);                                                              // [T, hd]
-        var cos = doubled.cos().to_type(dtype).MoveToOuterDisposeScope();
-        var sin = doubled.sin().to_type(dtype).MoveToOuterDisposeScope();
+        var angles = arange(size, dtype: ScalarType.Float32, device: _device).unsqueeze(1) * _inverseFrequencies.unsqueeze(0); // [P, hd/2]
+        var doubled = cat([angles, angles], 1);                                                                                   // [P, hd]
+        _cos?.Dispose();
+        _sin?.Dispose();
+        _cos = doubled.cos().DetachFromDisposeScope();
+        _sin = doubled.sin().DetachFromDisposeScope();
+        _cpuCos?.Dispose();
+        _cpuSin?.Dispose();
+        _cpuCos = _cpuSin = null;
+        _positions = size;
+    }
+
+    /// <summary>cos and sin tables for the given positions: each [tokens, headDim], in <paramref name="dtype"/>.</summary>
+    public (Tensor Cos, Tensor Sin) Tables(long[] positions, ScalarType dtype)
+    {
+        Cover((int)positions.Max() + 1);
+        using var scope = NewDisposeScope();
+        var rows = tensor(positions, device: _device);
+        var cos = _cos!.index_select(0, rows).to_type(dtype).MoveToOuterDisposeScope();
+        var sin = _sin!.index_select(0, rows).to_type(dtype).MoveToOuterDisposeScope();
         return (cos, sin);
+    }
+
+    /// <summary>float32 cos / sin of one position for the CPU kernels: headDim / 2 values each (valid until the next call that grows the table).</summary>
+    internal unsafe (IntPtr Cos, IntPtr Sin) KernelTables(int maxPosition)
+    {
+        Cover(maxPosition + 1);
+        if (_cpuCos is null)
+        {
+            using var scope = NewDisposeScope();
+            _cpuCos = _cos!.narrow(1, 0, _headDim / 2).to(CPU).contiguous().DetachFromDisposeScope();
+            _cpuSin = _sin!.narrow(1, 0, _headDim / 2).to(CPU).contiguous().DetachFromDisposeScope();
+        }
+        return ((IntPtr)TensorMemory.Pointer<float>(_cpuCos), (IntPtr)TensorMemory.Pointer<float>(_cpuSin!));
     }
 
     /// <summary>Rotates x [T, heads, hd] by the tables [T, hd].</summary>
@@ -59,5 +103,12 @@ public sealed class RotaryEmbedding : IDisposable
         return (x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)).MoveToOuterDisposeScope();
     }
 
-    public void Dispose() => _inverseFrequencies.Dispose();
+    public void Dispose()
+    {
+        _inverseFrequencies.Dispose();
+        _cos?.Dispose();
+        _sin?.Dispose();
+        _cpuCos?.Dispose();
+        _cpuSin?.Dispose();
+    }
 }

@@ -32,8 +32,8 @@ public sealed class RecencyAnalyzer(ICausalLM model, RecencyOptions options)
         {
             using var scope = NewDisposeScope();
             using var capture = new AttentionCapture { RecordsProbabilities = true };
-            using var cache = model.CreateCache();
-            model.Forward(new ForwardBatch([sequences[s]], [cache]) { Capture = capture });
+            using var cache = model.CreateCache(sequences[s].Length);
+            model.Forward(new ForwardBatch([sequences[s]], cache.Sequences) { Capture = capture });
             for (var layer = 0; layer < layers; layer++)
             {
                 var (layerSums, count) = WindowMass(capture.Get(layer), windows, options.Warmup);

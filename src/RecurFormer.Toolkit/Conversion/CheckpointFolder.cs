@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RecurFormer.Model.CausalLM;
 using RecurFormer.Model.Checkpoints;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -85,15 +86,8 @@ public static class CheckpointFolder
         _ => "float32",
     };
 
-    /// <summary>
-    /// The model's parameters under their HuggingFace state-dict names (TorchSharp registers the Mamba conv
-    /// parameters as <c>conv1d_weight</c>/<c>conv1d_bias</c>; the checkpoint says <c>conv1d.weight</c>/<c>conv1d.bias</c>).
-    /// </summary>
-    public static Dictionary<string, Tensor> StateDict(nn.Module model) =>
-        model.named_parameters().ToDictionary(p => CheckpointName(p.name), p => (Tensor)p.parameter);
-
-    public static string CheckpointName(string parameterName) =>
-        parameterName.Replace(".conv1d_weight", ".conv1d.weight", StringComparison.Ordinal).Replace(".conv1d_bias", ".conv1d.bias", StringComparison.Ordinal);
+    /// <summary>The model's weights under their HuggingFace state-dict names (fused projections split back).</summary>
+    public static Dictionary<string, Tensor> StateDict(ICausalLM model) => model.CheckpointTensors().ToDictionary(t => t.Name, t => t.Tensor);
 }
 
 /// <summary>An output folder that exists and would be overwritten.</summary>

@@ -28,7 +28,7 @@ public static class Converter
 
         using var scope = NewDisposeScope();
         using var model = CausalLMLoader.FromPretrained(sourceFolder, new ComputeTarget(CPU, dtype));
-        var tensors = CheckpointFolder.StateDict((nn.Module)model);
+        var tensors = CheckpointFolder.StateDict(model);
         if (plan.Kind == ReplacementKind.Mamba)
         {
             using var generator = new Generator((ulong)plan.Seed);
@@ -51,7 +51,7 @@ public static class Converter
         }
         var prefix = $"model.layers.{layer}.self_attn";
         var valueWeight = tensors[$"{prefix}.v_proj.weight"];
-        var mixer = MambaInitializer.Create(heads, config.Hybrid.Mamba, config.HiddenSize, valueWeight, generator);
+        var mixer = MambaInitializer.Create(heads, config.MixerShape(layer)!, valueWeight, generator);
         foreach (var (name, tensor) in mixer)
         {
             tensors[$"{prefix}.mamba.{name}"] = tensor;

@@ -18,13 +18,15 @@ namespace RecurFormer.Toolkit.Conversion;
 /// </summary>
 public static class MambaInitializer
 {
+    /// <param name="shape">The mixer of the converted layer (<see cref="TransformerConfig.MixerShape"/>).</param>
     /// <param name="valueWeight">v_proj weight of the source layer [kvGroups × headDim, hidden].</param>
-    public static Dictionary<string, Tensor> Create(LayerHeads heads, MambaSpec spec, int hidden, Tensor valueWeight, Generator generator)
+    public static Dictionary<string, Tensor> Create(LayerHeads heads, MambaMixerShape shape, Tensor valueWeight, Generator generator)
     {
-        var output = heads.MambaOutputSize;
-        var inner = spec.Expand * output;
-        var state = spec.StateSize;
-        var rank = spec.TimeStepRank ?? (int)Math.Ceiling(hidden / 16.0);
+        var hidden = shape.InputSize;
+        var output = shape.OutputSize;
+        var inner = shape.InnerSize;
+        var state = shape.StateSize;
+        var rank = shape.TimeStepRank;
         var headDim = heads.HeadDim;
 
         Tensor Uniform(long rows, long columns, double bound) => (rand([rows, columns], generator: generator) * 2 - 1) * bound;
@@ -38,8 +40,8 @@ public static class MambaInitializer
             inProj.narrow(0, i * headDim, headDim).copy_(values.narrow(0, group * headDim, headDim));
         }
 
-        var conv = zeros(inner, 1, spec.ConvKernel);
-        conv.select(2, spec.ConvKernel - 1).fill_(1.0);
+        var conv = zeros(inner, 1, shape.ConvKernel);
+        conv.select(2, shape.ConvKernel - 1).fill_(1.0);
         var dtMin = Math.Log(1e-3);
         var dtMax = Math.Log(1e-1);
         var dt = (rand([inner], generator: generator) * (dtMax - dtMin) + dtMin).exp().clamp_min(1e-4);

@@ -122,7 +122,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             }
         }
         CheckpointFolder.Write(paths.Out, student.Config.Raw, ((TransformerConfig)student.Config).Hybrid.ToJson(),
-            CheckpointFolder.StateDict((nn.Module)student), saveDType, studentFolder);
+            CheckpointFolder.StateDict(student), saveDType, studentFolder);
         WriteLosses(paths, records);
         Log?.Invoke($"distilled {total} steps in {clock.Elapsed.TotalSeconds:F0} s");
         return records;
@@ -142,7 +142,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     private void SaveCheckpoint(DistillationPaths paths, ICausalLM student, AdamW optimizer, ResumeState state, bool stageDone)
     {
         CheckpointFolder.Write(paths.Checkpoint, student.Config.Raw, ((TransformerConfig)student.Config).Hybrid.ToJson(),
-            CheckpointFolder.StateDict((nn.Module)student), ScalarType.Float32, studentFolder);
+            CheckpointFolder.StateDict(student), ScalarType.Float32, studentFolder);
         if (stageDone)
         {
             File.Delete(paths.Optimizer); // the next stage trains other parameters with a fresh optimiser

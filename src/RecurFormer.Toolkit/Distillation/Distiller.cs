@@ -1,5 +1,4 @@
 using RecurFormer.Model.CausalLM;
-using RecurFormer.Model.Caching;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -72,14 +71,9 @@ public sealed class Distiller : IDisposable
         }
         using var scope = NewDisposeScope();
         using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
-        var teacherCaches = sequences.Select(_ => _teacher.CreateCache()).ToArray();
-        try
+        using (var teacherCaches = _teacher.CreateCache(sequences.Max(s => s.Length), sequences.Count))
         {
-            _teacher.Forward(new ForwardBatch(sequences, teacherCaches) { Capture = capture });
-        }
-        finally
-        {
-            Array.ForEach(teacherCaches, c => c.Dispose());
+            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture });
         }
         var perLayer = new Dictionary<int, double>();
         foreach (var layer in _layers)
@@ -118,15 +112,8 @@ public sealed class Distiller : IDisposable
 
     private static Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)
     {
-        var caches = sequences.Select(_ => model.CreateCache()).ToArray();
-        try
-        {
-            return model.Forward(new ForwardBatch(sequences, caches) { AllLogits = true, Training = training });
-        }
-        finally
-        {
-            Array.ForEach(caches, c => c.Dispose());
-        }
+        using var caches = model.CreateCache(sequences.Max(s => s.Length), sequences.Count);
+        return model.Forward(new ForwardBatch(sequences, caches.Sequences) { AllLogits = true, Training = training });
     }
 
     public void Dispose()

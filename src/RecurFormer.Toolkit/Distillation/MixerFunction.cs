@@ -1,3 +1,4 @@
+using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;

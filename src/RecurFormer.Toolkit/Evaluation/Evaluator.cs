@@ -91,17 +91,14 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 ["max_answer_tokens"] = options.MaxAnswerTokens,
                 ["samples"] = new JsonArray(samples.ToArray()),
             },
-            ["cache"] = CacheCost.Of(config, model.Target.DType).ToJson(),
+            ["cache"] = CacheReport.Of(new CacheLayout(config, model.Target.DType)),
             ["compute"] = model.Target.ToString(),
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
         };
     }
 
-    /// <summary>
-    /// Sequences per perplexity forward. The model's Mamba prefill keeps every scan chunk's [d_inner, d_state, c, c]
-    /// intermediates until the layer returns (hundreds of MB per chunk), so Mamba models prefill one sequence at a time.
-    /// </summary>
-    private int PrefillBatch(int wanted) => KindOf((TransformerConfig)model.Config) is "mamba" or "mixed" ? 1 : Math.Max(1, wanted);
+    /// <summary>Sequences per perplexity forward.</summary>
+    private static int PrefillBatch(int wanted) => Math.Max(1, wanted);
 
     /// <summary>teacher (nothing replaced), mamba, window or mixed.</summary>
     public static string KindOf(TransformerConfig config)
@@ -169,10 +166,9 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     private double[][] TokenNll(IReadOnlyList<long[]> sequences)
     {
         using var scope = NewDisposeScope();
-        var caches = sequences.Select(_ => model.CreateCache()).ToArray();
-        try
+        using var caches = model.CreateCache(sequences.Max(s => s.Length), sequences.Count);
         {
-            var logits = model.Forward(new ForwardBatch(sequences, caches) { AllLogits = true });
+            var logits = model.Forward(new ForwardBatch(sequences, caches.Sequences) { AllLogits = true });
             var (rows, targets) = Data.NextTokenTargets.Of(sequences);
             var logProbabilities = nn.functional.log_softmax(logits.index_select(0, tensor(rows, device: logits.device)), 1);
             var picked = -logProbabilities.gather(1, tensor(targets, device: logits.device).unsqueeze(1)).squeeze(1);
@@ -186,13 +182,6 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 start += count;
             }
             return result;
-        }
-        finally
-        {
-            foreach (var cache in caches)
-            {
-                cache.Dispose();
-            }
         }
     }
 
@@ -241,9 +230,8 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     /// <summary>Greedy decoding of several prompts at once: one packed prefill, then batched one-token steps.</summary>
     private List<long>[] GreedyBatch(long[][] prompts, HashSet<long> stopIds)
     {
-        var caches = prompts.Select(_ => model.CreateCache()).ToArray();
+        using var caches = model.CreateCache(prompts.Max(p => p.Length) + options.MaxAnswerTokens, prompts.Length);
         var outputs = prompts.Select(_ => new List<long>()).ToArray();
-        try
         {
             var active = Enumerable.Range(0, prompts.Length).ToList();
             var next = prompts;
@@ -252,7 +240,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 long[] picked;
                 using (var scope = NewDisposeScope())
                 {
-                    var logits = model.Forward(new ForwardBatch(next, active.Select(i => (ISequenceCache)caches[i]).ToArray()));
+                    var logits = model.Forward(new ForwardBatch(next, active.Select(i => caches[i]).ToArray()));
                     picked = logits.argmax(1).cpu().data<long>().ToArray();
                 }
                 var still = new List<int>();
@@ -271,13 +259,6 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 next = tokens.ToArray();
             }
             return outputs;
-        }
-        finally
-        {
-            foreach (var cache in caches)
-            {
-                cache.Dispose();
-            }
         }
     }
 }

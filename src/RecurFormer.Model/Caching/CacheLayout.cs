@@ -1,25 +1,20 @@
 using RecurFormer.Model.Configuration;
-using RecurFormer.Model.Layers;
 using static TorchSharp.torch;
 
-namespace RecurFormer.Engine.Caching;
+namespace RecurFormer.Model.Caching;
 
 /// <summary>
 /// What one sequence's cache consists of, per layer, derived from the model config: full-attention KV groups
 /// (paged blocks), windowed groups (a ring buffer of sinks + window), and Mamba state (fixed size). All byte
-/// figures use the dtype actually stored (KV in the KV-cache dtype, Mamba state in float32).
+/// figures use the dtype actually stored (KV in the KV-cache dtype, Mamba state in float32). The one place cache
+/// sizes are computed: the engine's budget, the toolkit's cost tables and the benchmarks all read it.
 /// </summary>
 public sealed class CacheLayout
 {
-    public CacheLayout(ModelConfig config, ScalarType kvDType, int blockSize)
+    public CacheLayout(ModelConfig config, ScalarType kvDType, int blockSize = 16)
     {
         KvDType = kvDType;
-        KvElementBytes = kvDType switch
-        {
-            ScalarType.Float32 => 4,
-            ScalarType.BFloat16 or ScalarType.Float16 => 2,
-            _ => throw new ArgumentException($"unsupported KV cache dtype {kvDType}"),
-        };
+        KvElementBytes = ElementBytes(kvDType);
         BlockSize = blockSize;
         Layers = config.NumHiddenLayers;
         FullGroups = new int[Layers];
@@ -35,23 +30,12 @@ public sealed class CacheLayout
                     var heads = transformer.Heads(layer);
                     FullGroups[layer] = heads.FullGroups.Length;
                     WindowGroups[layer] = heads.WindowGroups.Length;
-                    if (heads.MambaGroups.Length > 0)
-                    {
-                        var spec = transformer.Hybrid.Mamba;
-                        var output = heads.MambaOutputSize;
-                        MambaShapes[layer] = new MambaMixerShape(transformer.HiddenSize, output, spec.Expand * output, spec.StateSize,
-                            spec.ConvKernel, spec.TimeStepRank ?? (int)Math.Ceiling(transformer.HiddenSize / 16.0), false, true);
-                    }
+                    MambaShapes[layer] = transformer.MixerShape(layer);
                 }
                 AllGroupsBytesPerToken = 2L * Layers * transformer.NumKeyValueHeads * HeadDim * KvElementBytes;
                 break;
             case MambaConfig mamba:
-                Window = new WindowSpec(0, 0);
-                for (var layer = 0; layer < Layers; layer++)
-                {
-                    MambaShapes[layer] = new MambaMixerShape(mamba.HiddenSize, mamba.HiddenSize, mamba.IntermediateSize, mamba.StateSize,
-                        mamba.ConvKernel, mamba.TimeStepRank, mamba.UseBias, mamba.UseConvBias);
-                }
+                Array.Fill(MambaShapes, mamba.MixerShape);
                 IsRecurrentModel = true;
                 break;
             default:
@@ -103,8 +87,18 @@ public sealed class CacheLayout
     public long SequenceBytesWithoutReplacement(int tokens) =>
         IsRecurrentModel ? SlotBytes : (long)BlocksFor(tokens) * BlockSize * AllGroupsBytesPerToken;
 
+    /// <summary>Sequences of <paramref name="tokens"/> tokens that fit <paramref name="budget"/> bytes, block rounding included.</summary>
+    public long SequencesThatFit(long budget, int tokens) => budget / SequenceBytes(tokens);
+
     /// <summary>Total KV groups replaced (Mamba or window) over all layers.</summary>
     public int ReplacedGroups(ModelConfig config) => config is TransformerConfig t
         ? Enumerable.Range(0, Layers).Sum(l => t.NumKeyValueHeads - FullGroups[l])
         : 0;
+
+    public static int ElementBytes(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => 4,
+        ScalarType.BFloat16 or ScalarType.Float16 => 2,
+        _ => throw new ArgumentException($"unsupported KV cache dtype {dtype}"),
+    };
 }

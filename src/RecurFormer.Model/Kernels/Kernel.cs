@@ -1,0 +1,223 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Model.Kernels;
+
+/// <summary>
+/// Small vector routines of the CPU kernels, over float32 activations and float32 or bfloat16 stored values
+/// (<see cref="Values"/>). All are single-threaded; <see cref="KernelThreads"/> splits the work around them.
+/// </summary>
+internal static unsafe class Kernel
+{
+    /// <summary>Whether 512-bit vectors run in hardware here; without it the kernels would be slower than libtorch.</summary>
+    public static bool IsAccelerated => Vector512.IsHardwareAccelerated;
+
+    /// <summary>A tensor the kernels can read: contiguous, on the CPU, float32 or bfloat16.</summary>
+    public static bool Supports(Tensor tensor) =>
+        tensor.device_type == DeviceType.CPU && tensor.is_contiguous() && tensor.dtype is ScalarType.Float32 or ScalarType.BFloat16;
+
+    public static Values ValuesOf(Tensor tensor) => Supports(tensor)
+        ? new Values(TensorMemory.Pointer<byte>(tensor), tensor.dtype == ScalarType.BFloat16)
+        : throw new ArgumentException("kernels read contiguous float32 or bfloat16 CPU tensors");
+
+    public static float Dot(float* a, float* b, int n)
+    {
+        var acc = Vector512<float>.Zero;
+        var k = 0;
+        for (; k + 16 <= n; k += 16)
+        {
+            acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + k), Vector512.Load(b + k), acc);
+        }
+        var sum = Vector512.Sum(acc);
+        for (; k < n; k++)
+        {
+            sum += a[k] * b[k];
+        }
+        return sum;
+    }
+
+    /// <summary>q · k with k stored as float32 or bfloat16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Dot(float* q, Values k, long offset, int n)
+    {
+        if (!k.Bf16)
+        {
+            return Dot(q, (float*)k.Data + offset, n);
+        }
+        var source = (ushort*)k.Data + offset;
+        var acc = Vector512<float>.Zero;
+        var i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            acc = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Bf16.Load16(source + i), acc);
+        }
+        var sum = Vector512.Sum(acc);
+        for (; i < n; i++)
+        {
+            sum += q[i] * Bf16.ToFloat(source[i]);
+        }
+        return sum;
+    }
+
+    /// <summary>y += a · v with v stored as float32 or bfloat16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void AddScaled(float* y, float a, Values v, long offset, int n)
+    {
+        var scale = Vector512.Create(a);
+        var i = 0;
+        if (v.Bf16)
+        {
+            var source = (ushort*)v.Data + offset;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector512.FusedMultiplyAdd(Bf16.Load16(source + i), scale, Vector512.Load(y + i)).Store(y + i);
+            }
+            for (; i < n; i++)
+            {
+                y[i] += a * Bf16.ToFloat(source[i]);
+            }
+            return;
+        }
+        var values = (float*)v.Data + offset;
+        for (; i + 16 <= n; i += 16)
+        {
+            Vector512.FusedMultiplyAdd(Vector512.Load(values + i), scale, Vector512.Load(y + i)).Store(y + i);
+        }
+        for (; i < n; i++)
+        {
+            y[i] += a * values[i];
+        }
+    }
+
+    /// <summary>Stores n floats as float32 or bfloat16.</summary>
+    public static void Store(float* x, Values target, long offset, int n)
+    {
+        if (target.Bf16)
+        {
+            var destination = (ushort*)target.Data + offset;
+            for (var i = 0; i < n; i++)
+            {
+                destination[i] = Bf16.FromFloat(x[i]);
+            }
+            return;
+        }
+        new ReadOnlySpan<float>(x, n).CopyTo(new Span<float>((float*)target.Data + offset, n));
+    }
+
+    /// <summary>n stored values as float32.</summary>
+    public static void Load(Values source, long offset, float* x, int n)
+    {
+        if (!source.Bf16)
+        {
+            new ReadOnlySpan<float>((float*)source.Data + offset, n).CopyTo(new Span<float>(x, n));
+            return;
+        }
+        var values = (ushort*)source.Data + offset;
+        for (var i = 0; i < n; i++)
+        {
+            x[i] = Bf16.ToFloat(values[i]);
+        }
+    }
+
+    /// <summary>RMSNorm as HuggingFace computes it in float32: y = w · x / √(mean(x²) + ε).</summary>
+    public static void RmsNorm(float* x, Values weight, float* y, int n, float eps)
+    {
+        var acc = Vector512<float>.Zero;
+        var i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            var v = Vector512.Load(x + i);
+            acc = Vector512.FusedMultiplyAdd(v, v, acc);
+        }
+        var squares = Vector512.Sum(acc);
+        for (; i < n; i++)
+        {
+            squares += x[i] * x[i];
+        }
+        var inverse = 1f / MathF.Sqrt(squares / n + eps);
+        for (i = 0; i < n; i++)
+        {
+            y[i] = x[i] * inverse * weight[i];
+        }
+    }
+
+    /// <summary>x ← silu(x) · y (SwiGLU), x and y of n floats.</summary>
+    public static void SiluMultiply(float* x, float* y, int n)
+    {
+        var i = 0;
+        var one = Vector512<float>.One;
+        for (; i + 16 <= n; i += 16)
+        {
+            var v = Vector512.Load(x + i);
+            (v / (one + Vector512.Exp(-v)) * Vector512.Load(y + i)).Store(x + i);
+        }
+        for (; i < n; i++)
+        {
+            x[i] = Silu(x[i]) * y[i];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Silu(float x) => x / (1f + MathF.Exp(-x));
+
+    /// <summary>softplus as torch computes it (linear above 20).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Softplus(float x) => x > 20f ? x : MathF.Log(1f + MathF.Exp(x));
+
+    /// <summary>In-place softmax of n scores; returns nothing, the scores become probabilities.</summary>
+    public static void Softmax(float* scores, int n)
+    {
+        var max = float.NegativeInfinity;
+        for (var i = 0; i < n; i++)
+        {
+            max = MathF.Max(max, scores[i]);
+        }
+        var sum = 0f;
+        var k = 0;
+        var maxVector = Vector512.Create(max);
+        var sumVector = Vector512<float>.Zero;
+        for (; k + 16 <= n; k += 16)
+        {
+            var e = Vector512.Exp(Vector512.Load(scores + k) - maxVector);
+            e.Store(scores + k);
+            sumVector += e;
+        }
+        sum = Vector512.Sum(sumVector);
+        for (; k < n; k++)
+        {
+            scores[k] = MathF.Exp(scores[k] - max);
+            sum += scores[k];
+        }
+        var inverse = 1f / sum;
+        for (k = 0; k < n; k++)
+        {
+            scores[k] *= inverse;
+        }
+    }
+
+    /// <summary>
+    /// RoPE, "rotate half" layout as HuggingFace: for i &lt; d/2, (x_i, x_{i+d/2}) rotated by the angle of frequency i at
+    /// this position; <paramref name="cos"/> and <paramref name="sin"/> hold the d/2 values for the position.
+    /// </summary>
+    public static void Rope(float* x, float* cos, float* sin, int headDim)
+    {
+        var half = headDim / 2;
+        for (var i = 0; i < half; i++)
+        {
+            float a = x[i], b = x[i + half];
+            x[i] = a * cos[i] - b * sin[i];
+            x[i + half] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+/// <summary>Stored values the kernels read or write: float32, or bfloat16 when <see cref="Bf16"/>.</summary>
+internal readonly unsafe struct Values(byte* data, bool bf16)
+{
+    public readonly byte* Data = data;
+    public readonly bool Bf16 = bf16;
+
+    public float this[long i] => Bf16 ? Kernels.Bf16.ToFloat(((ushort*)Data)[i]) : ((float*)Data)[i];
+}
