@@ -130,7 +130,13 @@ public static partial class ServerCommandLine
         var symbols = new Symbols();
         var root = CreateRoot(symbols);
         var parse = root.Parse(rest);
-        var errors = parse.Errors.Select(e => Rephrase(e.Message)).ToList();
+        // System.CommandLine takes an unknown "--option" for the MODEL argument (and its value for an extra argument):
+        // name the option instead, as argparse does.
+        var known = root.Options.Concat(root.Subcommands[0].Options).SelectMany(o => o.Aliases.Append(o.Name)).ToHashSet(StringComparer.Ordinal);
+        var unknown = rest.Where(token => token.Length > 1 && token[0] == '-' && !char.IsAsciiDigit(token[1]) && !known.Contains(token.Split('=', 2)[0])).ToList();
+        var errors = unknown.Count > 0
+            ? unknown.Select(token => $"unknown option '{token.Split('=', 2)[0]}'").ToList()
+            : parse.Errors.Select(e => Rephrase(e.Message)).ToList();
         var positional = parse.CommandResult.Command is { Name: "serve" } serve
             ? parse.GetValue((Argument<string?>)serve.Arguments[0])
             : parse.GetValue(symbols.ModelArgument);
