@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Text;
 using RecurFormer.StructuredOutput.Grammars;
 using RecurFormer.StructuredOutput.Matching;
@@ -21,46 +20,8 @@ public static class Walks
     public static GrammarMatcher Matcher(GrammarDefinition definition, TokenVocabulary? vocabulary = null) =>
         new(Grammar.Compile(definition), vocabulary ?? DemoVocabulary);
 
-    /// <summary>
-    /// Draws allowed tokens (uniformly, or preferring single bytes with probability <paramref name="preferShort"/>
-    /// so that walks also finish early) until the constraint can end and a coin says stop, or must end, or the budget is
-    /// spent; returns the bytes written and whether the walk ended in a complete output.
-    /// </summary>
-    public static (string Text, bool Complete, int Tokens) Walk(GrammarMatcher matcher, int seed, int maxTokens = 200, double stopWhenPossible = 0.3)
-    {
-        var random = new Random(seed);
-        var constraint = new GrammarConstraint(matcher, maxTokens);
-        var words = new ulong[(matcher.Vocabulary.Size + 63) / 64];
-        var bytes = new List<byte>();
-        var allowed = new List<int>();
-        for (var step = 0; step < maxTokens; step++)
-        {
-            if (constraint.MustEnd || (constraint.CanEnd && random.NextDouble() < stopWhenPossible))
-            {
-                return (Encoding.UTF8.GetString(bytes.ToArray()), true, step);
-            }
-            Array.Clear(words);
-            constraint.FillAllowed(words);
-            allowed.Clear();
-            for (var w = 0; w < words.Length; w++)
-            {
-                var word = words[w];
-                while (word != 0)
-                {
-                    allowed.Add(w * 64 + BitOperations.TrailingZeroCount(word));
-                    word &= word - 1;
-                }
-            }
-            if (allowed.Count == 0)
-            {
-                return (Encoding.UTF8.GetString(bytes.ToArray()), constraint.CanEnd, step);
-            }
-            var token = allowed[random.Next(allowed.Count)];
-            constraint.Accept(token);
-            bytes.AddRange(matcher.Vocabulary.Bytes(token) ?? []);
-        }
-        return (Encoding.UTF8.GetString(bytes.ToArray()), constraint.CanEnd, maxTokens);
-    }
+    public static (string Text, bool Complete, int Tokens) Walk(GrammarMatcher matcher, int seed, int maxTokens = 200, double stopWhenPossible = 0.3) =>
+        TestSupport.ConstrainedWalks.Walk(matcher, seed, maxTokens, stopWhenPossible);
 
     /// <summary>A vocabulary of the given strings (ids in order) for small exact tests.</summary>
     public static TokenVocabulary Vocabulary(params string[] tokens) =>

@@ -38,19 +38,23 @@ public static class ToolCallGrammar
         var marker = format.Marker is { } text ? Marker(text, vocabulary) : Node.Empty;
         var parallel = tools.ParallelToolCalls && tools.Choice != ToolChoiceMode.Named;
 
+        // What follows the marker (one call for Hermes, whose every call has its own marker; all calls for Mistral).
+        Node afterMarker;
         Node block;
         if (format == ToolCallFormat.Hermes)
         {
-            var one = Node.Seq(marker, Node.Literal("\n"), call, Node.Literal("\n"), Node.Literal(format.Closer!));
+            afterMarker = Node.Seq(Node.Literal("\n"), call, Node.Literal("\n"), Node.Literal(format.Closer!));
+            var one = Node.Seq(marker, afterMarker);
             block = parallel ? Node.Seq(one, Node.Star(Node.Seq(Node.Literal("\n"), one))) : one;
         }
         else if (format.CallsInArray)
         {
-            block = Node.Seq(marker, Node.Literal("["), call, parallel ? Node.Star(Node.Seq(Node.Literal(", "), call)) : Node.Empty, Node.Literal("]"));
+            afterMarker = Node.Seq(Node.Literal("["), call, parallel ? Node.Star(Node.Seq(Node.Literal(", "), call)) : Node.Empty, Node.Literal("]"));
+            block = Node.Seq(marker, afterMarker);
         }
         else
         {
-            block = Node.Seq(call, parallel ? Node.Star(Node.Seq(Node.Literal("; "), call)) : Node.Empty);
+            block = afterMarker = Node.Seq(call, parallel ? Node.Star(Node.Seq(Node.Literal("; "), call)) : Node.Empty);
         }
 
         if (tools.Choice is ToolChoiceMode.Required or ToolChoiceMode.Named)
@@ -77,9 +81,6 @@ public static class ToolCallGrammar
         }
         else
         {
-            var afterMarker = format == ToolCallFormat.Hermes
-                ? Node.Seq(Node.Literal("\n"), call, Node.Literal("\n"), Node.Literal(format.Closer!))
-                : block;
             rules["after-marker"] = parallel ? Node.Seq(afterMarker, new RuleNode("text-0")) : afterMarker;
             AddTextAvoiding(rules, Encoding.UTF8.GetBytes(format.Marker!), "text-", "after-marker");
             rules["root"] = new RuleNode("text-0");

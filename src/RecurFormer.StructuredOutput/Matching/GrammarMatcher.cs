@@ -135,9 +135,11 @@ public sealed class GrammarMatcher
             if (!set.Budgeted.TryGetValue(tokensAfter, out var budgeted))
             {
                 budgeted = Walk(state, tokensAfter, out _);
-                if (budgeted.All(w => w == 0))
+                if (!set.Accepting && budgeted.All(w => w == 0))
                 {
-                    budgeted = full; // nothing fits: let the output run out of tokens rather than allow nothing
+                    // Nothing fits (the budget was too small from the start): let the output run out of tokens rather
+                    // than allow nothing. An accepting state needs no token: end of sequence is allowed there.
+                    budgeted = full;
                 }
                 set.Budgeted[tokensAfter] = budgeted;
             }
