@@ -101,6 +101,18 @@ public sealed class GrammarMatcherTests
         Assert.Equal([0], Allowed(matcher, open, 0));
     }
 
+    [Fact]
+    public void WhenNothingIsSureToFitTheBudget_TheTokensThatBringTheEndClosestAreAllowed()
+    {
+        // A forced literal longer than the budget: a model spelling it a byte per token would run out; the longest
+        // piece is the only way to get closest to the end.
+        var vocabulary = Walks.Vocabulary("x", "y", "z", "xy", "w");
+        var matcher = Walks.Matcher(OutputGrammars.Choice(["xyz"]), vocabulary);
+        Assert.Equal([0, 3], Allowed(matcher, matcher.Initial));
+        Assert.Equal([0, 3], Allowed(matcher, matcher.Initial, tokensAfter: 2)); // x, y, z fit in three tokens
+        Assert.Equal([3], Allowed(matcher, matcher.Initial, tokensAfter: 0)); // nothing fits in one: xy gets closest
+    }
+
     private static int CountAllowed(ulong[] mask) => mask.Sum(w => System.Numerics.BitOperations.PopCount(w));
 
     private static List<int> Allowed(GrammarMatcher matcher, int state, int tokensAfter = int.MaxValue)

@@ -106,9 +106,9 @@ public static class CompletionsEndpoint
                 }
                 return;
             }
-            if (_echoPending.Length > index && _echoPending[index])
+            if (e is TokenEvent or FinishedEvent && _echoPending.Length > index && _echoPending[index])
             {
-                await WriteEchoAsync(sse, index, null, cancellation);
+                await WriteEchoAsync(sse, index, null, cancellation); // no prompt logprobs came (e.g. the request was refused)
             }
             switch (e)
             {

@@ -124,7 +124,7 @@ public sealed class GrammarMatcher
         lock (_lock)
         {
             var set = _sets[state];
-            var full = set.Mask ??= Walk(state, int.MaxValue, out set.MaxNextMinBytes);
+            var full = set.Mask ??= Walk(state, int.MaxValue, out set.MaxNextMinBytes, out set.MinNextMinBytes);
             if (tokensAfter >= set.MaxNextMinBytes)
             {
                 return full;
@@ -134,12 +134,13 @@ public sealed class GrammarMatcher
             set.Budgeted ??= [];
             if (!set.Budgeted.TryGetValue(tokensAfter, out var budgeted))
             {
-                budgeted = Walk(state, tokensAfter, out _);
+                budgeted = Walk(state, tokensAfter, out _, out _);
                 if (!set.Accepting && budgeted.All(w => w == 0))
                 {
-                    // Nothing fits (the budget was too small from the start): let the output run out of tokens rather
-                    // than allow nothing. An accepting state needs no token: end of sequence is allowed there.
-                    budgeted = full;
+                    // Nothing is sure to fit (the budget was short, or the model spelled forced text a byte per token):
+                    // allow the tokens that bring the end closest, so that the output closes as soon as it can. An
+                    // accepting state needs no token: end of sequence is allowed there.
+                    budgeted = Walk(state, set.MinNextMinBytes, out _, out _);
                 }
                 set.Budgeted[tokensAfter] = budgeted;
             }
@@ -156,10 +157,11 @@ public sealed class GrammarMatcher
     /// tokens made only of such bytes are taken from a precomputed mask for that byte class, and the walk starts only
     /// where a token leaves the class (a quote, an escape, a multi-byte character).
     /// </summary>
-    private ulong[] Walk(int state, int limit, out int maxNextMinBytes)
+    private ulong[] Walk(int state, int limit, out int maxNextMinBytes, out int minNextMinBytes)
     {
         var mask = new ulong[_maskWords];
         var maxMin = 0;
+        var minMin = int.MaxValue;
         var v = _vocabulary;
         var work = new Stack<(int Node, int State)>();
         var set = _sets[state];
@@ -170,7 +172,7 @@ public sealed class GrammarMatcher
             if (set.MinBytes <= limit && pure.Any)
             {
                 pure.Mask.AsSpan().CopyTo(mask);
-                maxMin = set.MinBytes;
+                maxMin = minMin = set.MinBytes;
             }
             foreach (var edge in pure.Exits)
             {
@@ -211,11 +213,13 @@ public sealed class GrammarMatcher
                 if (next != Dead && (uint)token < (uint)v.Size && _sets[next].MinBytes <= limit)
                 {
                     maxMin = Math.Max(maxMin, _sets[next].MinBytes);
+                    minMin = Math.Min(minMin, _sets[next].MinBytes);
                     mask[token >> 6] |= 1UL << (token & 63);
                 }
             }
         }
         maxNextMinBytes = maxMin;
+        minNextMinBytes = minMin;
         return mask;
 
         // A trie node reached in parse state `next`: its tokens are allowed (if the rest still fits), its children are next.
@@ -225,6 +229,7 @@ public sealed class GrammarMatcher
             if (v.TokenStart[child] < v.TokenStart[child + 1] && minBytes <= limit)
             {
                 maxMin = Math.Max(maxMin, minBytes);
+                minMin = Math.Min(minMin, minBytes);
                 for (var t = v.TokenStart[child]; t < v.TokenStart[child + 1]; t++)
                 {
                     var id = v.TokenIds[t];
@@ -475,6 +480,7 @@ public sealed class GrammarMatcher
         public Dictionary<int, int>? TokenNext { get; set; }
         public ulong[]? Mask { get; set; }
         public int MaxNextMinBytes;
+        public int MinNextMinBytes;
         public Dictionary<int, ulong[]>? Budgeted { get; set; }
         public (ByteSet Bytes, int Count)? SelfLoop { get; set; }
     }
