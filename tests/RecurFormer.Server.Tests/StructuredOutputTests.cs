@@ -1,4 +1,3 @@
-using System.ClientModel;
 using System.Text;
 using System.Text.Json;
 using Json.Schema;
@@ -22,7 +21,7 @@ public sealed class StructuredOutputTests(SharedServer shared)
 
     private readonly TestServer _server = shared.Server;
 
-    private OpenAIClient Client() => new(new ApiKeyCredential(TestServer.ApiKey), new OpenAIClientOptions { Endpoint = new Uri(_server.BaseAddress, "v1") });
+    private OpenAIClient Client() => _server.OpenAi();
 
     private static ChatMessage[] Describe => [new SystemChatMessage(TestServer.SystemMessage), new UserChatMessage("Describe System.String.Trim as JSON.")];
 

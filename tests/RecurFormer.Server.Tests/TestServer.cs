@@ -41,6 +41,9 @@ public sealed class TestServer : IAsyncDisposable
     public HttpClient Anonymous { get; }
 
     public ModelHost Host => App.Services.GetRequiredService<ModelHost>();
+
+    /// <summary>The official OpenAI .NET client, pointed at this server with the API key.</summary>
+    public OpenAI.OpenAIClient OpenAi() => new(new System.ClientModel.ApiKeyCredential(ApiKey), new OpenAI.OpenAIClientOptions { Endpoint = new Uri(BaseAddress, "v1") });
     public LLMEngine Engine => Host.Model!.Engine;
 
     public static string RepositoryRoot { get; } = FindRoot();

@@ -1,9 +1,7 @@
-using System.ClientModel;
 using System.Text;
 using System.Text.Json;
 using Json.Schema;
 using Microsoft.Extensions.AI;
-using OpenAI;
 using OpenAI.Chat;
 using ChatFinishReason = OpenAI.Chat.ChatFinishReason;
 using ChatMessage = OpenAI.Chat.ChatMessage;
@@ -24,7 +22,7 @@ public sealed class ToolCallingTests(SharedServer shared)
 
     private readonly TestServer _server = shared.Server;
 
-    private ChatClient Chat() => new OpenAIClient(new ApiKeyCredential(TestServer.ApiKey), new OpenAIClientOptions { Endpoint = new Uri(_server.BaseAddress, "v1") }).GetChatClient(TestServer.ModelId);
+    private ChatClient Chat() => _server.OpenAi().GetChatClient(TestServer.ModelId);
 
     private static ChatMessage[] Question => [new UserChatMessage("What is the weather in Paris, in celsius?")];
 
@@ -115,8 +113,7 @@ public sealed class ToolCallingTests(SharedServer shared)
             cities.Add(city);
             return new { temperature = 21, unit = "celsius", sky = "clear" }; // an object: the tool message content is JSON
         }, "get_weather", "The current weather in a city");
-        IChatClient client = new OpenAIClient(new ApiKeyCredential(TestServer.ApiKey), new OpenAIClientOptions { Endpoint = new Uri(_server.BaseAddress, "v1") })
-            .GetChatClient(TestServer.ModelId).AsIChatClient().AsBuilder().UseFunctionInvocation().Build();
+        IChatClient client = _server.OpenAi().GetChatClient(TestServer.ModelId).AsIChatClient().AsBuilder().UseFunctionInvocation().Build();
         var options = new ChatOptions { Tools = [weather], ToolMode = ChatToolMode.RequireSpecific("get_weather"), Temperature = 0, MaxOutputTokens = 100 };
         var response = await client.GetResponseAsync("What is the weather in Paris?", options);
         Assert.True(cities.Count == 1, string.Join(" | ", response.Messages.Select(m => m.Role + ": " + string.Join(", ", m.Contents.Select(c => c switch { FunctionCallContent f => $"call {f.Name}({JsonSerializer.Serialize(f.Arguments)}) {f.Exception?.Message}", FunctionResultContent r => $"result {r.Result}", _ => c.ToString() })))));
