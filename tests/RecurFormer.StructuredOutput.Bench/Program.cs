@@ -9,7 +9,8 @@ using RecurFormer.Tokenization;
 // Constrained-decoding costs on the demo vocabulary (8,192 tokens), or on --model DIR's:
 //   compile  schema -> grammar -> automaton (+ the first mask), 20-property schema, median of runs
 //   token    FillAllowed + Accept per generated token, for a first request (masks computed on the way) and a repeat
-// Prints a table; writes --out FILE (default structured-output-bench.json).
+//   http     with --server URL: decode tok/s of constrained against free requests through that running server
+// Prints tables; writes --out FILE (default structured-output-bench.json).
 var model = Arg("--model") ?? Path.Combine(FindRoot(), "models", "dotnet-docs-qwen2-16m");
 var output = Arg("--out") ?? "structured-output-bench.json";
 var runs = int.Parse(Arg("--runs") ?? "15");
@@ -31,7 +32,7 @@ var cases = new (string Name, Func<GrammarDefinition> Build)[]
 
 var rows = new List<Dictionary<string, object>>();
 Console.WriteLine($"vocabulary: {vocabulary.Size} tokens, {vocabulary.TrieNodes} trie nodes, built in {vocabularyMs:F1} ms");
-Console.WriteLine($"{"grammar",-34} {"compile ms",11} {"+1st mask ms",13} {"states",8} {"tokens",7} {"cold µs/tok",12} {"warm µs/tok",12}");
+Console.WriteLine($"{"grammar",-34} {"compile ms",11} {"+1st mask ms",13} {"states",8} {"tokens",7} {"cold µs/tok",12} {"warm µs/tok",12} {"prep ms",9} {"prepped",7} {"served µs/tok",12}");
 foreach (var (name, build) in cases)
 {
     var compile = new List<double>();
@@ -45,11 +46,17 @@ foreach (var (name, build) in cases)
         matcher.Allowed(matcher.Initial, int.MaxValue);
         firstMask.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
     }
-    // One generation of up to 400 tokens with a fresh matcher (every mask computed on the way), then the same again (all cached).
+    // One generation of up to 400 tokens with a fresh matcher (every mask computed on the way), then the same again
+    // (all cached); and with a matcher prepared as the server prepares one (GrammarCache: masks warmed for up to 100 ms).
     var fresh = new GrammarMatcher(Grammar.Compile(build()), vocabulary);
     var (tokens, coldUs) = Generate(fresh, seed: 1);
     var (_, warmUs) = Generate(fresh, seed: 1);
-    Console.WriteLine($"{name,-34} {Median(compile),11:F2} {Median(firstMask),13:F2} {fresh.StateCount,8} {tokens,7} {coldUs,12:F1} {warmUs,12:F2}");
+    var prepared = new GrammarMatcher(Grammar.Compile(build()), vocabulary);
+    var t1 = Stopwatch.GetTimestamp();
+    var warmed = prepared.Warm(GrammarCache.WarmBudget);
+    var warmMs = Stopwatch.GetElapsedTime(t1).TotalMilliseconds;
+    var (_, servedUs) = Generate(prepared, seed: 1);
+    Console.WriteLine($"{name,-34} {Median(compile),11:F2} {Median(firstMask),13:F2} {fresh.StateCount,8} {tokens,7} {coldUs,12:F1} {warmUs,12:F2} {warmMs,9:F1} {warmed,7} {servedUs,12:F2}");
     rows.Add(new()
     {
         ["grammar"] = name,
@@ -59,8 +66,12 @@ foreach (var (name, build) in cases)
         ["tokens"] = tokens,
         ["cold_us_per_token"] = Math.Round(coldUs, 2),
         ["warm_us_per_token"] = Math.Round(warmUs, 3),
+        ["prepare_ms"] = Math.Round(warmMs, 1),
+        ["prepared_states"] = warmed,
+        ["served_us_per_token"] = Math.Round(servedUs, 2),
     });
 }
+var http = Arg("--server") is { } server ? await HttpComparison.RunAsync(server, runs: int.Parse(Arg("--http-runs") ?? "5"), maxTokens: 150) : null;
 File.WriteAllText(output, JsonSerializer.Serialize(new
 {
     model = Path.GetFileName(model),
@@ -69,6 +80,7 @@ File.WriteAllText(output, JsonSerializer.Serialize(new
     vocabulary_ms = Math.Round(vocabularyMs, 1),
     runs,
     results = rows,
+    http,
 }, new JsonSerializerOptions { WriteIndented = true }));
 Console.WriteLine($"wrote {output}");
 return 0;

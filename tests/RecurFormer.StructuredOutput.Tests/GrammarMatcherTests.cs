@@ -113,6 +113,22 @@ public sealed class GrammarMatcherTests
         Assert.Equal([3], Allowed(matcher, matcher.Initial, tokensAfter: 0)); // nothing fits in one: xy gets closest
     }
 
+    [Fact]
+    public void Warming_PreparesEveryReachableState_SoThatDecodingCreatesNone()
+    {
+        using var document = System.Text.Json.JsonDocument.Parse("""{"type":"object","properties":{"kind":{"enum":["a","b"]},"n":{"type":"integer","minimum":0,"maximum":99},"ok":{"type":"boolean"}},"required":["kind","n","ok"]}""");
+        var matcher = Walks.Matcher(OutputGrammars.JsonSchema(document.RootElement));
+        var prepared = matcher.Warm(TimeSpan.FromMinutes(1));
+        Assert.True(prepared > 10, $"{prepared} states");
+        var states = matcher.StateCount;
+        for (var seed = 0; seed < 20; seed++)
+        {
+            Assert.True(Walks.Walk(matcher, seed).Complete);
+        }
+        // Near the budget other masks are computed, but no parse state is new: the warm-up saw every one.
+        Assert.Equal(states, matcher.StateCount);
+    }
+
     private static int CountAllowed(ulong[] mask) => mask.Sum(w => System.Numerics.BitOperations.PopCount(w));
 
     private static List<int> Allowed(GrammarMatcher matcher, int state, int tokensAfter = int.MaxValue)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using RecurFormer.StructuredOutput.Grammars;
 
@@ -148,6 +149,39 @@ public sealed class GrammarMatcher
         }
     }
 
+    /// <summary>
+    /// Computes masks ahead of use, breadth-first over the states tokens lead to from the start, until every reachable
+    /// state has one or <paramref name="budget"/> is spent; returns how many states it prepared. Called on the request
+    /// thread right after compiling, so that the engine thread, which would otherwise compute each mask when a decode
+    /// step first needs it, mostly finds them ready. The lock is taken per state: the engine waits at most one trie walk.
+    /// </summary>
+    public int Warm(TimeSpan budget)
+    {
+        var clock = Stopwatch.StartNew();
+        var queue = new Queue<int>([Initial]);
+        var seen = new HashSet<int> { Initial };
+        var prepared = 0;
+        while (queue.Count > 0 && clock.Elapsed < budget)
+        {
+            var state = queue.Dequeue();
+            int[] successors;
+            lock (_lock)
+            {
+                Allowed(state, int.MaxValue);
+                successors = _sets[state].Successors ?? [];
+            }
+            prepared++;
+            foreach (var next in successors)
+            {
+                if (seen.Add(next))
+                {
+                    queue.Enqueue(next);
+                }
+            }
+        }
+        return prepared;
+    }
+
     /// <summary>How many tokens <see cref="Allowed"/> allows (tests and benchmarks).</summary>
     public int CountAllowed(int state) => Allowed(state, int.MaxValue).Sum(w => BitOperations.PopCount(w));
 
@@ -159,6 +193,7 @@ public sealed class GrammarMatcher
     /// </summary>
     private ulong[] Walk(int state, int limit, out int maxNextMinBytes, out int minNextMinBytes)
     {
+        var successors = new HashSet<int>();
         var mask = new ulong[_maskWords];
         var maxMin = 0;
         var minMin = int.MaxValue;
@@ -173,6 +208,7 @@ public sealed class GrammarMatcher
             {
                 pure.Mask.AsSpan().CopyTo(mask);
                 maxMin = minMin = set.MinBytes;
+                successors.Add(state);
             }
             foreach (var edge in pure.Exits)
             {
@@ -212,6 +248,7 @@ public sealed class GrammarMatcher
                 var next = TokenStep(state, token);
                 if (next != Dead && (uint)token < (uint)v.Size && _sets[next].MinBytes <= limit)
                 {
+                    successors.Add(next);
                     maxMin = Math.Max(maxMin, _sets[next].MinBytes);
                     minMin = Math.Min(minMin, _sets[next].MinBytes);
                     mask[token >> 6] |= 1UL << (token & 63);
@@ -220,6 +257,10 @@ public sealed class GrammarMatcher
         }
         maxNextMinBytes = maxMin;
         minNextMinBytes = minMin;
+        if (limit == int.MaxValue)
+        {
+            set.Successors = [.. successors];
+        }
         return mask;
 
         // A trie node reached in parse state `next`: its tokens are allowed (if the rest still fits), its children are next.
@@ -228,6 +269,7 @@ public sealed class GrammarMatcher
             var minBytes = _sets[next].MinBytes;
             if (v.TokenStart[child] < v.TokenStart[child + 1] && minBytes <= limit)
             {
+                successors.Add(next);
                 maxMin = Math.Max(maxMin, minBytes);
                 minMin = Math.Min(minMin, minBytes);
                 for (var t = v.TokenStart[child]; t < v.TokenStart[child + 1]; t++)
@@ -483,6 +525,8 @@ public sealed class GrammarMatcher
         public int MinNextMinBytes;
         public Dictionary<int, ulong[]>? Budgeted { get; set; }
         public (ByteSet Bytes, int Count)? SelfLoop { get; set; }
+        /// <summary>The states its allowed tokens lead to (known once its mask is).</summary>
+        public int[]? Successors { get; set; }
     }
 
     private readonly struct SetKey(long[] configs, bool accepting) : IEquatable<SetKey>
