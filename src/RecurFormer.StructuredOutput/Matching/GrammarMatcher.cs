@@ -371,6 +371,8 @@ public sealed class GrammarMatcher
         return next;
     }
 
+    // Step and TokenStep gather their seeds with the same loop over different edge arrays: written out twice on
+    // purpose, because Step's cache misses are the inner loop of every trie walk (a shared delegate made walks 5x slower).
     private int TokenStep(int state, int token)
     {
         var set = _sets[state];
