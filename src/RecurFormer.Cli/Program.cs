@@ -7,7 +7,7 @@ using RecurFormer.Cli.Commands;
 // a single line on stderr and an exit code.
 var root = new RootCommand("RecurFormer: analyse, convert, distill, evaluate and run hybrid attention/Mamba LLMs.");
 root.Options.Add(CommonOptions.Verbose);
-foreach (var command in new[] { GenerateCommand.Create(), TemplateCommand.Create(), AnalyzeCommand.Create(), ConvertCommand.Create(), DistillCommand.Create(), EvalCommand.Create(), BenchCommand.Create(), BenchHttpCommand.Create() })
+foreach (var command in new[] { GenerateCommand.Create(), TemplateCommand.Create(), AnalyzeCommand.Create(), ConvertCommand.Create(), DistillCommand.Create(), EvalCommand.Create(), BenchCommand.Create(), BenchStepCommand.Create(), BenchHttpCommand.Create() })
 {
     root.Subcommands.Add(command);
 }

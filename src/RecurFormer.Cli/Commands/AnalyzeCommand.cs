@@ -59,7 +59,6 @@ public static class AnalyzeCommand
             ReportSkipped(reader);
 
             var target = compute.Initialize(parse);
-            RecurFormer.Toolkit.Distillation.AllocatorTuning.KeepFreedMemory();
             using var lm = CausalLMLoader.FromPretrained(folder, target);
             var analyzer = new RecencyAnalyzer(lm, new RecencyOptions(windowList, warmupCount, sequenceLength, sampleCount));
             var report = analyzer.Analyze(sequences, Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/')), new ProgressLine("analyze", sequences.Count));

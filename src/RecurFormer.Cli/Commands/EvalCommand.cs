@@ -57,7 +57,6 @@ public static class EvalCommand
             }
             var options = new EvalOptions { MaxAnswerTokens = parse.GetValue(maxAnswer), BatchSize = parse.GetValue(batch) };
             var target = compute.Initialize(parse);
-            RecurFormer.Toolkit.Distillation.AllocatorTuning.KeepFreedMemory();
 
             var report = Evaluate(folder, target, examples, options);
             var output = new JsonObject { ["model"] = folder, ["data"] = reader.Path, ["limit_per_kind"] = parse.GetValue(limit), ["result"] = report };

@@ -83,7 +83,11 @@ internal sealed class StepResult : IDisposable
         {
             return; // prefill chunks only: nothing to sample this step
         }
-        if (Ready.All(i => Sampler.IsPlainGreedy(work[i].Sequence)))
+        if (logits.device_type == DeviceType.CPU)
+        {
+            _host = logits; // already in host memory: nothing to transfer
+        }
+        else if (Ready.All(i => Sampler.IsPlainGreedy(work[i].Sequence)))
         {
             using var scope = NewDisposeScope();
             var rows = tensor(_lastRow.Select(r => (long)r).ToArray(), device: logits.device);
@@ -91,7 +95,7 @@ internal sealed class StepResult : IDisposable
         }
         else
         {
-            _host = logits.device_type == DeviceType.CPU ? logits : logits.cpu();
+            _host = logits.cpu();
         }
     }
 

@@ -48,6 +48,10 @@ internal sealed class Sampler(int vocabSize)
 
     public (int Token, TokenLogprob? Logprob) Sample(ReadOnlySpan<float> logits, ISamplingState state)
     {
+        if (IsPlainGreedy(state))
+        {
+            return (TensorPrimitives.IndexOfMax(logits), null);
+        }
         var p = state.Params;
         var row = _row.AsSpan(0, logits.Length);
         logits.CopyTo(row);

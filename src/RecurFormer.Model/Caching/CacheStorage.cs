@@ -7,9 +7,10 @@ namespace RecurFormer.Model.Caching;
 /// <summary>
 /// The cache memory of one model on one device, shared by many sequences, as the model reads it:
 /// <list type="bullet">
-/// <item>full-attention KV in a pool of fixed-size blocks per layer, <c>[blocks × BlockSize, fullGroups, headDim]</c>
-/// (token-major, so that one token's keys are one row), reached through each sequence's block table;</item>
-/// <item>per sequence "slot": window rings per layer <c>[slots, sinks + window, windowGroups, headDim]</c> and Mamba
+/// <item>full-attention KV in a pool of fixed-size blocks per layer, <c>[fullGroups, blocks × BlockSize, headDim]</c>
+/// (group-major: one group's keys of one block are one contiguous run, which is what a decode step reads), reached
+/// through each sequence's block table;</item>
+/// <item>per sequence "slot": window rings per layer <c>[slots, windowGroups, sinks + window, headDim]</c> and Mamba
 /// state per layer, conv <c>[slots, dInner, dConv]</c> and SSM <c>[slots, dInner, dState]</c> in float32.</item>
 /// </list>
 /// Pools make every batched read one gather and every write one scatter whatever the batch size. The block tables
@@ -40,13 +41,13 @@ public sealed class CacheStorage : IDisposable
         {
             if (layout.FullGroups[layer] > 0 && blocks > 0)
             {
-                long[] shape = [(long)blocks * layout.BlockSize, layout.FullGroups[layer], layout.HeadDim];
+                long[] shape = [layout.FullGroups[layer], (long)blocks * layout.BlockSize, layout.HeadDim];
                 _keys[layer] = Allocate(shape, layout.KvDType);
                 _values[layer] = Allocate(shape, layout.KvDType);
             }
             if (layout.WindowGroups[layer] > 0 && slots > 0)
             {
-                long[] shape = [slots, layout.Window.Capacity, layout.WindowGroups[layer], layout.HeadDim];
+                long[] shape = [slots, layout.WindowGroups[layer], layout.Window.Capacity, layout.HeadDim];
                 _ringKeys[layer] = Allocate(shape, layout.KvDType);
                 _ringValues[layer] = Allocate(shape, layout.KvDType);
             }
@@ -65,20 +66,34 @@ public sealed class CacheStorage : IDisposable
     public int BlockCount { get; }
     public int SlotCount { get; }
     public int MaxBlocksPerSequence { get; }
+
+    /// <summary>Token rows of a full-attention pool: blocks × BlockSize.</summary>
+    public long PoolRows => (long)BlockCount * Layout.BlockSize;
     public Device Device { get; }
     public bool IsCpu => Device.type == DeviceType.CPU;
 
-    /// <summary>Full-group keys / values of a layer: <c>[blocks × BlockSize, fullGroups, headDim]</c>, or null.</summary>
+    /// <summary>Full-group keys / values of a layer: <c>[fullGroups, blocks × BlockSize, headDim]</c>, or null.</summary>
     public Tensor? Keys(int layer) => _keys[layer];
     public Tensor? Values(int layer) => _values[layer];
 
-    /// <summary>Window rings of a layer: <c>[slots, capacity, windowGroups, headDim]</c>, or null.</summary>
+    /// <summary>Window rings of a layer: <c>[slots, windowGroups, capacity, headDim]</c>, or null.</summary>
     public Tensor? RingKeys(int layer) => _ringKeys[layer];
     public Tensor? RingValues(int layer) => _ringValues[layer];
 
     /// <summary>Mamba state of a layer: conv <c>[slots, dInner, dConv]</c>, SSM <c>[slots, dInner, dState]</c>, or null.</summary>
     public Tensor? Conv(int layer) => _conv[layer];
     public Tensor? Ssm(int layer) => _ssm[layer];
+
+    /// <summary>The pools as the CPU kernels read them: (keys, values, ring keys, ring values, conv, SSM) of a layer, resolved once.</summary>
+    internal PoolMemory Memory(int layer) => (_memory ??= new PoolMemory?[Layout.Layers])[layer] ??= new PoolMemory(
+        View(_keys[layer]), View(_values[layer]), View(_ringKeys[layer]), View(_ringValues[layer]), View(_conv[layer]), View(_ssm[layer]));
+
+    private PoolMemory?[]? _memory;
+
+    private static Values View(Tensor? pool) => pool is null || !Kernel.Supports(pool) ? default : Kernel.ValuesOf(pool);
+
+    /// <summary>Whether the CPU kernels can read every pool (float32 or bfloat16 KV on the CPU).</summary>
+    internal bool KernelsSupport => IsCpu && Layout.KvDType is ScalarType.Float32 or ScalarType.BFloat16;
 
     /// <summary>Every slot's block table, <c>[slots, maxBlocksPerSequence]</c> int64 on the device (unused entries 0).</summary>
     public Tensor BlockTables { get; }
@@ -131,7 +146,7 @@ public sealed class CacheStorage : IDisposable
         var size = Layout.BlockSize;
         foreach (var pool in _keys.Concat(_values))
         {
-            pool?.narrow(0, (long)to * size, size).copy_(pool.narrow(0, (long)from * size, size));
+            pool?.narrow(1, (long)to * size, size).copy_(pool.narrow(1, (long)from * size, size));
         }
     }
 
@@ -149,3 +164,6 @@ public sealed class CacheStorage : IDisposable
         BlockTables.Dispose();
     }
 }
+
+/// <summary>One layer's pools as kernel views (a default view where the layer has no such pool).</summary>
+internal readonly record struct PoolMemory(Values Keys, Values Values, Values RingKeys, Values RingValues, Values Conv, Values Ssm);

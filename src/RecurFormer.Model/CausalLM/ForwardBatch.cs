@@ -75,6 +75,9 @@ public sealed class ForwardBatch
     /// <summary>Threads for the CPU kernels (the engine's pool); null runs them on the calling thread alone.</summary>
     public KernelThreads? Threads { get; init; }
 
+    /// <summary>When set, a kernel decode step records where its time goes (benchmarks).</summary>
+    public KernelProfile? Profile { get; init; }
+
     /// <summary>Whether sequence <paramref name="sequence"/> gets a logits row for every token.</summary>
     public bool WantsAllLogits(int sequence) => AllLogits || (AllLogitsOf?[sequence] ?? false);
 

@@ -70,7 +70,7 @@ public sealed class ForwardContext : IDisposable
             table[i] = cache.Slot;
             table[count + i] = cache.Length + 1;                          // length once this token is written
             table[2 * count + i] = Storage.Layout.BlockBytes == 0 ? 0 : cache.RowOf(cache.Length);
-            table[3 * count + i] = (long)cache.Slot * window.Capacity + (window.Capacity == 0 ? 0 : RingIndex(window, cache.Length));
+            table[3 * count + i] = window.Capacity == 0 ? 0 : RingIndex(window, cache.Length);
             table[4 * count + i] = Batch.Offsets[Decoding[i]];
         }
         return table;
@@ -87,8 +87,16 @@ public sealed class ForwardContext : IDisposable
     /// <summary>Decode: pool row of each sequence's new token [B].</summary>
     public Tensor NewRows => Shared("new-rows", () => Decode[2]);
 
-    /// <summary>Decode: row of each sequence's new token in the rings viewed as [slots × capacity, groups, headDim].</summary>
-    public Tensor RingRows => Shared("ring-rows", () => Decode[3]);
+    /// <summary>
+    /// Decode: where each sequence's new token goes in the rings viewed as rows [slots × groups × capacity, headDim],
+    /// [B × groups] in (sequence, group) order.
+    /// </summary>
+    public Tensor RingRows(int groups) => Shared($"ring-rows-{groups}", () =>
+    {
+        var capacity = Storage.Layout.Window.Capacity;
+        var first = Slots * (groups * capacity) + Decode[3];                                              // group 0 of each slot
+        return (first.unsqueeze(1) + arange(groups, device: Device).unsqueeze(0) * capacity).view(-1);
+    });
 
     /// <summary>
     /// Decode, full attention: pool rows of every sequence's positions padded to the longest, [B × L], and where

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace RecurFormer.Model.Kernels;
 
@@ -22,8 +23,24 @@ internal static unsafe class Bf16
         return (ushort)(bits >> 16);
     }
 
-    /// <summary>16 bfloat16 values as float32.</summary>
+    /// <summary>16 bfloat16 values as float32 (one zero-extension and one shift with AVX-512).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load16(ushort* source) =>
-        Vector512.ShiftLeft(Vector512.WidenLower(Vector512.Create(Vector256.Load(source), Vector256<ushort>.Zero)), 16).AsSingle();
+    public static Vector512<float> Load16(ushort* source) => Avx512F.IsSupported
+        ? Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(source)), 16).AsSingle()
+        : Vector512.ShiftLeft(Vector512.WidenLower(Vector512.Create(Vector256.Load(source), Vector256<ushort>.Zero)), 16).AsSingle();
+
+    /// <summary>n bfloat16 values as float32 into <paramref name="target"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ToFloat(ushort* source, float* target, int n)
+    {
+        var i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            Load16(source + i).Store(target + i);
+        }
+        for (; i < n; i++)
+        {
+            target[i] = ToFloat(source[i]);
+        }
+    }
 }

@@ -8,6 +8,9 @@ namespace RecurFormer.Model.Kernels;
 /// <summary>
 /// Small vector routines of the CPU kernels, over float32 activations and float32 or bfloat16 stored values
 /// (<see cref="Values"/>). All are single-threaded; <see cref="KernelThreads"/> splits the work around them.
+/// Hot loops here and in the layers' kernel paths are compiled fully optimised on first call
+/// (<c>AggressiveOptimization</c>): with tiered compilation a decode step ran its loops unoptimised for hundreds of
+/// steps, at a third of the speed.
 /// </summary>
 internal static unsafe class Kernel
 {
@@ -22,6 +25,7 @@ internal static unsafe class Kernel
         ? new Values(TensorMemory.Pointer<byte>(tensor), tensor.dtype == ScalarType.BFloat16)
         : throw new ArgumentException("kernels read contiguous float32 or bfloat16 CPU tensors");
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(float* a, float* b, int n)
     {
         var acc = Vector512<float>.Zero;
@@ -91,7 +95,24 @@ internal static unsafe class Kernel
         }
     }
 
+    /// <summary>y += a · x, float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void AddScaled(float* y, float a, float* x, int n)
+    {
+        var scale = Vector512.Create(a);
+        var i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            Vector512.FusedMultiplyAdd(Vector512.Load(x + i), scale, Vector512.Load(y + i)).Store(y + i);
+        }
+        for (; i < n; i++)
+        {
+            y[i] += a * x[i];
+        }
+    }
+
     /// <summary>Stores n floats as float32 or bfloat16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Store(float* x, Values target, long offset, int n)
     {
         if (target.Bf16)
@@ -107,21 +128,19 @@ internal static unsafe class Kernel
     }
 
     /// <summary>n stored values as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Load(Values source, long offset, float* x, int n)
     {
-        if (!source.Bf16)
+        if (source.Bf16)
         {
-            new ReadOnlySpan<float>((float*)source.Data + offset, n).CopyTo(new Span<float>(x, n));
+            Bf16.ToFloat((ushort*)source.Data + offset, x, n);
             return;
         }
-        var values = (ushort*)source.Data + offset;
-        for (var i = 0; i < n; i++)
-        {
-            x[i] = Bf16.ToFloat(values[i]);
-        }
+        new ReadOnlySpan<float>((float*)source.Data + offset, n).CopyTo(new Span<float>(x, n));
     }
 
     /// <summary>RMSNorm as HuggingFace computes it in float32: y = w · x / √(mean(x²) + ε).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RmsNorm(float* x, Values weight, float* y, int n, float eps)
     {
         var acc = Vector512<float>.Zero;
@@ -144,6 +163,7 @@ internal static unsafe class Kernel
     }
 
     /// <summary>x ← silu(x) · y (SwiGLU), x and y of n floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SiluMultiply(float* x, float* y, int n)
     {
         var i = 0;
@@ -151,12 +171,43 @@ internal static unsafe class Kernel
         for (; i + 16 <= n; i += 16)
         {
             var v = Vector512.Load(x + i);
-            (v / (one + Vector512.Exp(-v)) * Vector512.Load(y + i)).Store(x + i);
+            (v / (one + FastExp.Exp(-v)) * Vector512.Load(y + i)).Store(x + i);
         }
         for (; i < n; i++)
         {
             x[i] = Silu(x[i]) * y[i];
         }
+    }
+
+    /// <summary>
+    /// One Mamba state update of one channel: h ← exp(−Δ·e^{logA}) ⊙ h + drive · B, returning h · C (n state
+    /// entries; 16 at a time).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float StateStep(float* h, float* logA, float* b, float* c, float delta, float drive, int n)
+    {
+        var i = 0;
+        var sum = 0f;
+        if (n >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            var minusDelta = Vector512.Create(-delta);
+            var driveVector = Vector512.Create(drive);
+            for (; i + 16 <= n; i += 16)
+            {
+                var decay = FastExp.Exp(minusDelta * FastExp.Exp(Vector512.Load(logA + i)));
+                var next = Vector512.FusedMultiplyAdd(decay, Vector512.Load(h + i), driveVector * Vector512.Load(b + i));
+                next.Store(h + i);
+                acc = Vector512.FusedMultiplyAdd(next, Vector512.Load(c + i), acc);
+            }
+            sum = Vector512.Sum(acc);
+        }
+        for (; i < n; i++)
+        {
+            h[i] = MathF.Exp(-delta * MathF.Exp(logA[i])) * h[i] + drive * b[i];
+            sum += h[i] * c[i];
+        }
+        return sum;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -166,11 +217,25 @@ internal static unsafe class Kernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Softplus(float x) => x > 20f ? x : MathF.Log(1f + MathF.Exp(x));
 
-    /// <summary>In-place softmax of n scores; returns nothing, the scores become probabilities.</summary>
+    /// <summary>In-place softmax of n scores: the scores become probabilities.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Softmax(float* scores, int n)
     {
         var max = float.NegativeInfinity;
-        for (var i = 0; i < n; i++)
+        var i = 0;
+        if (n >= 16)
+        {
+            var maxima = Vector512.Load(scores);
+            for (i = 16; i + 16 <= n; i += 16)
+            {
+                maxima = Vector512.Max(maxima, Vector512.Load(scores + i));
+            }
+            for (var lane = 0; lane < 16; lane++)
+            {
+                max = MathF.Max(max, maxima[lane]);
+            }
+        }
+        for (; i < n; i++)
         {
             max = MathF.Max(max, scores[i]);
         }
@@ -180,7 +245,7 @@ internal static unsafe class Kernel
         var sumVector = Vector512<float>.Zero;
         for (; k + 16 <= n; k += 16)
         {
-            var e = Vector512.Exp(Vector512.Load(scores + k) - maxVector);
+            var e = FastExp.Exp(Vector512.Load(scores + k) - maxVector);
             e.Store(scores + k);
             sumVector += e;
         }
@@ -191,7 +256,12 @@ internal static unsafe class Kernel
             sum += scores[k];
         }
         var inverse = 1f / sum;
-        for (k = 0; k < n; k++)
+        var factor = Vector512.Create(inverse);
+        for (k = 0; k + 16 <= n; k += 16)
+        {
+            (Vector512.Load(scores + k) * factor).Store(scores + k);
+        }
+        for (; k < n; k++)
         {
             scores[k] *= inverse;
         }
@@ -201,6 +271,7 @@ internal static unsafe class Kernel
     /// RoPE, "rotate half" layout as HuggingFace: for i &lt; d/2, (x_i, x_{i+d/2}) rotated by the angle of frequency i at
     /// this position; <paramref name="cos"/> and <paramref name="sin"/> hold the d/2 values for the position.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rope(float* x, float* cos, float* sin, int headDim)
     {
         var half = headDim / 2;
@@ -220,4 +291,23 @@ internal readonly unsafe struct Values(byte* data, bool bf16)
     public readonly bool Bf16 = bf16;
 
     public float this[long i] => Bf16 ? Kernels.Bf16.ToFloat(((ushort*)Data)[i]) : ((float*)Data)[i];
+
+    /// <summary>n values at <paramref name="offset"/> as float32: in place for float32, converted into <paramref name="buffer"/> for bfloat16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float* Row(long offset, int n, float* buffer)
+    {
+        if (!Bf16)
+        {
+            return (float*)Data + offset;
+        }
+        Kernels.Bf16.ToFloat((ushort*)Data + offset, buffer, n);
+        return buffer;
+    }
+
+    /// <summary>n values at <paramref name="offset"/> copied (converted) into <paramref name="target"/> as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load(long offset, int n, float* target) => Kernel.Load(this, offset, target, n);
+
+    /// <summary>The same values from <paramref name="elements"/> further on.</summary>
+    public Values Skip(long elements) => new(Data + elements * (Bf16 ? 2 : 4), Bf16);
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace RecurFormer.Model.Kernels;
 
 /// <summary>
@@ -81,6 +82,7 @@ public sealed class KernelThreads : IDisposable
     }
 
     /// <summary>Waits until every thread of the step has arrived here.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Barrier()
     {
         if (Count == 1)
@@ -106,6 +108,7 @@ public sealed class KernelThreads : IDisposable
     }
 
     /// <summary>The share of <paramref name="count"/> items that thread <paramref name="thread"/> takes, in multiples of <paramref name="align"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public (int Start, int End) Share(int thread, int count, int align = 1)
     {
         var units = (count + align - 1) / align;

@@ -45,6 +45,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
     /// Computes rows [<paramref name="start"/>, <paramref name="end"/>) of y for every input row: y[b × ldy + r]
     /// = W[r] · x[b] + bias[r], or y[b × ldy + r] += that with <paramref name="accumulate"/> (a residual connection).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Compute(in KernelInput x, float* y, int ldy, int start, int end, bool accumulate = false)
     {
         var bound = Resolve();
@@ -117,6 +118,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Odd(Vector512<uint> pairs) => (pairs & Vector512.Create(0xFFFF0000u)).AsSingle();
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Bf16Rows4Batch1(ushort* w, float* x, float* sums)
     {
         int n = Columns, full = n - n % Block;
@@ -145,6 +147,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
         sums[3] = Vector512.Sum(e3 + o3) + Bf16Tail(w3, x, full, n);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Bf16Rows4Batch2(ushort* w, float* x, int ldx, float* sums)
     {
         int n = Columns, full = n - n % Block;
@@ -180,6 +183,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
         sums[7] = Vector512.Sum(b3) + Bf16Tail(w3, x1, full, n);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Bf16Rows4Batch4(ushort* w, float* x, int ldx, float* sums)
     {
         int n = Columns, full = n - n % Block;
@@ -224,6 +228,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
     }
 
     /// <summary>One row against one reordered input, with the tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private float Bf16Row(ushort* w, float* x)
     {
         int n = Columns, full = n - n % Block;
@@ -249,6 +254,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void F32Rows4(float* w, float* x, float* sums)
     {
         int n = Columns, full = n - n % 16;
@@ -281,6 +287,7 @@ internal sealed unsafe class MatVec(Tensor weight, Tensor? bias)
     /// [x0, x2, …, x30, x1, x3, …, x31] in <paramref name="scratch"/> (batch × Columns floats); for float32 weights the
     /// input itself. Every thread prepares its own copy (a few hundred floats), so no barrier is needed.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public KernelInput PrepareInput(float* x, int batch, int ldx, float* scratch)
     {
         if (!WantsReorderedInput)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using static TorchSharp.torch;
 
@@ -8,11 +9,12 @@ namespace RecurFormer.Model.Kernels;
 /// h_t = exp(Δ_t ⊙ A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t, y_t = h_t C_t + D ⊙ x_t, step by step over time, 16 channels per
 /// 512-bit vector (one vector per state index, kept for the whole sequence), channels split across threads. Work
 /// and memory grow with the number of tokens; the chunked closed form it replaces on the CPU builds a
-/// [channels, state, c, c] decay matrix per chunk of c tokens.
+/// [channels, state, c, c] decay matrix per chunk of c tokens. The one scan loop of the project: the mixer's fused
+/// prefill (<see cref="MambaPrefillKernel"/>) runs it with Δ computed on the fly.
 /// </summary>
 public static unsafe class SelectiveScan
 {
-    private const int Lanes = 16;
+    internal const int Lanes = 16;
 
     /// <summary>
     /// x, dt [T, dInner]; b, c [T, dState]; a [dInner, dState] (negative); d [dInner]; state [dInner, dState], read as
@@ -29,103 +31,142 @@ public static unsafe class SelectiveScan
         c = c.contiguous();
         a = a.contiguous();
         var y = empty(tokens, inner, ScalarType.Float32);
-        var p = new Pointers(TensorMemory.Pointer<float>(x), TensorMemory.Pointer<float>(dt), TensorMemory.Pointer<float>(b),
-            TensorMemory.Pointer<float>(c), TensorMemory.Pointer<float>(a), TensorMemory.Pointer<float>(d),
-            TensorMemory.Pointer<float>(state), TensorMemory.Pointer<float>(y), tokens, inner, stateSize);
+        var rows = new ScanRows(TensorMemory.Pointer<float>(x), TensorMemory.Pointer<float>(b), TensorMemory.Pointer<float>(c), stateSize,
+            TensorMemory.Pointer<float>(y), tokens, inner, stateSize);
+        var aPointer = TensorMemory.Pointer<float>(a);
+        var dPointer = TensorMemory.Pointer<float>(d);
+        var statePointer = TensorMemory.Pointer<float>(state);
+        var deltas = new GivenDeltas(TensorMemory.Pointer<float>(dt), inner);
         threads ??= KernelThreads.Single;
         threads.Run(thread =>
         {
             var (start, end) = threads.Share(thread, inner, Lanes);
-            Channels(p, start, end);
+            for (var first = start; first < end; first += Lanes)
+            {
+                Channels(rows, deltas, negativeA: true, aPointer, dPointer, statePointer, first, Math.Min(Lanes, end - first));
+            }
         });
         return y;
     }
 
-    private readonly struct Pointers(float* x, float* dt, float* b, float* c, float* a, float* d, float* h, float* y, int tokens, int inner, int state)
+    /// <summary>Where a scan reads x, B, C and writes y: token t's row at t × stride.</summary>
+    internal readonly struct ScanRows(float* x, float* b, float* c, int bcStride, float* y, int tokens, int inner, int state)
     {
-        public readonly float* X = x, Dt = dt, B = b, C = c, A = a, D = d, H = h, Y = y;
-        public readonly int Tokens = tokens, Inner = inner, State = state;
+        public readonly float* X = x, B = b, C = c, Y = y;
+        public readonly int BcStride = bcStride, Tokens = tokens, Inner = inner, State = state;
     }
 
-    private static void Channels(Pointers p, int start, int end)
+    /// <summary>Where Δ comes from, per token and block of 16 channels (specialised per kind by the JIT).</summary>
+    internal interface IDeltas
     {
-        var channel = start;
-        if (Vector512.IsHardwareAccelerated && p.State <= 64)
-        {
-            for (; channel + Lanes <= end; channel += Lanes)
-            {
-                SixteenChannels(p, channel);
-            }
-        }
-        for (; channel < end; channel++)
-        {
-            OneChannel(p, channel);
-        }
+        void Start(int first, int count, float* lane);
+        Vector512<float> At(int token);
     }
 
-    private static void SixteenChannels(Pointers p, int first)
+    /// <summary>Δ given as a [T, dInner] table.</summary>
+    internal struct GivenDeltas(float* dt, int inner) : IDeltas
     {
-        int n = p.State, inner = p.Inner;
+        private int _first, _count;
+        private float* _lane;
+
+        public void Start(int first, int count, float* lane)
+        {
+            _first = first;
+            _count = count;
+            _lane = lane;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector512<float> At(int token) => Load(dt + (long)token * inner + _first, _count, _lane);
+    }
+
+    /// <summary>
+    /// Scans up to 16 channels from <paramref name="first"/> over every token, continuing from <paramref name="state"/>
+    /// ([dInner, dState], updated). A is −exp(<paramref name="a"/>) when <paramref name="negativeA"/> is false (A_log given).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Channels<TDeltas>(in ScanRows rows, TDeltas deltas, bool negativeA, float* a, float* d, float* state, int first, int count)
+        where TDeltas : struct, IDeltas
+    {
+        int n = rows.State, inner = rows.Inner;
         var h = stackalloc Vector512<float>[n];
-        var a = stackalloc Vector512<float>[n];
-        var column = stackalloc float[Lanes];
+        var decay = stackalloc Vector512<float>[n];
+        var lane = stackalloc float[Lanes];
         for (var s = 0; s < n; s++)
         {
-            for (var i = 0; i < Lanes; i++)
-            {
-                column[i] = p.H[(long)(first + i) * n + s];
-            }
-            h[s] = Vector512.Load(column);
-            for (var i = 0; i < Lanes; i++)
-            {
-                column[i] = p.A[(long)(first + i) * n + s];
-            }
-            a[s] = Vector512.Load(column);
+            h[s] = Gather(state + (long)first * n + s, n, count, lane);
+            var given = Gather(a + (long)first * n + s, n, count, lane);
+            decay[s] = negativeA ? given : -FastExp.Exp(given);
         }
-        var skip = Vector512.Load(p.D + first);
-        for (var t = 0; t < p.Tokens; t++)
+        var skip = Gather(d + first, 1, count, lane);
+        deltas.Start(first, count, lane);
+        var pairs = n & ~1;
+        for (var t = 0; t < rows.Tokens; t++)
         {
-            var offset = (long)t * inner + first;
-            var delta = Vector512.Load(p.Dt + offset);
-            var input = Vector512.Load(p.X + offset);
+            var delta = deltas.At(t);
+            var input = Load(rows.X + (long)t * inner + first, count, lane);
             var drive = delta * input;
-            var output = skip * input;
-            var bt = p.B + (long)t * n;
-            var ct = p.C + (long)t * n;
-            for (var s = 0; s < n; s++)
+            var even = skip * input;
+            var odd = Vector512<float>.Zero;
+            var bt = rows.B + (long)t * rows.BcStride;
+            var ct = rows.C + (long)t * rows.BcStride;
+            // Two states per iteration into two sums: the sum over states is a dependency chain otherwise.
+            for (var s = 0; s < pairs; s += 2)
             {
-                var next = Vector512.FusedMultiplyAdd(Vector512.Exp(delta * a[s]), h[s], drive * bt[s]);
-                h[s] = next;
-                output = Vector512.FusedMultiplyAdd(next, Vector512.Create(ct[s]), output);
+                var h0 = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[s]), h[s], drive * Vector512.Create(bt[s]));
+                var h1 = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[s + 1]), h[s + 1], drive * Vector512.Create(bt[s + 1]));
+                h[s] = h0;
+                h[s + 1] = h1;
+                even = Vector512.FusedMultiplyAdd(h0, Vector512.Create(ct[s]), even);
+                odd = Vector512.FusedMultiplyAdd(h1, Vector512.Create(ct[s + 1]), odd);
             }
-            output.Store(p.Y + offset);
+            if (pairs < n)
+            {
+                var last = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[pairs]), h[pairs], drive * Vector512.Create(bt[pairs]));
+                h[pairs] = last;
+                even = Vector512.FusedMultiplyAdd(last, Vector512.Create(ct[pairs]), even);
+            }
+            Store(even + odd, rows.Y + (long)t * inner + first, count, lane);
         }
         for (var s = 0; s < n; s++)
         {
-            h[s].Store(column);
-            for (var i = 0; i < Lanes; i++)
-            {
-                p.H[(long)(first + i) * n + s] = column[i];
-            }
+            Scatter(h[s], state + (long)first * n + s, n, count, lane);
         }
     }
 
-    private static void OneChannel(Pointers p, int channel)
+    /// <summary>count values <paramref name="stride"/> apart as one vector (zeros past count).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Gather(float* source, int stride, int count, float* lane)
     {
-        int n = p.State, inner = p.Inner;
-        var h = p.H + (long)channel * n;
-        var a = p.A + (long)channel * n;
-        for (var t = 0; t < p.Tokens; t++)
+        for (var i = 0; i < Lanes; i++)
         {
-            var offset = (long)t * inner + channel;
-            float delta = p.Dt[offset], input = p.X[offset];
-            var output = p.D[channel] * input;
-            for (var s = 0; s < n; s++)
-            {
-                h[s] = MathF.Exp(delta * a[s]) * h[s] + delta * input * p.B[(long)t * n + s];
-                output += h[s] * p.C[(long)t * n + s];
-            }
-            p.Y[offset] = output;
+            lane[i] = i < count ? source[(long)i * stride] : 0f;
         }
+        return Vector512.Load(lane);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Scatter(Vector512<float> value, float* target, int stride, int count, float* lane)
+    {
+        value.Store(lane);
+        for (var i = 0; i < count; i++)
+        {
+            target[(long)i * stride] = lane[i];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Load(float* source, int count, float* lane) =>
+        count == Lanes ? Vector512.Load(source) : Gather(source, 1, count, lane);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Store(Vector512<float> value, float* target, int count, float* lane)
+    {
+        if (count == Lanes)
+        {
+            value.Store(target);
+            return;
+        }
+        Scatter(value, target, 1, count, lane);
     }
 }

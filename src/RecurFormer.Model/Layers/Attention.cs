@@ -18,7 +18,7 @@ namespace RecurFormer.Model.Layers;
 /// pools. The CPU kernel path of the same layer is in Attention.Kernels.cs.
 /// </para>
 /// </summary>
-public sealed class Attention : nn.Module
+public sealed partial class Attention : nn.Module
 {
 #pragma warning disable IDE1006
     private readonly Linear? qkv_proj;
@@ -29,7 +29,7 @@ public sealed class Attention : nn.Module
     private readonly int _headDim;
     private readonly LayerHeads _heads;
     private readonly WindowSpec _window;
-    private readonly int _fullHeads, _windowHeads, _fullGroups, _windowGroups;
+    private readonly int _fullHeads, _windowHeads, _fullGroups, _windowGroups, _qkvRows, _headColumns;
 
     /// <summary>[full heads ++ window heads ++ Mamba heads] → original head order; null for a plain layer.</summary>
     private readonly Tensor? _headOrder;
@@ -55,6 +55,8 @@ public sealed class Attention : nn.Module
             qkv_proj = Linear.LoadFused(weights, $"{prefix}.qkv_proj", hidden, config.QkvBias, FusedParts(prefix, computedGroups));
         }
         o_proj = Linear.Load(weights, $"{prefix}.o_proj", config.NumAttentionHeads * _headDim, hidden, config.OutputBias);
+        _qkvRows = (_fullHeads + _windowHeads + 2 * computedGroups.Length) * _headDim;
+        _headColumns = config.NumAttentionHeads * _headDim;
         if (config.MixerShape(layer) is { } shape)
         {
             mamba = new MambaMixer(shape, weights, $"{prefix}.mamba", layer);
@@ -160,8 +162,8 @@ public sealed class Attention : nn.Module
         {
             var keys = storage.Keys(_layer)!;
             var values = storage.Values(_layer)!;
-            keys.index_copy_(0, context.NewRows, k.narrow(1, 0, _fullGroups).to_type(keys.dtype));
-            values.index_copy_(0, context.NewRows, v.narrow(1, 0, _fullGroups).to_type(values.dtype));
+            keys.index_copy_(1, context.NewRows, k.narrow(1, 0, _fullGroups).transpose(0, 1).to_type(keys.dtype));
+            values.index_copy_(1, context.NewRows, v.narrow(1, 0, _fullGroups).transpose(0, 1).to_type(values.dtype));
             var (rows, mask) = context.KeyRows;
             outputs.Add(AttendGrouped(q.narrow(1, 0, _fullHeads), Gather(keys, rows, batch, q.dtype), Gather(values, rows, batch, q.dtype), mask));
         }
@@ -169,19 +171,19 @@ public sealed class Attention : nn.Module
         {
             var ringKeys = storage.RingKeys(_layer)!;
             var ringValues = storage.RingValues(_layer)!;
-            var flat = new long[] { -1, _windowGroups, _headDim };
-            ringKeys.view(flat).index_copy_(0, context.RingRows, k.narrow(1, _fullGroups, _windowGroups).to_type(ringKeys.dtype));
-            ringValues.view(flat).index_copy_(0, context.RingRows, v.narrow(1, _fullGroups, _windowGroups).to_type(ringValues.dtype));
-            var ringK = ringKeys.index_select(0, context.Slots).to_type(q.dtype).permute(0, 2, 1, 3);   // [B, groups, capacity, hd]
-            var ringV = ringValues.index_select(0, context.Slots).to_type(q.dtype).permute(0, 2, 1, 3);
+            var rows = context.RingRows(_windowGroups);
+            ringKeys.view(-1, _headDim).index_copy_(0, rows, k.narrow(1, _fullGroups, _windowGroups).reshape(-1, _headDim).to_type(ringKeys.dtype));
+            ringValues.view(-1, _headDim).index_copy_(0, rows, v.narrow(1, _fullGroups, _windowGroups).reshape(-1, _headDim).to_type(ringValues.dtype));
+            var ringK = ringKeys.index_select(0, context.Slots).to_type(q.dtype);                       // [B, groups, capacity, hd]
+            var ringV = ringValues.index_select(0, context.Slots).to_type(q.dtype);
             outputs.Add(AttendGrouped(q.narrow(1, _fullHeads, _windowHeads), ringK, ringV, context.RingMask));
         }
         return outputs.Count == 1 ? outputs[0] : cat(outputs, 1);
     }
 
-    /// <summary>Pool rows [B × L] → [B, groups, L, hd] in the compute dtype.</summary>
+    /// <summary>Pool rows [B × L] of a [groups, rows, hd] pool → [B, groups, L, hd] in the compute dtype.</summary>
     private Tensor Gather(Tensor pool, Tensor rows, long batch, ScalarType dtype) =>
-        pool.index_select(0, rows).to_type(dtype).view(batch, -1, pool.shape[1], _headDim).permute(0, 2, 1, 3);
+        pool.index_select(1, rows).to_type(dtype).view(pool.shape[0], batch, -1, _headDim).permute(1, 0, 2, 3);
 
     /// <summary>
     /// Grouped-query decode attention with no repeated KV: the query heads of a group are the "query positions" of
@@ -227,17 +229,23 @@ public sealed class Attention : nn.Module
         var keyPool = storage.Keys(_layer)!;
         var valuePool = storage.Values(_layer)!;
         var newRows = context.RowsOf(sequence, past, past + n);
-        keyPool.index_copy_(0, newRows, keys.detach().to_type(keyPool.dtype));
-        valuePool.index_copy_(0, newRows, values.detach().to_type(valuePool.dtype));
+        keys = keys.transpose(0, 1);                                                                  // [G, n, hd]
+        values = values.transpose(0, 1);
+        keyPool.index_copy_(1, newRows, keys.detach().to_type(keyPool.dtype));
+        valuePool.index_copy_(1, newRows, values.detach().to_type(valuePool.dtype));
         if (past > 0)
         {
             var rows = context.RowsOf(sequence, 0, past + n);
-            keys = keyPool.index_select(0, rows).to_type(query.dtype);
-            values = valuePool.index_select(0, rows).to_type(query.dtype);
+            keys = keyPool.index_select(1, rows).to_type(query.dtype);                                 // [G, m, hd]
+            values = valuePool.index_select(1, rows).to_type(query.dtype);
+        }
+        if (PrefillsWithKernels(context))
+        {
+            return PrefillFull(query, context, sequence).to_type(query.dtype);
         }
         var q = query.transpose(0, 1);                                                               // [H, n, hd]
-        var kk = RepeatGroups(keys.transpose(0, 1));                                                 // [H, m, hd]
-        var vv = RepeatGroups(values.transpose(0, 1));
+        var kk = RepeatGroups(keys);                                                                 // [H, m, hd]
+        var vv = RepeatGroups(values);
         if (context.Batch.Capture is { RecordsProbabilities: true } capture)
         {
             return AttendEagerly(q, kk, vv, CausalMask(n, past, query.device), capture, sequence).transpose(0, 1);
@@ -260,7 +268,7 @@ public sealed class Attention : nn.Module
         var past = cache.Length;
         var n = (int)query.shape[0];
         var device = query.device;
-        var ringKeys = storage.RingKeys(_layer)![cache.Slot];                                       // [capacity, groups, hd]
+        var ringKeys = storage.RingKeys(_layer)![cache.Slot];                                       // [groups, capacity, hd]
         var ringValues = storage.RingValues(_layer)![cache.Slot];
 
         var held = Math.Min(_window.Capacity, past);
@@ -273,24 +281,34 @@ public sealed class Attention : nn.Module
         {
             positions[held + i] = past + i;
         }
-        var allKeys = held == 0 ? keys : cat([ringKeys.narrow(0, 0, held).to_type(keys.dtype), keys], 0);
-        var allValues = held == 0 ? values : cat([ringValues.narrow(0, 0, held).to_type(values.dtype), values], 0);
+        keys = keys.transpose(0, 1);                                                                  // [G, n, hd]
+        values = values.transpose(0, 1);
+        var allKeys = held == 0 ? keys : cat([ringKeys.narrow(1, 0, held).to_type(keys.dtype), keys], 1);
+        var allValues = held == 0 ? values : cat([ringValues.narrow(1, 0, held).to_type(values.dtype), values], 1);
 
         var survivors = Enumerable.Range(past, n).Where(p => p < _window.Sinks || p >= past + n - _window.Size).ToArray();
         if (survivors.Length > 0)
         {
             var source = tensor(survivors.Select(p => (long)(p - past)).ToArray(), device: device);
             var target = tensor(survivors.Select(p => (long)ForwardContext.RingIndex(_window, p)).ToArray(), device: device);
-            ringKeys.index_copy_(0, target, keys.detach().index_select(0, source).to_type(ringKeys.dtype));
-            ringValues.index_copy_(0, target, values.detach().index_select(0, source).to_type(ringValues.dtype));
+            ringKeys.index_copy_(1, target, keys.detach().index_select(1, source).to_type(ringKeys.dtype));
+            ringValues.index_copy_(1, target, values.detach().index_select(1, source).to_type(ringValues.dtype));
         }
 
+        if (PrefillsWithKernels(context))
+        {
+            // Keys in position order (the ring holds them circularly): each query's keys are then two runs.
+            var order = Enumerable.Range(0, positions.Length).OrderBy(i => positions[i]).Select(i => (long)i).ToArray();
+            var sorted = tensor(order, device: device);
+            return PrefillWindow(query, allKeys.index_select(1, sorted), allValues.index_select(1, sorted), order.Select(i => positions[i]).ToArray(), past, context)
+                .to_type(query.dtype);
+        }
         var queryPositions = (arange(n, device: device) + past).unsqueeze(1);                        // [n, 1]
         var keyPositions = tensor(positions, device: device).unsqueeze(0);                           // [1, m]
         var allowed = (keyPositions <= queryPositions).logical_and((keyPositions < _window.Sinks).logical_or(keyPositions > queryPositions - _window.Size));
         var q = query.transpose(0, 1);
-        var kk = RepeatGroups(allKeys.transpose(0, 1));
-        var vv = RepeatGroups(allValues.transpose(0, 1));
+        var kk = RepeatGroups(allKeys);
+        var vv = RepeatGroups(allValues);
         if (context.Batch.Capture is { RecordsProbabilities: true } capture)
         {
             return AttendEagerly(q, kk, vv, allowed, capture, sequence).transpose(0, 1);

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace RecurFormer.Model.Layers;
 
 /// <summary>Pre-norm Transformer block: x + attn(norm(x)), then x + mlp(norm(x)).</summary>
-public sealed class DecoderLayer : nn.Module
+public sealed partial class DecoderLayer : nn.Module
 {
 #pragma warning disable IDE1006
     private readonly RmsNorm input_layernorm;

@@ -10,11 +10,12 @@ namespace RecurFormer.Model.Layers;
 /// <summary>
 /// Mamba-1 selective state-space mixer (Gu &amp; Dao 2023), as transformers' MambaMixer: in_proj → depthwise causal
 /// conv → SiLU → input-dependent (Δ, B, C) → selective scan → + D·x → gated by SiLU(z) → out_proj.
-/// The convolution, the scan and the state are float32 whatever the compute dtype. Prefill on the CPU uses the
-/// linear-time <see cref="SelectiveScan"/>; training and CUDA a chunked closed form of the scan (one matrix product
-/// per chunk of tokens); decode the one-step recurrence, batched over the pool's state.
+/// The convolution, the scan and the state are float32 whatever the compute dtype. Inference prefill on the CPU
+/// runs the fused kernel (<see cref="MambaPrefillKernel"/>, a linear-time scan); training and CUDA a chunked closed
+/// form of the scan (one matrix product per chunk of tokens); decode the one-step recurrence, batched over the
+/// pool's state (or the decode kernels, MambaMixer.Kernels.cs).
 /// </summary>
-public sealed class MambaMixer : nn.Module
+public sealed partial class MambaMixer : nn.Module
 {
 #pragma warning disable IDE1006
     private readonly Linear in_proj;
@@ -109,6 +110,10 @@ public sealed class MambaMixer : nn.Module
     private Tensor Prefill(Tensor u, Tensor a, ForwardContext context, int s)
     {
         var batch = context.Batch;
+        if (PrefillsWithKernels(context))
+        {
+            return PrefillWithKernels(u.narrow(0, batch.Offsets[s], batch.TokenCount(s)), context, s);
+        }
         var slot = batch.Caches[s].Slot;
         var convState = context.Storage.Conv(_layer)![slot];                              // [dI, dConv]
         var ssmState = context.Storage.Ssm(_layer)![slot];                                // [dI, dState]
@@ -120,24 +125,11 @@ public sealed class MambaMixer : nn.Module
         xc = nn.functional.silu(xc);
 
         var (dt, bInput, cOutput) = SelectiveParameters(xc);
-        Tensor output;
-        if (ScansOnCpu(context, xc))
-        {
-            output = SelectiveScan.Forward(xc, dt, bInput, cOutput, a, D, ssmState, context.Batch.Threads); // updates the state in place
-        }
-        else
-        {
-            var (y, ssm) = ChunkedScan(xc, dt, bInput, cOutput, a, ssmState.clone()); // a copy: autograd may keep h_0, and the pool row changes below
-            output = y + xc * D;
-            ssmState.copy_(ssm.detach());
-        }
+        var (y, ssm) = ChunkedScan(xc, dt, bInput, cOutput, a, ssmState.clone()); // a copy: autograd may keep h_0, and the pool row changes below
+        ssmState.copy_(ssm.detach());
         convState.copy_(window.narrow(1, window.shape[1] - Shape.ConvKernel, Shape.ConvKernel).detach());
-        return output;
+        return y + xc * D;
     }
-
-    /// <summary>The linear-time CPU scan serves inference; training (autograd) and CUDA use the chunked closed form.</summary>
-    private static bool ScansOnCpu(ForwardContext context, Tensor xc) =>
-        !context.Batch.Training && xc.device_type == DeviceType.CPU && Kernel.IsAccelerated;
 
     /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])), B and C: the input-dependent SSM parameters.</summary>
     private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc)

@@ -9,7 +9,7 @@ namespace RecurFormer.Model.Layers;
 /// SwiGLU feed-forward: down(silu(gate(x)) · up(x)). gate_proj and up_proj are one fused weight [gate | up]
 /// (one matrix product); the checkpoint keeps them apart. The CPU kernel path is in Mlp.Kernels.cs.
 /// </summary>
-public sealed class Mlp : nn.Module<Tensor, Tensor>
+public sealed partial class Mlp : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     private readonly Linear gate_up_proj;

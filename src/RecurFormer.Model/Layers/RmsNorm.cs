@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using RecurFormer.Model.Checkpoints;
+using RecurFormer.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -29,5 +31,20 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         var variance = x.pow(2).mean([-1], keepdim: true);
         x = x * rsqrt(variance + _eps);
         return (weight * x.to_type(input.dtype)).MoveToOuterDisposeScope();
+    }
+
+    private Values? _kernelWeight;
+
+    internal bool KernelsSupport => Kernel.Supports(weight);
+
+    /// <summary>The CPU kernel path: y = RMSNorm(x) for <paramref name="rows"/> rows of <paramref name="size"/>, in float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal unsafe void Normalize(float* x, float* y, int rows, int size)
+    {
+        var w = _kernelWeight ??= Kernel.ValuesOf(weight);
+        for (var r = 0; r < rows; r++)
+        {
+            Kernel.RmsNorm(x + (long)r * size, w, y + (long)r * size, size, (float)_eps);
+        }
     }
 }

@@ -38,6 +38,8 @@ internal static class LibTorchLoader
         {
             return; // TorchSharp's own loader handles the other platforms.
         }
+        OpenMpWaiting.Apply();
+        AllocatorTuning.KeepFreedMemory();
 
         var libTorchDir = Environment.GetEnvironmentVariable(LibTorchDirVariable);
         if (!string.IsNullOrWhiteSpace(libTorchDir))

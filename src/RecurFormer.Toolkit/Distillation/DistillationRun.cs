@@ -37,7 +37,6 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
 
     public IReadOnlyList<LossRecord> Run(DistillationPaths paths, bool resume, ScalarType saveDType, ProgressLine? progress = null)
     {
-        AllocatorTuning.KeepFreedMemory();
         manual_seed(options.Seed);
         var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
         var records = state.Records.ToList();

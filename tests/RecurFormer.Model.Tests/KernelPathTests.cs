@@ -1,0 +1,123 @@
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Model.Tests;
+
+/// <summary>
+/// The CPU kernel path of a decode step against the libtorch path of the same model, in float32: mixed batches of
+/// different lengths, plain, windowed (rings that wrap) and Mamba groups, alone and all three in one layer.
+/// </summary>
+public sealed class KernelPathTests
+{
+    public static TheoryData<string> Models() => ["qwen2-tiny", "llama-tiny", "hybrid", "demo-teacher", "demo-window", "demo-recurformer"];
+
+    private static string Folder(string name, out IDisposable? owner)
+    {
+        owner = null;
+        switch (name)
+        {
+            case "hybrid":
+                // llama-tiny has 3 KV groups: layer 0 mixes Mamba, window and full; layer 1 has a window only. The window is
+                // short (6 + 2 sinks) so that the rings wrap many times.
+                var fixture = new HybridFixture("llama-tiny", [new LayerReplacement([0], [1]), new LayerReplacement([], [2])], new WindowSpec(6, 2));
+                owner = fixture;
+                return fixture.Folder;
+            case "demo-teacher":
+                return TestData.DemoTeacher;
+            case "demo-window":
+                return Path.Combine(TestData.RepositoryRoot, "models", "dotnet-docs-window-16m");
+            case "demo-recurformer":
+                return Path.Combine(TestData.RepositoryRoot, "models", "dotnet-docs-recurformer-16m");
+            default:
+                return TestData.Fixture(name);
+        }
+    }
+
+    private static long[][] Prompts(int vocab) =>
+    [
+        Enumerable.Range(0, 3).Select(i => (long)(i * 37 % vocab)).ToArray(),
+        Enumerable.Range(0, 40).Select(i => (long)((i * 101 + 7) % vocab)).ToArray(),
+        Enumerable.Range(0, 97).Select(i => (long)((i * 53 + 11) % vocab)).ToArray(),
+    ];
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void A_mixed_batch_decodes_the_same_with_kernels_as_with_libtorch(string name)
+    {
+        var folder = Folder(name, out var owner);
+        using var _ = owner;
+        using var loaded = TestData.Load(folder);
+        var model = (TransformerCausalLM)loaded;
+        using var threads = new KernelThreads(2);
+        var prompts = Prompts(model.Config.VocabSize);
+        using var kernelCaches = loaded.CreateCache(200, prompts.Length);
+        using var torchCaches = loaded.CreateCache(200, prompts.Length);
+        model.Forward(new ForwardBatch(prompts, kernelCaches.Sequences)).Dispose();
+        using var last = model.Forward(new ForwardBatch(prompts, torchCaches.Sequences));
+        var next = last.argmax(1).data<long>().Select(t => new[] { t }).ToArray();
+
+        for (var step = 0; step < 40; step++)
+        {
+            model.KernelBatchLimit = 8;
+            using var kernels = model.Forward(new ForwardBatch(next, kernelCaches.Sequences) { Threads = threads });
+            model.KernelBatchLimit = 0;
+            using var libtorch = model.Forward(new ForwardBatch(next, torchCaches.Sequences));
+            var difference = (kernels - libtorch).abs().max().item<float>();
+            Assert.True(difference < 1e-4, $"{name} step {step}: max |Δlogit| = {difference}");
+            next = libtorch.argmax(1).data<long>().Select(t => new[] { t }).ToArray();
+        }
+        model.KernelBatchLimit = TransformerCausalLM.DefaultKernelBatchLimit;
+    }
+
+    [Theory]
+    [InlineData("hybrid")]
+    [InlineData("demo-recurformer")]
+    public void The_kernels_give_the_same_bits_on_one_thread_and_on_three(string name)
+    {
+        var folder = Folder(name, out var owner);
+        using var _ = owner;
+        using var model = TestData.Load(folder);
+        using var three = new KernelThreads(3);
+        var prompts = Prompts(model.Config.VocabSize);
+        using var one = model.CreateCache(120, prompts.Length);
+        using var many = model.CreateCache(120, prompts.Length);
+        model.Forward(new ForwardBatch(prompts, one.Sequences)).Dispose();
+        model.Forward(new ForwardBatch(prompts, many.Sequences)).Dispose();
+        var next = prompts.Select(p => new[] { p[^1] }).ToArray();
+        for (var step = 0; step < 8; step++)
+        {
+            using var single = model.Forward(new ForwardBatch(next, one.Sequences));
+            using var shared = model.Forward(new ForwardBatch(next, many.Sequences) { Threads = three });
+            Assert.Equal(0f, (single - shared).abs().max().item<float>());
+            next = single.argmax(1).data<long>().Select(t => new[] { t }).ToArray();
+        }
+    }
+
+    [Theory]
+    [InlineData("hybrid")]
+    [InlineData("demo-window")]
+    [InlineData("demo-recurformer")]
+    public void Chunked_prefill_equals_one_prefill_when_chunks_cross_the_window(string name)
+    {
+        var folder = Folder(name, out var owner);
+        using var _ = owner;
+        using var model = TestData.Load(folder);
+        using var threads = new KernelThreads(2);
+        var ids = Prompts(model.Config.VocabSize)[2]; // 97 tokens: past the windows of 8 and of 68 positions
+        using var whole = model.CreateCache(ids.Length);
+        using var expected = model.Forward(new ForwardBatch([ids], whole.Sequences) { AllLogits = true, Threads = threads });
+
+        using var chunked = model.CreateCache(ids.Length);
+        var parts = new List<Tensor>();
+        foreach (var (start, length) in new[] { (0, 30), (30, 1), (31, 45), (76, 21) })
+        {
+            parts.Add(model.Forward(new ForwardBatch([ids[start..(start + length)]], chunked.Sequences) { AllLogits = true, Threads = threads }));
+        }
+        using var actual = cat(parts, 0);
+        parts.ForEach(p => p.Dispose());
+        var difference = (actual - expected).abs().max().item<float>();
+        Assert.True(difference < 1e-4, $"{name}: max |Δlogit| = {difference}");
+    }
+}
