@@ -104,12 +104,13 @@ public sealed class OperationsTests
         {
             ["RecurFormer:Engine:MaxNumSeqs"] = "1",
             ["RecurFormer:QueueTimeout"] = "00:00:01",
-            ["RecurFormer:RequestTimeout"] = "00:00:10",
+            // Short enough that A cannot finish first: the CPU kernels decode 2,000 tokens of the demo model in seconds.
+            ["RecurFormer:RequestTimeout"] = "00:00:03",
         });
         try
         {
             // A holds the only running slot until its request timeout cancels it.
-            using var a = await OpenStream(server, LongChat(1500));
+            using var a = await OpenStream(server, LongChat(2000));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
             var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
 
