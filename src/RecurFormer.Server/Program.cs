@@ -1,8 +1,13 @@
 using Microsoft.Extensions.Options;
+using RecurFormer.Server.CommandLine;
 using RecurFormer.Server.Hosting;
 
-// `dotnet run -c Release --project src/RecurFormer.Server` serves the demo model on http://127.0.0.1:8000.
-// Configuration: appsettings.json, RECURFORMER__* environment variables, command-line flags (docs/server.md).
+// `dotnet run -c Release --project src/RecurFormer.Server [-- serve MODEL --option value ...]` serves a model (the demo
+// model by default) on http://127.0.0.1:8000. Options: --help, and docs/server.md (each is also a RECURFORMER__* variable).
+if (ServerCommandLine.HandleHelpOrErrors(ServerCommandLine.Parse(args), Console.Out, Console.Error) is { } exitCode)
+{
+    return exitCode;
+}
 try
 {
     var app = ServerApplication.Build(args);

@@ -14,20 +14,24 @@ public sealed class Template
 {
     private readonly IReadOnlyList<Statement> body;
 
-    private Template(IReadOnlyList<Statement> body, TemplateOptions options)
+    private Template(IReadOnlyList<Statement> body, TemplateOptions options, string source)
     {
         this.body = body;
         Options = options;
+        Source = source;
     }
 
     public TemplateOptions Options { get; }
+
+    /// <summary>The template text (what it teaches the model, e.g. which tool-call format, can be read from it).</summary>
+    public string Source { get; }
 
     /// <exception cref="TemplateException">The source is not a valid template (with the line and column).</exception>
     public static Template Parse(string source, TemplateOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         options ??= TemplateOptions.Default;
-        return new Template(Parser.Parse(source, options.MaxNestingDepth), options);
+        return new Template(Parser.Parse(source, options.MaxNestingDepth), options, source);
     }
 
     /// <summary>Renders with the given variables (values as <see cref="PyValue.From"/> accepts them).</summary>

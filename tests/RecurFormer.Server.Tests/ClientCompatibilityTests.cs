@@ -16,7 +16,7 @@ public sealed class ClientCompatibilityTests(SharedServer shared)
 {
     private readonly TestServer _server = shared.Server;
 
-    private OpenAIClient Client() => new(new ApiKeyCredential(TestServer.ApiKey), new OpenAIClientOptions { Endpoint = new Uri(_server.BaseAddress, "v1") });
+    private OpenAIClient Client() => _server.OpenAi();
 
     private static ChatMessage[] Reference => [new SystemChatMessage(TestServer.SystemMessage), new UserChatMessage(TestServer.Question)];
 

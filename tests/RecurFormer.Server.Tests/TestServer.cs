@@ -41,27 +41,35 @@ public sealed class TestServer : IAsyncDisposable
     public HttpClient Anonymous { get; }
 
     public ModelHost Host => App.Services.GetRequiredService<ModelHost>();
+
+    /// <summary>The official OpenAI .NET client, pointed at this server with the API key.</summary>
+    public OpenAI.OpenAIClient OpenAi() => new(new System.ClientModel.ApiKeyCredential(ApiKey), new OpenAI.OpenAIClientOptions { Endpoint = new Uri(BaseAddress, "v1") });
     public LLMEngine Engine => Host.Model!.Engine;
 
     public static string RepositoryRoot { get; } = FindRoot();
     public static string DemoTeacher => Path.Combine(RepositoryRoot, "models", ModelId);
 
     /// <summary>
-    /// Starts a server; <paramref name="settings"/> are extra configuration keys; waits for the model unless a gate holds
-    /// it; <paramref name="configure"/> may add to the builder (a log capture, …).
+    /// Starts a server; <paramref name="settings"/> are command-line options or configuration keys (without the
+    /// leading dashes) added to or replacing the defaults; waits for the model unless a gate holds it;
+    /// <paramref name="configure"/> may add to the builder (a log capture, …).
     /// </summary>
     public static async Task<TestServer> StartAsync(IDictionary<string, string>? settings = null, Task? loadGate = null, Action<WebApplicationBuilder>? configure = null)
     {
-        var args = new List<string>
+        var options = new Dictionary<string, string>
         {
-            "--urls=http://127.0.0.1:0",
-            $"--model={DemoTeacher}",
-            $"--api-key={ApiKey}",
-            "--RecurFormer:Engine:CacheMemory=64MB",
-            "--RecurFormer:MaxRequestBodySize=4MB",
-            "--RecurFormer:Model:Threads=2",
+            ["urls"] = "http://127.0.0.1:0",
+            ["model"] = DemoTeacher,
+            ["api-key"] = ApiKey,
+            ["RecurFormer:Engine:CacheMemory"] = "64MB",
+            ["RecurFormer:MaxRequestBodySize"] = "4MB",
+            ["RecurFormer:Model:Threads"] = "2",
         };
-        args.AddRange((settings ?? new Dictionary<string, string>()).Select(kv => $"--{kv.Key}={kv.Value}"));
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+        {
+            options[key] = value;
+        }
+        var args = options.Select(kv => $"--{kv.Key}={kv.Value}").ToList();
         var app = ServerApplication.Build([.. args], builder =>
         {
             builder.Logging.SetMinimumLevel(LogLevel.Warning);

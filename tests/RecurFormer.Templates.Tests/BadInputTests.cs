@@ -177,9 +177,19 @@ public class BadInputTests
     }
 
     [Fact]
-    public void Unsupported_constructs_are_clear()
+    public void Misplaced_unpacking_and_loop_calls_are_clear()
     {
-        Assert.Contains("recursive for loops are not supported", ParseFails("{% for x in y recursive %}{% endfor %}").Reason);
-        Assert.Contains("*args and **kwargs", ParseFails("{{ f(*xs) }}").Reason);
+        Assert.Contains("cannot follow **kwargs", ParseFails("{{ f(**d, x=1) }}").Reason);
+        Assert.Contains("*args cannot follow **kwargs", ParseFails("{{ f(**d, *xs) }}").Reason);
+        Assert.Contains("not recursive", RenderFails("{% for x in [1] %}{{ loop([2]) }}{% endfor %}").Message);
+    }
+
+    [Fact]
+    public void Endless_recursive_loops_stop_at_the_call_depth_limit()
+    {
+        // A tree that contains itself: loop(...) recurses until the macro call limit, then fails with a position.
+        var error = Assert.ThrowsAny<TemplateException>(() => Template.Parse("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}").Render([]));
+        Assert.Contains("deep", error.Message);
+        Assert.True(error.Line > 0);
     }
 }

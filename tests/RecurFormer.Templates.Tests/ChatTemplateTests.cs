@@ -134,12 +134,23 @@ public sealed class ChatTemplateTests : IDisposable
     [InlineData("""{"role": "user"}""", "'messages' must be a list")]
     [InlineData("""[{"content": "no role"}]""", "message 0 has no 'role'")]
     [InlineData("""["just text"]""", "message 0 must be an object")]
-    [InlineData("""[{"role": "user", "content": 5}]""", "'content' must be a string, null or a list of parts")]
     public void Malformed_messages_are_rejected_clearly(string messages, string message)
     {
         var template = new ChatTemplate(new Dictionary<string, Template> { ["default"] = Template.Parse("x") }, new Dictionary<string, object?>());
         var error = Assert.Throws<ChatInputException>(() => template.Render(Json(messages)));
         Assert.Contains(message, error.Message);
+    }
+
+    [Fact]
+    public void Content_of_any_json_type_reaches_the_template_as_transformers_passes_it()
+    {
+        // Tool results are often objects; templates such as Llama 3.1's write them with tojson.
+        var template = new ChatTemplate(new Dictionary<string, Template>
+        {
+            ["default"] = Template.Parse("{% for m in messages %}{% if m.content is string %}{{ m.content }}{% else %}{{ m.content | tojson }}{% endif %};{% endfor %}"),
+        }, new Dictionary<string, object?>());
+        var rendered = template.Render(Json("""[{"role": "user", "content": "hi"}, {"role": "tool", "content": {"temperature": 21, "unit": "C"}}, {"role": "tool", "content": 5}]"""));
+        Assert.Equal("hi;{\"temperature\": 21, \"unit\": \"C\"};5;", rendered);
     }
 
     [Fact]

@@ -19,7 +19,8 @@ public sealed class ApiKeyStore
         var keys = options.Value.ApiKeys.Where(k => !string.IsNullOrWhiteSpace(k)).Select(k => k.Trim()).ToList();
         if (options.Value.ApiKeyFile is { Length: > 0 } file)
         {
-            keys.AddRange(File.ReadAllLines(file).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')));
+            var path = ModelLocator.Find(file, isDirectory: false)?.FullPath ?? file;
+            keys.AddRange(File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')));
         }
         _hashes = keys.Distinct(StringComparer.Ordinal).Select(Hash).ToArray();
     }

@@ -5,6 +5,7 @@ using Polly;
 using Polly.Timeout;
 using RecurFormer.Engine;
 using RecurFormer.Engine.Requests;
+using RecurFormer.Engine.Sampling;
 using RecurFormer.Server.Errors;
 using RecurFormer.Server.Hosting;
 using RecurFormer.Server.Metrics;
@@ -30,8 +31,11 @@ public sealed class GenerationRun : IAsyncDisposable
     private readonly int _retryAfterSeconds;
     private volatile bool _timedOut;
 
-    private GenerationRun(CancellationTokenSource cancel, ResiliencePipeline queueTimeout, ServingMetrics metrics, IReadOnlyList<ChannelReader<EngineEvent>> readers, int retryAfterSeconds)
+    private readonly string _modelName;
+
+    private GenerationRun(CancellationTokenSource cancel, ResiliencePipeline queueTimeout, ServingMetrics metrics, IReadOnlyList<ChannelReader<EngineEvent>> readers, int retryAfterSeconds, string modelName)
     {
+        _modelName = modelName;
         _retryAfterSeconds = retryAfterSeconds;
         _cancel = cancel;
         _queueTimeout = queueTimeout;
@@ -47,7 +51,7 @@ public sealed class GenerationRun : IAsyncDisposable
 
     /// <summary>Submits every prompt; if one is refused, the ones already submitted are cancelled and the refusal thrown.</summary>
     public static GenerationRun Start(LLMEngine engine, string id, IReadOnlyList<IReadOnlyList<int>> prompts, SamplingParams sampling,
-        ServerOptions options, ResiliencePipeline queueTimeout, ServingMetrics metrics, CancellationToken requestAborted)
+        Func<ITokenConstraint>? constraint, ServerOptions options, ResiliencePipeline queueTimeout, ServingMetrics metrics, string modelName, CancellationToken requestAborted)
     {
         var cancel = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
         var readers = new List<ChannelReader<EngineEvent>>();
@@ -55,7 +59,7 @@ public sealed class GenerationRun : IAsyncDisposable
         {
             for (var i = 0; i < prompts.Count; i++)
             {
-                readers.Add(engine.Submit(new GenerationRequest(prompts.Count == 1 ? id : $"{id}-{i}", prompts[i], sampling), cancel.Token));
+                readers.Add(engine.Submit(new GenerationRequest(prompts.Count == 1 ? id : $"{id}-{i}", prompts[i], sampling) { Constraint = constraint }, cancel.Token));
             }
         }
         catch
@@ -64,7 +68,7 @@ public sealed class GenerationRun : IAsyncDisposable
             cancel.Dispose();
             throw;
         }
-        var run = new GenerationRun(cancel, queueTimeout, metrics, readers, options.RetryAfterSeconds);
+        var run = new GenerationRun(cancel, queueTimeout, metrics, readers, options.RetryAfterSeconds, modelName);
         if (options.RequestTimeout > TimeSpan.Zero)
         {
             run.ArmTimeout(options.RequestTimeout);
@@ -91,7 +95,7 @@ public sealed class GenerationRun : IAsyncDisposable
 
     private async Task Pump(int prompt, ChannelReader<EngineEvent> reader)
     {
-        var reasons = new HashSet<FinishReason>();
+        var reasons = new List<FinishReason?>();
         var failed = false;
         RequestTimings? timings = null;
         var tokens = 0;
@@ -105,7 +109,7 @@ public sealed class GenerationRun : IAsyncDisposable
                     var now = Stopwatch.GetTimestamp();
                     if (lastToken.TryGetValue(token.Choice, out var previous))
                     {
-                        _metrics.InterToken(Stopwatch.GetElapsedTime(previous, now).TotalSeconds);
+                        _metrics.InterToken(Stopwatch.GetElapsedTime(previous, now).TotalSeconds, _modelName);
                     }
                     lastToken[token.Choice] = now;
                     tokens++;
@@ -160,12 +164,9 @@ public sealed class GenerationRun : IAsyncDisposable
             _merged.Writer.TryWrite(new RunEvent(prompt, e, null));
         }
 
-        var reason = failed ? "error"
-            : reasons.Contains(FinishReason.Abort) ? "abort"
-            : reasons.Contains(FinishReason.Length) ? "length"
-            : reasons.Count > 0 ? "stop" : "abort";
+        var reason = FinishReasons.Summarize(failed, reasons);
         // A stop token sends no token event but is still a generated token (counted in usage): it has a first-token time too.
-        _metrics.RequestFinished(reason, timings, tokens > 0 || completionTokens > 0);
+        _metrics.RequestFinished(reason, timings, tokens > 0 || completionTokens > 0, _modelName);
     }
 
     private async Task CancelAsync()
@@ -196,11 +197,11 @@ public sealed class GenerationService(IOptions<ServerOptions> options, ServingMe
 
     public ServerOptions Options => options.Value;
 
-    public GenerationRun Start(LLMEngine engine, string id, IReadOnlyList<IReadOnlyList<int>> prompts, SamplingParams sampling, CancellationToken requestAborted)
+    public GenerationRun Start(LoadedModel model, string id, IReadOnlyList<IReadOnlyList<int>> prompts, SamplingParams sampling, Func<ITokenConstraint>? constraint, CancellationToken requestAborted)
     {
         try
         {
-            return GenerationRun.Start(engine, id, prompts, sampling, options.Value, _queueTimeout, metrics, requestAborted);
+            return GenerationRun.Start(model.Engine, id, prompts, sampling, constraint, options.Value, _queueTimeout, metrics, model.Id, requestAborted);
         }
         catch (EngineOverloadedException overloaded)
         {

@@ -33,11 +33,16 @@ public static class HealthEndpoints
         return services;
     }
 
-    /// <summary><c>/health/live</c> (the process answers) and <c>/health/ready</c> (the model serves); JSON bodies, 503 when unhealthy.</summary>
+    /// <summary>
+    /// <c>/health/live</c> (the process answers), <c>/health/ready</c> (the model serves) and vLLM's <c>/health</c>,
+    /// which probes copied from vLLM read as "the engine serves" (vLLM answers nothing until its model is loaded):
+    /// the readiness check. JSON bodies, 503 when unhealthy.
+    /// </summary>
     public static IEndpointRouteBuilder MapServingHealthChecks(this IEndpointRouteBuilder routes)
     {
         routes.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = r => r.Tags.Contains("live"), ResponseWriter = Write });
         routes.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = r => r.Tags.Contains("ready"), ResponseWriter = Write });
+        routes.MapHealthChecks("/health", new HealthCheckOptions { Predicate = r => r.Tags.Contains("ready"), ResponseWriter = Write });
         return routes;
     }
 

@@ -1,4 +1,6 @@
 using RecurFormer.Engine;
+using RecurFormer.Server.Tools;
+using RecurFormer.StructuredOutput.Matching;
 using RecurFormer.Templates.ChatTemplates;
 using RecurFormer.Tokenization;
 
@@ -65,4 +67,24 @@ public sealed record LoadedModel(
     CheckpointTokenizer Tokenizer,
     ChatTemplate? ChatTemplate,
     string? ChatTemplateError,
-    DateTimeOffset LoadedAt);
+    DateTimeOffset LoadedAt)
+{
+    private readonly Lazy<GrammarCache> _grammars = new(() => new GrammarCache(TokenVocabulary.FromTokenizer(Tokenizer)));
+
+    /// <summary>More names clients may use in <c>model</c>.</summary>
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+
+    /// <summary>How this model writes tool calls.</summary>
+    public ToolCallFormat ToolFormat { get; init; } = ToolCallFormat.Hermes;
+
+    /// <summary>
+    /// Compiled structured-output grammars over this tokenizer's vocabulary (the token trie is built on first use:
+    /// servers that never see a schema never pay for it).
+    /// </summary>
+    public GrammarCache Grammars => _grammars.Value;
+
+    /// <summary>Special tokens whose text the tool-call parser must see (Mistral's [TOOL_CALLS], Llama's &lt;|python_tag|&gt;), by id.</summary>
+    public IReadOnlyDictionary<int, string> ToolMarkerTokens { get; init; } = new Dictionary<int, string>();
+
+    public bool Serves(string name) => name == Id || Aliases.Contains(name);
+}

@@ -8,7 +8,8 @@ using RecurFormer.Server.Generation;
 using RecurFormer.Server.Health;
 using RecurFormer.Server.Metrics;
 using RecurFormer.Server.OpenAi;
-using RecurFormer.Server.OpenApi;
+using RecurFormer.Server.ApiDocs;
+using RecurFormer.Server.CommandLine;
 using RecurFormer.Server.Tokens;
 
 namespace RecurFormer.Server.Hosting;
@@ -16,35 +17,23 @@ namespace RecurFormer.Server.Hosting;
 /// <summary>Builds the server: configuration, services, middleware order and endpoints (Program.cs and the tests use it).</summary>
 public static class ServerApplication
 {
-    /// <summary>Friendly command-line flags and the configuration keys they set.</summary>
-    public static readonly IReadOnlyDictionary<string, string> Switches = new Dictionary<string, string>
-    {
-        ["--model"] = "RecurFormer:Model:Path",
-        ["--served-model-name"] = "RecurFormer:Model:ServedModelName",
-        ["--device"] = "RecurFormer:Model:Device",
-        ["--dtype"] = "RecurFormer:Model:DType",
-        ["--threads"] = "RecurFormer:Model:Threads",
-        ["--cache-memory"] = "RecurFormer:Engine:CacheMemory",
-        ["--block-size"] = "RecurFormer:Engine:BlockSize",
-        ["--max-num-seqs"] = "RecurFormer:Engine:MaxNumSeqs",
-        ["--max-num-batched-tokens"] = "RecurFormer:Engine:MaxNumBatchedTokens",
-        ["--max-model-len"] = "RecurFormer:Engine:MaxModelLen",
-        ["--max-waiting-requests"] = "RecurFormer:Engine:MaxWaitingRequests",
-        ["--kv-cache-dtype"] = "RecurFormer:Engine:KvCacheDType",
-        ["--host"] = "RecurFormer:Host",
-        ["--port"] = "RecurFormer:Port",
-        ["--api-key"] = "RecurFormer:ApiKeys:0",
-        ["--api-key-file"] = "RecurFormer:ApiKeyFile",
-        ["--max-request-body-size"] = "RecurFormer:MaxRequestBodySize",
-        ["--request-timeout"] = "RecurFormer:RequestTimeout",
-        ["--queue-timeout"] = "RecurFormer:QueueTimeout",
-        ["--drain-grace-period"] = "RecurFormer:DrainGracePeriod",
-    };
-
+    /// <summary>
+    /// Builds the server from the command line (<see cref="ServerCommandLine"/>): its settings win over environment
+    /// variables and appsettings.json. Settings are validated here, before the host starts, so that a mistake is one
+    /// line from Program.cs rather than a host failure with a stack trace.
+    /// </summary>
+    /// <exception cref="CommandLineException">An unknown option or a malformed value.</exception>
+    /// <exception cref="OptionsValidationException">A setting that is out of range, or a model folder that does not exist.</exception>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
-        builder.Configuration.AddCommandLine(args, Switches.ToDictionary());
+        var arguments = ServerCommandLine.Parse(args);
+        if (arguments.Errors.Count > 0)
+        {
+            throw new CommandLineException(string.Join("; ", arguments.Errors));
+        }
+        // The host reads no arguments itself: every option has been turned into a configuration key.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Configuration.AddInMemoryCollection(arguments.Settings);
         configure?.Invoke(builder);
         builder.Services.AddRecurFormerServer(builder.Configuration);
 
@@ -58,6 +47,9 @@ public static class ServerApplication
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = server.DrainGracePeriod + TimeSpan.FromSeconds(10));
 
         var app = builder.Build();
+        _ = app.Services.GetRequiredService<IOptions<ServerOptions>>().Value;
+        _ = app.Services.GetRequiredService<IOptions<ModelOptions>>().Value;
+        _ = app.Services.GetRequiredService<IOptions<EngineSettings>>().Value;
         app.UseRecurFormerServer();
         return app;
     }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using RecurFormer.Engine.Requests;
+using RecurFormer.Engine.Sampling;
 using RecurFormer.Server.Errors;
 using RecurFormer.Server.Generation;
 using RecurFormer.Server.Hosting;
@@ -36,14 +37,15 @@ public static class GenerationExchange
             : throw new ApiException(503, "The model is not ready", null, "engine_unavailable") { RetryAfterSeconds = generation.Options.RetryAfterSeconds };
 
     public static async Task<IResult> RunAsync(HttpContext context, GenerationService generation, LoadedModel model, string id,
-        IReadOnlyList<IReadOnlyList<int>> prompts, SamplingParams sampling, bool stream, bool includeUsage, JsonSerializerOptions json, IGenerationShape shape)
+        IReadOnlyList<IReadOnlyList<int>> prompts, SamplingParams sampling, Func<ITokenConstraint>? constraint, bool stream, bool includeUsage,
+        JsonSerializerOptions json, IGenerationShape shape)
     {
         var outcome = new GenerationOutcome { Model = model.Id, Stream = stream, PromptTokens = prompts.Sum(p => p.Count) };
         context.Features.Set(outcome);
         var aborted = context.RequestAborted;
         var retryAfter = generation.Options.RetryAfterSeconds;
-        var results = new ChoiceAccumulator(prompts.Count, sampling.N);
-        await using var run = generation.Start(model.Engine, id, prompts, sampling, aborted);
+        var results = new ChoiceAccumulator(prompts.Count, sampling.N, model.ToolMarkerTokens);
+        await using var run = generation.Start(model, id, prompts, sampling, constraint, aborted);
 
         if (!stream)
         {
@@ -97,8 +99,6 @@ public static class GenerationExchange
         outcome.PromptTokens = usage.PromptTokens > 0 ? usage.PromptTokens : outcome.PromptTokens;
         outcome.CompletionTokens = usage.CompletionTokens;
         outcome.TimeToFirstTokenSeconds = results.TimeToFirstTokenSeconds;
-        outcome.FinishReason = results.Error is not null ? "error"
-            : Enumerable.Range(0, results.Count).Select(i => results.Reason(i)).Any(r => r is null or FinishReason.Abort) ? "abort"
-            : ChoiceAccumulator.FinishReasonName(results.Reason(0));
+        outcome.FinishReason = FinishReasons.Summarize(results.Error is not null, Enumerable.Range(0, results.Count).Select(results.Reason).ToList());
     }
 }

@@ -26,14 +26,14 @@ public static class OpenAiEndpoints
             .Produces<CompletionResponse>(StatusCodes.Status200OK, "application/json", "text/event-stream")
             .ProducesErrors();
 
-        v1.MapGet("/models", (ModelHost host) => TypedResults.Ok(new ModelList("list", host.Model is { } model ? [Card(model)] : [])))
+        v1.MapGet("/models", (ModelHost host) => TypedResults.Ok(new ModelList("list", host.Model is { } model ? [.. Cards(model)] : [])))
             .WithName("ListModels")
             .WithSummary("The served model")
             .ProducesErrors();
 
         // Catch-all: served model names such as "org/model" hold slashes.
-        v1.MapGet("/models/{**id}", (string id, ModelHost host) => host.Model is { } model && model.Id == id
-                ? (IResult)TypedResults.Ok(Card(model))
+        v1.MapGet("/models/{**id}", (string id, ModelHost host) => host.Model is { } model && model.Serves(id)
+                ? (IResult)TypedResults.Ok(Card(model, id))
                 : new ErrorResult(new ApiException(404, $"The model '{id}' does not exist", "model", "model_not_found")))
             .WithName("RetrieveModel")
             .WithSummary("One model by id")
@@ -43,9 +43,12 @@ public static class OpenAiEndpoints
         return routes;
     }
 
+    /// <summary>A card per served name (the id, then its aliases), as vLLM lists them.</summary>
+    private static IEnumerable<ModelCard> Cards(LoadedModel model) => new[] { model.Id }.Concat(model.Aliases).Select(name => Card(model, name));
+
     /// <summary>The model's card; <c>root</c> is the checkpoint folder's name, never its path on the server's disk.</summary>
-    private static ModelCard Card(LoadedModel model) =>
-        new(model.Id, "model", model.LoadedAt.ToUnixTimeSeconds(), "recurformer", RootName(model.Folder), model.Engine.MaxModelLen);
+    private static ModelCard Card(LoadedModel model, string name) =>
+        new(name, "model", model.LoadedAt.ToUnixTimeSeconds(), "recurformer", RootName(model.Folder), model.Engine.MaxModelLen);
 
     public static string RootName(string folder) =>
         Path.GetFileName(folder.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar)) is { Length: > 0 } name ? name : "model";

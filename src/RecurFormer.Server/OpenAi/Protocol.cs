@@ -35,6 +35,27 @@ public abstract class GenerationRequestBase
     public int? MinTokens { get; set; }
     public bool? IgnoreEos { get; set; }
     public List<int>? StopTokenIds { get; set; }
+
+    // Structured output: OpenAI's response_format, vLLM's guided_* fields and their newer structured_outputs object.
+    /// <summary><c>{"type":"text"}</c>, <c>{"type":"json_object"}</c> or <c>{"type":"json_schema","json_schema":{"name","schema","strict"}}</c>.</summary>
+    public JsonElement? ResponseFormat { get; set; }
+    /// <summary>vLLM: a JSON Schema (object or JSON string) the output must validate against.</summary>
+    public JsonElement? GuidedJson { get; set; }
+    /// <summary>vLLM: a regular expression the whole output must match.</summary>
+    public string? GuidedRegex { get; set; }
+    /// <summary>vLLM: the output is exactly one of these strings.</summary>
+    public List<string>? GuidedChoice { get; set; }
+    /// <summary>vLLM: a GBNF grammar (root ::= …) the output must follow.</summary>
+    public string? GuidedGrammar { get; set; }
+    /// <summary>vLLM: refused (whitespace inside JSON output is fixed).</summary>
+    public string? GuidedWhitespacePattern { get; set; }
+    /// <summary>vLLM: accepted and ignored (there is one backend).</summary>
+    public string? GuidedDecodingBackend { get; set; }
+    /// <summary>vLLM ≥ 0.10: <c>{"json"|"regex"|"choice"|"grammar"|"json_object": …}</c>.</summary>
+    public JsonElement? StructuredOutputs { get; set; }
+
+    /// <summary>vLLM: log-probabilities of the prompt's tokens with this many alternatives (0..20), computed in the prefill.</summary>
+    public int? PromptLogprobs { get; set; }
 }
 
 public sealed class ChatCompletionRequest : GenerationRequestBase
@@ -44,21 +65,26 @@ public sealed class ChatCompletionRequest : GenerationRequestBase
     public int? MaxCompletionTokens { get; set; }
     public bool? Logprobs { get; set; }
     public int? TopLogprobs { get; set; }
-    // Read only to refuse them: this server does no tool calling and no structured output.
-    /// <summary>Not supported: a non-empty list is refused with 400 unless <c>tool_choice</c> is <c>"none"</c>.</summary>
+    /// <summary><c>[{"type":"function","function":{"name","description","parameters"}}]</c>: passed to the chat template; calls in the output come back as <c>tool_calls</c>.</summary>
     public JsonElement? Tools { get; set; }
-    /// <summary>Not supported: only <c>"none"</c> is accepted.</summary>
+    /// <summary><c>"none"</c>, <c>"auto"</c> (default with tools), <c>"required"</c>, or <c>{"type":"function","function":{"name":…}}</c>.</summary>
     public JsonElement? ToolChoice { get; set; }
-    /// <summary>Not supported: only <c>{"type":"text"}</c> (the default) is accepted.</summary>
-    public JsonElement? ResponseFormat { get; set; }
+    /// <summary>Whether several calls may come in one answer (default true).</summary>
+    public bool? ParallelToolCalls { get; set; }
+    /// <summary>vLLM: extra variables for the chat template, e.g. <c>{"enable_thinking": false}</c>.</summary>
+    public Dictionary<string, JsonElement>? ChatTemplateKwargs { get; set; }
 }
 
 public sealed class ChatMessage
 {
     public string? Role { get; set; }
-    /// <summary>A string, null, or a list of text parts.</summary>
+    /// <summary>A string, null, a list of text parts, or (tool results) any JSON value.</summary>
     public JsonElement? Content { get; set; }
     public string? Name { get; set; }
+    /// <summary>An assistant message's calls: <c>[{"id","type":"function","function":{"name","arguments"}}]</c>.</summary>
+    public JsonElement? ToolCalls { get; set; }
+    /// <summary>A tool message: the id of the call it answers.</summary>
+    public string? ToolCallId { get; set; }
 }
 
 public sealed class StreamOptions
@@ -80,11 +106,49 @@ public sealed class CompletionRequest : GenerationRequestBase
 
 public sealed record UsageInfo(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, UsageInfo Usage);
+public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, UsageInfo Usage)
+{
+    /// <summary>vLLM: the prompt's log-probabilities, when <c>prompt_logprobs</c> was asked for.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<Dictionary<string, PromptLogprob>?>? PromptLogprobs { get; init; }
+}
 
 public sealed record ChatChoice(int Index, AssistantMessage Message, ChatLogprobs? Logprobs, string? FinishReason);
 
-public sealed record AssistantMessage(string Role, string Content);
+/// <summary>The answer: text (null when the model only called tools) and the calls.</summary>
+public sealed record AssistantMessage(string Role, string? Content)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
+}
+
+public sealed record ToolCall(string Id, string Type, FunctionCall Function);
+
+public sealed record FunctionCall(string Name, string Arguments);
+
+/// <summary>A streamed piece of a call: the first has id, type and name; later ones add to the arguments.</summary>
+public sealed record ToolCallDelta(int Index)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Id { get; init; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Type { get; init; }
+
+    public FunctionCallDelta Function { get; init; } = new();
+}
+
+public sealed record FunctionCallDelta
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Name { get; init; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Arguments { get; init; }
+}
+
+/// <summary>vLLM's prompt log-probability entry (keyed by token id).</summary>
+public sealed record PromptLogprob(double Logprob, int? Rank, string DecodedToken);
 
 public sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content);
 
@@ -107,6 +171,9 @@ public sealed record ChatDelta
 
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? Content { get; init; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<ToolCallDelta>? ToolCalls { get; init; }
 }
 
 public sealed record CompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<CompletionChoice> Choices)
@@ -115,13 +182,18 @@ public sealed record CompletionResponse(string Id, string Object, long Created, 
     public UsageInfo? Usage { get; init; }
 }
 
-public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason);
+public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason)
+{
+    /// <summary>vLLM: the prompt's log-probabilities, when <c>prompt_logprobs</c> was asked for.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<Dictionary<string, PromptLogprob>?>? PromptLogprobs { get; init; }
+}
 
-/// <summary>The legacy logprobs shape of <c>/v1/completions</c>.</summary>
+/// <summary>The legacy logprobs shape of <c>/v1/completions</c> (with <c>echo</c>, the first prompt token has null entries, as in OpenAI).</summary>
 public sealed record CompletionLogprobs(
     IReadOnlyList<string> Tokens,
-    IReadOnlyList<double> TokenLogprobs,
-    IReadOnlyList<Dictionary<string, double>> TopLogprobs,
+    IReadOnlyList<double?> TokenLogprobs,
+    IReadOnlyList<Dictionary<string, double>?> TopLogprobs,
     IReadOnlyList<int> TextOffset);
 
 public sealed record ModelList(string Object, IReadOnlyList<ModelCard> Data);

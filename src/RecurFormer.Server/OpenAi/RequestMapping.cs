@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using RecurFormer.Engine.Requests;
 using RecurFormer.Server.Errors;
 using RecurFormer.Server.Hosting;
@@ -7,9 +8,11 @@ using RecurFormer.Server.Hosting;
 namespace RecurFormer.Server.OpenAi;
 
 /// <summary>
-/// Turns protocol requests into engine inputs: prompt token ids and <see cref="SamplingParams"/>. Checks what the
-/// engine cannot (field shapes, unknown model, roles, the context length with the numbers) and leaves value ranges
-/// to <see cref="SamplingParams.Validate"/>, which the engine applies on submission.
+/// Turns protocol requests into engine inputs: prompt token ids (the chat template applied to messages, tools and
+/// template variables) and <see cref="SamplingParams"/>. It checks what only the protocol knows — field shapes, the
+/// model name, roles, text and context lengths with the numbers, the prompts × n cap, token limits that must not
+/// overflow — and leaves the value ranges of sampling parameters to <see cref="SamplingParams.Validate"/>, which the
+/// engine applies when the request is submitted.
 /// </summary>
 public static class RequestMapping
 {
@@ -51,7 +54,7 @@ public static class RequestMapping
 
     public static void CheckModel(string? requested, LoadedModel model)
     {
-        if (!string.IsNullOrEmpty(requested) && !string.Equals(requested, model.Id, StringComparison.Ordinal))
+        if (!string.IsNullOrEmpty(requested) && !model.Serves(requested))
         {
             throw new ApiException(404, $"The model '{requested}' does not exist; this server serves '{model.Id}'", "model", "model_not_found");
         }
@@ -66,33 +69,15 @@ public static class RequestMapping
         }
     }
 
-    /// <summary>Tool calling and structured output are refused with a clear 400 rather than silently ignored.</summary>
-    public static void CheckUnsupported(ChatCompletionRequest request)
-    {
-        static bool Present(JsonElement? value) => value is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) };
-        var toolChoiceNone = request.ToolChoice is { ValueKind: JsonValueKind.String } choice && choice.ValueEquals("none");
-        if (Present(request.ToolChoice) && !toolChoiceNone)
-        {
-            throw ApiException.BadRequest("'tool_choice' is not supported by this server (tool calling is not implemented); leave it out or set it to \"none\"", "tool_choice", "unsupported_parameter");
-        }
-        if (Present(request.Tools) && !toolChoiceNone && !(request.Tools!.Value.ValueKind == JsonValueKind.Array && request.Tools.Value.GetArrayLength() == 0))
-        {
-            throw ApiException.BadRequest("'tools' is not supported by this server (tool calling is not implemented); leave it out", "tools", "unsupported_parameter");
-        }
-        if (Present(request.ResponseFormat))
-        {
-            var format = request.ResponseFormat!.Value;
-            var isText = format.ValueKind == JsonValueKind.Object && format.TryGetProperty("type", out var type)
-                && type.ValueKind == JsonValueKind.String && type.ValueEquals("text");
-            if (!isText)
-            {
-                throw ApiException.BadRequest("'response_format' is not supported by this server except {\"type\":\"text\"} (no JSON mode or structured output)", "response_format", "unsupported_parameter");
-            }
-        }
-    }
+    /// <summary>Template variables a request may not set through <c>chat_template_kwargs</c>: they come from the request's own fields.</summary>
+    private static readonly HashSet<string> ReservedTemplateVariables = ["messages", "tools", "add_generation_prompt"];
 
-    /// <summary>Messages as the chat template sees them (content flattened to a string) and the rendered, tokenized prompt.</summary>
-    public static IReadOnlyList<int> ChatPrompt(ChatCompletionRequest request, LoadedModel model)
+    /// <summary>
+    /// The rendered, tokenized prompt: messages as transformers passes them to the template (text parts joined into a
+    /// string, a tool result of any JSON type as it is, an assistant's tool call arguments as objects), the tools, and
+    /// the request's <c>chat_template_kwargs</c>.
+    /// </summary>
+    public static IReadOnlyList<int> ChatPrompt(ChatCompletionRequest request, LoadedModel model, Tools.ToolRequest? tools = null)
     {
         if (request.Messages is not { Count: > 0 } messages)
         {
@@ -102,7 +87,7 @@ public static class RequestMapping
         {
             throw new ApiException(400, model.ChatTemplateError ?? "the model has no chat template; use /v1/completions", "messages", "chat_template_not_found");
         }
-        var flattened = new List<Dictionary<string, object?>>(messages.Count);
+        var templateMessages = new List<Dictionary<string, object?>>(messages.Count);
         long chars = 0;
         for (var i = 0; i < messages.Count; i++)
         {
@@ -115,35 +100,91 @@ public static class RequestMapping
             {
                 throw ApiException.BadRequest($"messages[{i}] has the unknown role '{message.Role}'; expected one of system, developer, user, assistant, tool", $"messages[{i}].role");
             }
-            var content = Content(message.Content, i);
+            var (content, contentChars) = Content(message.Content, i, anyJson: message.Role == "tool");
             var entry = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = content };
             if (message.Name is not null)
             {
                 entry["name"] = message.Name;
             }
-            flattened.Add(entry);
+            if (message.ToolCallId is not null)
+            {
+                entry["tool_call_id"] = message.ToolCallId;
+            }
+            if (message.ToolCalls is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } calls)
+            {
+                entry["tool_calls"] = TemplateToolCalls(calls, i);
+                chars += calls.GetRawText().Length;
+            }
+            templateMessages.Add(entry);
             // Every message costs at least its text; many tiny messages cost their roles (the template adds more).
-            chars += content.Length + message.Role.Length + (message.Name?.Length ?? 0);
+            chars += contentChars + message.Role.Length + (message.Name?.Length ?? 0);
             CheckTextLength(chars, model, "messages");
         }
-        var json = JsonSerializer.SerializeToElement(flattened);
-        var text = model.ChatTemplate.Render(json, addGenerationPrompt: true);
+        var extra = new List<KeyValuePair<string, object?>>();
+        foreach (var (name, value) in request.ChatTemplateKwargs ?? [])
+        {
+            if (ReservedTemplateVariables.Contains(name))
+            {
+                throw ApiException.BadRequest($"'chat_template_kwargs' may not set '{name}'; it comes from the request itself", "chat_template_kwargs");
+            }
+            extra.Add(new(name, value));
+        }
+        var toolsJson = tools is { Functions.Count: > 0 } ? tools.ToolsJson : (JsonElement?)null;
+        if (toolsJson is { } t)
+        {
+            CheckTextLength(chars + t.GetRawText().Length, model, "messages");
+        }
+        var json = JsonSerializer.SerializeToElement(templateMessages);
+        var text = model.ChatTemplate.Render(json, toolsJson, addGenerationPrompt: true, extra);
         CheckTextLength(text.Length, model, "messages");
         // The template writes any BOS itself, as transformers' apply_chat_template does.
         return model.Tokenizer.Encode(text, addBosToken: false);
     }
 
-    private static string Content(JsonElement? content, int index)
+    /// <summary>
+    /// An assistant message's tool calls for the template: arguments, a JSON string in OpenAI's protocol, become the
+    /// object they encode (templates such as Llama 3.1's and Qwen's write them with tojson), as vLLM does.
+    /// </summary>
+    private static JsonElement TemplateToolCalls(JsonElement calls, int index)
+    {
+        if (calls.ValueKind != JsonValueKind.Array)
+        {
+            throw ApiException.BadRequest($"messages[{index}].tool_calls must be an array", $"messages[{index}].tool_calls");
+        }
+        var node = JsonNode.Parse(calls.GetRawText())!.AsArray();
+        foreach (var call in node)
+        {
+            if (call?["function"] is JsonObject function && function["arguments"] is JsonValue arguments && arguments.TryGetValue<string>(out var encoded))
+            {
+                try
+                {
+                    function["arguments"] = JsonNode.Parse(encoded);
+                }
+                catch (JsonException)
+                {
+                    // Not JSON: the template gets the string as sent.
+                }
+            }
+        }
+        return JsonSerializer.SerializeToElement(node);
+    }
+
+    /// <summary>
+    /// A message's content for the template and its length in characters: a string; null as ""; text parts joined
+    /// into one string; and for tool results any other JSON value as it is (objects reach the template as dicts).
+    /// </summary>
+    private static (object? Content, long Chars) Content(JsonElement? content, int index, bool anyJson)
     {
         if (content is not { } value || value.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
         {
-            return "";
+            return ("", 0);
         }
         switch (value.ValueKind)
         {
             case JsonValueKind.String:
-                return Text(value, $"messages[{index}].content");
-            case JsonValueKind.Array:
+                var text = Text(value, $"messages[{index}].content");
+                return (text, text.Length);
+            case JsonValueKind.Array when !anyJson || IsTextParts(value):
                 var parts = new List<string>();
                 var p = 0;
                 foreach (var part in value.EnumerateArray())
@@ -153,18 +194,24 @@ public static class RequestMapping
                         throw ApiException.BadRequest($"messages[{index}].content[{p}] must be an object with a 'type'", $"messages[{index}].content[{p}]");
                     }
                     var kind = Text(type, $"messages[{index}].content[{p}].type");
-                    if (kind != "text" || !part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    if (kind != "text" || !part.TryGetProperty("text", out var partText) || partText.ValueKind != JsonValueKind.String)
                     {
                         throw ApiException.BadRequest($"messages[{index}].content[{p}]: only text parts ({{\"type\":\"text\",\"text\":\"...\"}}) are supported, got type '{kind}'", $"messages[{index}].content[{p}]");
                     }
-                    parts.Add(Text(text, $"messages[{index}].content[{p}].text"));
+                    parts.Add(Text(partText, $"messages[{index}].content[{p}].text"));
                     p++;
                 }
-                return string.Join("\n", parts);
+                var joined = string.Join("\n", parts);
+                return (joined, joined.Length);
+            case JsonValueKind.Object or JsonValueKind.Array or JsonValueKind.Number or JsonValueKind.True or JsonValueKind.False when anyJson:
+                return (value, value.GetRawText().Length);
             default:
                 throw ApiException.BadRequest($"messages[{index}].content must be a string or a list of text parts, not {value.ValueKind.ToString().ToLowerInvariant()}", $"messages[{index}].content");
         }
     }
+
+    private static bool IsTextParts(JsonElement array) =>
+        array.GetArrayLength() > 0 && array.EnumerateArray().All(part => part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String);
 
     /// <summary>A string kept as a JsonElement: the parser checks its syntax, not its UTF-8, which is checked here.</summary>
     private static string Text(JsonElement value, string param)
@@ -188,12 +235,12 @@ public static class RequestMapping
             ? prompt.GetArrayLength()
             : 1;
 
-    /// <summary>Refuses n outside 1..128 (the same check <see cref="Sampling"/> makes, for callers that need n first).</summary>
+    /// <summary>Refuses n out of range before anything is tokenized; the range is <see cref="SamplingParams.Validate"/>'s.</summary>
     public static void CheckN(int? n)
     {
-        if (n is < 1 or > 128)
+        if (n is { } value && new SamplingParams { N = value }.Validate(vocabSize: 0) is { Param: "n" } problem)
         {
-            throw ApiException.BadRequest($"'n' must be between 1 and 128, got {n}", "n");
+            throw ApiException.BadRequest(problem.Message, "n");
         }
     }
 
@@ -265,7 +312,7 @@ public static class RequestMapping
         }
         var maxTokens = r.MaxCompletionTokens ?? r.MaxTokens;
         var param = r.MaxCompletionTokens is null ? "max_tokens" : "max_completion_tokens";
-        return Sampling(r, param, maxTokens, promptTokens, model, r.Logprobs == true, r.Logprobs == true ? r.TopLogprobs ?? 0 : 0, defaultMaxTokens: null, promptParam: "messages");
+        return Sampling(r, param, maxTokens, promptTokens, model, r.Logprobs == true, r.Logprobs == true ? r.TopLogprobs ?? 0 : 0, r.PromptLogprobs, defaultMaxTokens: null, promptParam: "messages");
     }
 
     public static SamplingParams CompletionSampling(CompletionRequest r, int promptTokens, LoadedModel model)
@@ -274,12 +321,14 @@ public static class RequestMapping
         {
             throw ApiException.BadRequest($"'logprobs' must be between 0 and 5, got {r.Logprobs}", "logprobs");
         }
-        return Sampling(r, "max_tokens", r.MaxTokens, promptTokens, model, r.Logprobs is not null, r.Logprobs ?? 0, defaultMaxTokens: 16, promptParam: "prompt");
+        // echo with logprobs (lm-evaluation-harness' loglikelihood requests) needs the prompt's own log-probabilities.
+        var promptLogprobs = r.Echo == true && r.Logprobs is { } alternatives ? Math.Max(alternatives, r.PromptLogprobs ?? 0) : r.PromptLogprobs;
+        return Sampling(r, "max_tokens", r.MaxTokens, promptTokens, model, r.Logprobs is not null, r.Logprobs ?? 0, promptLogprobs, defaultMaxTokens: 16, promptParam: "prompt");
     }
 
     /// <summary>The shared fields of <paramref name="r"/> to engine parameters; the caller resolves max tokens and logprobs, whose shapes differ.</summary>
     private static SamplingParams Sampling(GenerationRequestBase r, string maxTokensParam, int? maxTokens, int promptTokens, LoadedModel model,
-        bool logprobs, int topLogprobs, int? defaultMaxTokens, string promptParam)
+        bool logprobs, int topLogprobs, int? promptLogprobs, int? defaultMaxTokens, string promptParam)
     {
         var maxModelLen = model.Engine.MaxModelLen;
         CheckPromptTokens(promptTokens, model, promptParam);
@@ -291,10 +340,9 @@ public static class RequestMapping
         if (maxTokens > maxModelLen - promptTokens)
         {
             throw new ApiException(400,
-                $"This model's maximum context length is {maxModelLen} tokens. However, you requested {(long)promptTokens + maxTokens.Value} tokens ({promptTokens} in the messages, {maxTokens} in the completion). Please reduce the length of the messages or completion.",
+                $"This model's maximum context length is {maxModelLen} tokens. However, you requested {(long)promptTokens + maxTokens.Value} tokens ({promptTokens} in the {promptParam}, {maxTokens} in the completion). Please reduce the length of the {promptParam} or completion.",
                 maxTokensParam, "context_length_exceeded");
         }
-        CheckN(r.N);
         var bias = new Dictionary<int, double>();
         foreach (var (key, value) in r.LogitBias ?? [])
         {
@@ -317,6 +365,7 @@ public static class RequestMapping
             LogitBias = bias,
             Logprobs = logprobs,
             TopLogprobs = topLogprobs,
+            PromptLogprobs = promptLogprobs,
             MaxTokens = maxTokens ?? Math.Min(defaultMaxTokens ?? int.MaxValue, maxModelLen - promptTokens),
             MinTokens = r.MinTokens ?? 0,
             Stop = r.Stop ?? [],

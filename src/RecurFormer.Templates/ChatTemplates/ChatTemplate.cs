@@ -112,10 +112,7 @@ public sealed class ChatTemplate
             {
                 throw new ChatInputException($"message {i} has no 'role' string");
             }
-            if (message.TryGet("content", out var content) && content is not (null or string or List<object?>))
-            {
-                throw new ChatInputException($"message {i}: 'content' must be a string, null or a list of parts, not {PyOps.TypeName(content)}");
-            }
+            // Content may be any JSON value (a tool's result is often an object): transformers passes it as it is.
         }
     }
 }

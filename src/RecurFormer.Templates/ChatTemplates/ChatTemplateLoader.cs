@@ -37,6 +37,19 @@ public static class ChatTemplateLoader
         return template;
     }
 
+    /// <summary>
+    /// A template given instead of the checkpoint's (vLLM's <c>--chat-template</c>): the text itself, or a file holding it;
+    /// the special tokens still come from the checkpoint.
+    /// </summary>
+    /// <exception cref="TemplateException">A template that does not parse.</exception>
+    public static ChatTemplate FromSource(string source, string checkpointDirectory, TemplateOptions? options = null)
+    {
+        var configPath = Path.Combine(Path.GetFullPath(checkpointDirectory), "tokenizer_config.json");
+        using var config = File.Exists(configPath) ? ParseJson(configPath) : null;
+        var templates = new Dictionary<string, Template>(StringComparer.Ordinal) { ["default"] = Template.Parse(source, options) };
+        return new ChatTemplate(templates, config is null ? new Dictionary<string, object?>() : SpecialTokens(config.RootElement));
+    }
+
     private static ChatTemplate LoadUncached(string directory, TemplateOptions? options)
     {
         JsonDocument? config = null;

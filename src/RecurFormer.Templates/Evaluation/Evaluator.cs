@@ -148,9 +148,16 @@ public sealed class Evaluator(TemplateOptions options)
         return value;
     }
 
-    private void ExecuteFor(ForStatement loop, Scope scope, StringBuilder output)
+    private void ExecuteFor(ForStatement loop, Scope scope, StringBuilder output) =>
+        RunLoop(loop, Evaluate(loop.Iterable, scope), scope, output, depth: 1);
+
+    /// <summary>
+    /// One pass of a for loop over <paramref name="iterable"/>. A recursive loop's <c>loop(items)</c> runs the same body
+    /// over <paramref name="iterable"/>'s children one level deeper and returns what it wrote (Jinja2's recursive loops,
+    /// which templates use for nested tool schemas); its depth counts against the macro call limit.
+    /// </summary>
+    private void RunLoop(ForStatement loop, object? iterable, Scope scope, StringBuilder output, int depth)
     {
-        var iterable = Evaluate(loop.Iterable, scope);
         List<object?> items;
         try
         {
@@ -176,7 +183,25 @@ public sealed class Evaluator(TemplateOptions options)
             }
             items = kept;
         }
-        var context = new LoopContext(items);
+        Func<CallSite, object?, string>? recurse = null;
+        if (loop.Recursive)
+        {
+            recurse = (site, children) =>
+            {
+                EnterCall(site);
+                try
+                {
+                    var inner = new StringBuilder();
+                    RunLoop(loop, children, scope, inner, depth + 1);
+                    return inner.ToString();
+                }
+                finally
+                {
+                    LeaveCall();
+                }
+            };
+        }
+        var context = new LoopContext(items, depth, recurse);
         loopScope.Set("loop", context);
         for (var i = 0; i < items.Count; i++)
         {
@@ -357,13 +382,42 @@ public sealed class Evaluator(TemplateOptions options)
         foreach (var argument in arguments)
         {
             var value = Evaluate(argument.Value, scope);
-            if (argument.Name is null)
+            switch (argument.Kind)
             {
-                positional.Add(value);
-            }
-            else
-            {
-                named.Add(new(argument.Name, value));
+                case ArgumentKind.Positional:
+                    positional.Add(value);
+                    break;
+                case ArgumentKind.Named:
+                    named.Add(new(argument.Name!, value));
+                    break;
+                case ArgumentKind.Unpacked:
+                    try
+                    {
+                        positional.AddRange(PyOps.Iterate(value));
+                    }
+                    catch (PyError error)
+                    {
+                        throw new TemplateException($"argument after * must be iterable: {error.Message}", argument.Value.Line, argument.Value.Column);
+                    }
+                    break;
+                case ArgumentKind.UnpackedNamed:
+                    if (value is not PyDict dict)
+                    {
+                        throw new TemplateException($"argument after ** must be a mapping, not {PyOps.TypeName(value)}", argument.Value.Line, argument.Value.Column);
+                    }
+                    foreach (var (key, item) in dict.Entries)
+                    {
+                        if (key is not string name)
+                        {
+                            throw new TemplateException("keywords must be strings", argument.Value.Line, argument.Value.Column);
+                        }
+                        if (named.Any(n => n.Key == name))
+                        {
+                            throw new TemplateException($"got multiple values for keyword argument '{name}'", argument.Value.Line, argument.Value.Column);
+                        }
+                        named.Add(new(name, item));
+                    }
+                    break;
             }
         }
         return new CallArguments(positional, named);

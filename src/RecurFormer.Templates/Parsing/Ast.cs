@@ -17,6 +17,7 @@ public sealed record IfBranch(Expression Condition, IReadOnlyList<Statement> Bod
 public sealed record IfStatement(IReadOnlyList<IfBranch> Branches, IReadOnlyList<Statement>? Else, int Line, int Column)
     : Statement(Line, Column);
 
+/// <summary><c>{% for target in iterable [if filter] [recursive] %}</c>; a recursive loop's body may call <c>loop(items)</c>.</summary>
 public sealed record ForStatement(
     AssignTarget Target,
     Expression Iterable,
@@ -24,7 +25,10 @@ public sealed record ForStatement(
     IReadOnlyList<Statement> Body,
     IReadOnlyList<Statement>? Else,
     int Line,
-    int Column) : Statement(Line, Column);
+    int Column) : Statement(Line, Column)
+{
+    public bool Recursive { get; init; }
+}
 
 public sealed record SetStatement(AssignTarget Target, Expression Value, int Line, int Column) : Statement(Line, Column);
 
@@ -94,7 +98,10 @@ public sealed record ItemExpression(Expression Owner, Expression Key, int Line, 
 public sealed record SliceExpression(Expression Owner, Expression? Start, Expression? Stop, Expression? Step, int Line, int Column)
     : Expression(Line, Column);
 
-public sealed record Argument(string? Name, Expression Value);
+/// <summary>How a call argument is passed: by position, by name, or unpacked from a sequence (<c>*args</c>) or a dict (<c>**kwargs</c>).</summary>
+public enum ArgumentKind { Positional, Named, Unpacked, UnpackedNamed }
+
+public sealed record Argument(string? Name, Expression Value, ArgumentKind Kind = ArgumentKind.Positional);
 
 public sealed record CallExpression(Expression Callee, IReadOnlyList<Argument> Arguments, int Line, int Column) : Expression(Line, Column);
 

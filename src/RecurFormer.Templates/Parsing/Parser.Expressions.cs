@@ -458,19 +458,34 @@ public sealed partial class Parser
                     break;
                 }
             }
-            if (Current.IsOperator("*") || Current.IsOperator("**"))
+            if (Current.IsOperator("**"))
             {
-                throw Error("*args and **kwargs in calls are not supported");
+                // f(**kwargs): a dict's items as keyword arguments (last, as in Python and Jinja2).
+                Advance();
+                arguments.Add(new Argument(null, ParseExpression(), ArgumentKind.UnpackedNamed));
             }
-            if (Current.Kind == TokenKind.Name && Peek().IsOperator("="))
+            else if (Current.IsOperator("*"))
             {
+                if (arguments.Any(a => a.Kind == ArgumentKind.UnpackedNamed))
+                {
+                    throw Error("*args cannot follow **kwargs");
+                }
+                Advance();
+                arguments.Add(new Argument(null, ParseExpression(), ArgumentKind.Unpacked));
+            }
+            else if (Current.Kind == TokenKind.Name && Peek().IsOperator("="))
+            {
+                if (arguments.Any(a => a.Kind == ArgumentKind.UnpackedNamed))
+                {
+                    throw Error("a keyword argument cannot follow **kwargs");
+                }
                 var name = Advance().Text;
                 Advance();
-                arguments.Add(new Argument(name, ParseExpression()));
+                arguments.Add(new Argument(name, ParseExpression(), ArgumentKind.Named));
             }
             else
             {
-                if (arguments.Count > 0 && arguments[^1].Name is not null)
+                if (arguments.Any(a => a.Kind is ArgumentKind.Named or ArgumentKind.UnpackedNamed))
                 {
                     throw Error("a positional argument cannot follow a keyword argument");
                 }

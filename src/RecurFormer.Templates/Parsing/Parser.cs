@@ -245,9 +245,11 @@ public sealed partial class Parser
             Advance();
             filter = Hard(() => ParseExpression());
         }
+        var recursive = false;
         if (Current.IsName("recursive"))
         {
-            throw Error("recursive for loops are not supported");
+            Advance();
+            recursive = true;
         }
         ExpectBodyStart();
         loopDepth++;
@@ -261,7 +263,7 @@ public sealed partial class Parser
             elseBody = Hard(() => ParseBody(opening, "for", ["endfor"], out _));
         }
         Expect(TokenKind.BlockEnd);
-        return new ForStatement(target, iterable, filter, body, elseBody, opening.Line, opening.Column);
+        return new ForStatement(target, iterable, filter, body, elseBody, opening.Line, opening.Column) { Recursive = recursive };
     }
 
     private Statement ParseSet(Token opening)

@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 using Microsoft.OpenApi;
 using Swashbuckle.AspNetCore.SwaggerGen;
 
-namespace RecurFormer.Server.OpenApi;
+namespace RecurFormer.Server.ApiDocs;
 
 public static class OpenApiExtensions
 {
@@ -135,6 +135,7 @@ internal sealed class OperationsDocumentFilter : IDocumentFilter
         document.Paths ??= [];
         Add(document, "/health/live", "Liveness: 200 while the process answers", "application/json", """{"status":"healthy","checks":{"process":{"status":"healthy","description":"the process answers"}}}""", unhealthy: false);
         Add(document, "/health/ready", "Readiness: 200 when the model is loaded and the engine runs, else 503", "application/json", """{"status":"healthy","checks":{"engine":{"status":"healthy","description":"serving dotnet-docs-qwen2-16m"}}}""", unhealthy: true);
+        Add(document, "/health", "vLLM's health probe: the same as /health/ready", "application/json", """{"status":"healthy","checks":{"engine":{"status":"healthy","description":"serving dotnet-docs-qwen2-16m"}}}""", unhealthy: true);
         Add(document, "/metrics", "Prometheus metrics (text exposition format): recurformer_* serving and cache metrics, ASP.NET Core and runtime metrics", "text/plain", null, unhealthy: false);
     }
 
