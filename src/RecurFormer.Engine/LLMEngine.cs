@@ -50,6 +50,7 @@ public sealed class LLMEngine : IDisposable
         var kvDType = options.KvCacheDType is "auto" or ""
             ? CacheLayout.DefaultKvDType(model.Target.DType, model.Target.Device.type)
             : TorchRuntime.ParseDType(options.KvCacheDType, model.Target.Device);
+        model.PreparePositions(MaxModelLen + 1);
         Layout = new CacheLayout(model.Config, kvDType, options.BlockSize);
         _cache = new HybridCacheManager(Layout, options.CacheMemoryBytes, options.MaxNumSeqs, MaxModelLen, model.Target.Device);
         _scheduler = new Scheduler(options, _cache);

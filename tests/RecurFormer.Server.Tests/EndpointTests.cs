@@ -35,6 +35,17 @@ public sealed class EndpointTests(SharedServer shared)
     }
 
     [Fact]
+    public async Task ChatLogprobs_CoverEveryCompletionToken_TheStopTokenIncluded()
+    {
+        var answer = await Json(await _server.PostAsync("v1/chat/completions", new { messages = TestServer.ReferenceMessages, max_tokens = 400, temperature = 0, logprobs = true }));
+        var choice = answer.GetProperty("choices")[0];
+        Assert.Equal("stop", choice.GetProperty("finish_reason").GetString()); // the answer ends with the end-of-turn token
+        var content = choice.GetProperty("logprobs").GetProperty("content");
+        Assert.Equal(answer.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), content.GetArrayLength());
+        Assert.Equal("<|im_end|>", content[content.GetArrayLength() - 1].GetProperty("token").GetString());
+    }
+
+    [Fact]
     public async Task Completions_EchoAndLegacyLogprobs()
     {
         var echo = await Json(await _server.PostAsync("v1/completions", new { prompt = "System.String", max_tokens = 3, temperature = 0, echo = true }));

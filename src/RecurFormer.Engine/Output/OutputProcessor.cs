@@ -99,6 +99,12 @@ internal sealed class OutputProcessor(Scheduler scheduler, HybridCacheManager ca
 
         if (request.StopTokenIds.Contains(sampled.Token))
         {
+            if (sampled.Logprob is not null)
+            {
+                // The stop token adds no text, but it was sampled and counted: a client that asked for logprobs gets
+                // its entry too (as vLLM reports it), so the logprobs cover every completion token.
+                request.Emit(new TokenEvent(sequence.Choice, sampled.Token, "", sampled.Logprob));
+            }
             Finish(sequence, FinishReason.Stop, sequence.Output.Finish());
             return;
         }

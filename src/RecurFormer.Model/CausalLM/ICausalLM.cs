@@ -20,6 +20,12 @@ public interface ICausalLM : IDisposable
     /// <summary>The weights under their checkpoint (HuggingFace) names, fused projections split back.</summary>
     IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors();
 
+    /// <summary>
+    /// Builds whatever the model keeps per position (RoPE tables) up to <paramref name="positions"/> now, so that a
+    /// server allocates it once at start-up instead of growing it under traffic.
+    /// </summary>
+    void PreparePositions(int positions) { }
+
     /// <summary>Caches for <paramref name="sequences"/> sequences of up to <paramref name="tokens"/> tokens each (tools, tests).</summary>
     CacheSet CreateCache(int tokens, int sequences = 1) => new(this, sequences, tokens);
 }

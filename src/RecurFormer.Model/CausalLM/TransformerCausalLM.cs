@@ -38,6 +38,8 @@ public sealed partial class TransformerCausalLM : nn.Module, ICausalLM
 
     public IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors() => CheckpointNames.Of(this);
 
+    public void PreparePositions(int positions) => _rope.Prepare(positions);
+
     public Tensor Forward(ForwardBatch batch)
     {
         if (CanDecodeWithKernels(batch))

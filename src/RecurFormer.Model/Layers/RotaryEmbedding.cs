@@ -49,6 +49,16 @@ public sealed class RotaryEmbedding : IDisposable
         return where(medium, blended, scaled);
     }
 
+    /// <summary>Builds the tables (and the kernels' float32 copy) for positions 0..<paramref name="positions"/>-1 now.</summary>
+    public void Prepare(int positions)
+    {
+        Cover(positions);
+        if (_device.type == DeviceType.CPU)
+        {
+            KernelTables(positions - 1);
+        }
+    }
+
     /// <summary>Makes the table cover positions 0..<paramref name="positions"/>-1 (growing it by doubling).</summary>
     private void Cover(int positions)
     {
