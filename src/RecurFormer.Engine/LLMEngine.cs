@@ -52,7 +52,11 @@ public sealed class LLMEngine : IDisposable
             : TorchRuntime.ParseDType(options.KvCacheDType, model.Target.Device);
         model.PreparePositions(MaxModelLen + 1);
         Layout = new CacheLayout(model.Config, kvDType, options.BlockSize);
-        _cache = new HybridCacheManager(Layout, options.CacheMemoryBytes, options.MaxNumSeqs, MaxModelLen, model.Target.Device);
+        _cache = new HybridCacheManager(Layout, options.CacheMemoryBytes, options.MaxNumSeqs, MaxModelLen, model.Target.Device,
+            options.EnablePrefixCaching ? CacheIdentity(model.Config, Layout) : null)
+        {
+            SnapshotInterval = Math.Max(1, options.SnapshotIntervalTokens / options.BlockSize) * options.BlockSize,
+        };
         _scheduler = new Scheduler(options, _cache);
         _waiting = new WaitingGauge(options.MaxWaitingRequests);
         // The CPU kernels use as many threads as libtorch was given (--threads); CUDA needs none.
@@ -64,6 +68,20 @@ public sealed class LLMEngine : IDisposable
         _thread = new Thread(Loop) { IsBackground = true, Name = "recurformer-engine" };
         _thread.Start();
     }
+
+    /// <summary>What, besides the tokens, decides a cached block's contents: salts the block names.</summary>
+    private static string CacheIdentity(ModelConfig config, CacheLayout layout) =>
+        $"{config.ModelType}/{config.NumHiddenLayers}/{config.VocabSize}/{layout.KvDType}/{layout.BlockSize}/{string.Join(',', layout.FullGroups)}/{string.Join(',', layout.WindowGroups)}/{layout.Window}";
+
+    /// <summary>
+    /// Whether prefix caching works for this model: null when it does (or is off), else why not (said at start-up:
+    /// caching must never be a silent no-op).
+    /// </summary>
+    public string? PrefixCachingProblem => _options.EnablePrefixCaching && !_cache.PrefixCaching
+        ? "prefix caching is enabled but has no effect: the model keeps no attention KV blocks to name (a pure Mamba model)"
+        : null;
+
+    public bool PrefixCaching => _cache.PrefixCaching;
 
     public ICausalLM Model => _model;
     public CheckpointTokenizer? Tokenizer => _tokenizer;
@@ -234,6 +252,13 @@ public sealed class LLMEngine : IDisposable
                 _output.Fail(request, $"model forward failed: {error.Message}");
             }
             return;
+        }
+        foreach (var (sequence, _) in work)
+        {
+            if (sequence.Cache is { } filled)
+            {
+                _cache.Filled(filled, sequence.Tokens, sequence.PromptLength); // names full blocks, takes snapshots
+            }
         }
         using (result)
         {

@@ -45,6 +45,7 @@ public sealed class MetricsTests(SharedServer shared)
             "recurformer_e2e_request_latency_seconds_bucket", "recurformer_request_queue_time_seconds_bucket", "recurformer_preemptions_total",
             "recurformer_cache_usage_ratio", "recurformer_cache_bytes", "recurformer_cache_bytes_without_replacement", "recurformer_cache_saved_ratio",
             "recurformer_cache_capacity_bytes", "recurformer_model_info", "http_server_request_duration_seconds_bucket",
+            "recurformer_prefix_cache_queries_total", "recurformer_prefix_cache_hits_total", "recurformer_prefix_cache_bytes", "recurformer_prefix_cache_snapshots",
         ];
         var names = text.Split('\n').Where(l => l.Length > 0 && l[0] != '#').Select(l => l[..l.IndexOfAny(['{', ' '])]).ToHashSet();
         Assert.All(series, name => Assert.Contains(name, names));
@@ -53,6 +54,7 @@ public sealed class MetricsTests(SharedServer shared)
         Assert.Contains("# TYPE recurformer_cache_bytes gauge", text);
         Assert.Contains(text.Split('\n'), l => l.StartsWith("recurformer_request_success_total{", StringComparison.Ordinal) && l.Contains("finished_reason=\"length\""));
         Assert.True(ConcurrencyTests.Sample(text, "recurformer_generation_tokens_total{") >= 8);
+        Assert.True(ConcurrencyTests.Sample(text, "recurformer_prefix_cache_queries_total{") > 0);
         Assert.Equal(64L << 20, ConcurrencyTests.Sample(text, "recurformer_cache_capacity_bytes{"));
         var info = text.Split('\n').Single(l => l.StartsWith("recurformer_model_info{", StringComparison.Ordinal));
         foreach (var label in new[] { "model=\"dotnet-docs-qwen2-16m\"", "layers=\"8\"", "replaced_kv_groups=\"0\"", "kv_bytes_per_token=\"6144\"", "state_bytes_per_sequence=\"0\"" })

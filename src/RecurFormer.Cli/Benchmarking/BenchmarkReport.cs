@@ -35,6 +35,10 @@ public sealed record BenchmarkReport(
     [property: JsonPropertyName("runs")] IReadOnlyList<BenchmarkRun> Runs,
     [property: JsonPropertyName("capacity")] CapacityResult? Capacity)
 {
+    [JsonPropertyName("soak")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SoakResult? Soak { get; init; }
+
     public void WriteJson(string path)
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
@@ -57,6 +61,13 @@ public sealed record BenchmarkReport(
             output.WriteLine();
             output.WriteLine($"capacity in {c.BudgetBytes / (1 << 20)} MiB of cache, sequences of {c.SequenceTokens} tokens: model {c.ModelSequences} ({c.ModelBytesPerSequence:N0} B each)" +
                 (c.BaselineSequences is { } b ? $", baseline {b} ({c.BaselineBytesPerSequence:N0} B each)" : ""));
+        }
+        if (Soak is { } soak)
+        {
+            output.WriteLine();
+            output.WriteLine($"resident memory over {soak.Requests} requests after {soak.WarmupRequests} of warm-up: " +
+                string.Join(", ", soak.Samples.Select(s => $"{s.Requests}: {s.RssBytes / (1 << 20)} MiB ({s.LiveTensors} tensors)")) +
+                $"; growth {soak.RssGrowthBytes / 1024.0 / 1024.0:F1} MiB");
         }
     }
 

@@ -25,12 +25,13 @@ public static class BenchCommand
         var kvDType = new Option<string>("--kv-cache-dtype") { Description = "KV cache dtype: auto (16-bit), float32, bfloat16 or float16.", DefaultValueFactory = _ => "auto" };
         var maxBatched = new Option<int>("--max-num-batched-tokens") { Description = "Token budget per engine step.", DefaultValueFactory = _ => 512 };
         var capacityBudget = new Option<string>("--capacity-budget") { Description = "Cache budget for the capacity figure.", DefaultValueFactory = _ => "64MB" };
+        var soak = new Option<int>("--soak-requests") { Description = "After the grid, this many more requests (after 100 of warm-up) with the first model, reporting resident memory every 100 (0: none).", DefaultValueFactory = _ => 0 };
         var capacityTokens = new Option<int>("--capacity-tokens") { Description = "Sequence length for the capacity figure.", DefaultValueFactory = _ => 2048 };
         var compute = new ComputeOptions();
 
         var command = new Command("bench", "Benchmark the engine: throughput, latency and cache capacity, model vs baseline.")
         {
-            model, baseline, json, concurrency, promptTokens, maxTokens, cacheMemory, kvDType, maxBatched, capacityBudget, capacityTokens,
+            model, baseline, json, concurrency, promptTokens, maxTokens, cacheMemory, kvDType, maxBatched, capacityBudget, capacityTokens, soak,
         };
         compute.AddTo(command);
         command.SetAction(async (parse, cancellation) =>
@@ -43,6 +44,7 @@ public static class BenchCommand
             var folders = new[] { parse.GetValue(model)!, parse.GetValue(baseline) }.OfType<string>().ToArray();
 
             var runs = new List<BenchmarkRun>();
+            SoakResult? soakResult = null;
             var layouts = new List<CacheLayout>();
             foreach (var folder in folders)
             {
@@ -60,7 +62,12 @@ public static class BenchCommand
                 using var engine = new LLMEngine(lm, tokenizer, options);
                 layouts.Add(engine.Layout);
                 var prompts = new BenchPrompts(tokenizer, lm.Config.VocabSize);
-                runs.AddRange(await BenchmarkRunner.Run(new EngineBenchTarget(folder, engine), prompts.Make, concurrencies, lengths, generate, Console.Error));
+                var benchTarget = new EngineBenchTarget(folder, engine);
+                runs.AddRange(await BenchmarkRunner.Run(benchTarget, prompts.Make, concurrencies, lengths, generate, Console.Error));
+                if (parse.GetValue(soak) is > 0 and var soakRequests && soakResult is null)
+                {
+                    soakResult = await MemorySoak.Run(benchTarget, prompts.Make, soakRequests, 100, () => engine.Stats.LiveTensors, Console.Error);
+                }
                 await engine.StopAsync(TimeSpan.Zero);
             }
 
@@ -68,7 +75,7 @@ public static class BenchCommand
             var capacity = new CapacityResult(budget, capacityLength,
                 Fit(layouts[0], budget, capacityLength), layouts.Count > 1 ? Fit(layouts[1], budget, capacityLength) : null,
                 layouts[0].SequenceBytes(capacityLength), layouts.Count > 1 ? layouts[1].SequenceBytes(capacityLength) : null);
-            var report = new BenchmarkReport("engine", target.ToString(), runs, capacity);
+            var report = new BenchmarkReport("engine", target.ToString(), runs, capacity) { Soak = soakResult };
             report.PrintTable(Console.Out);
             report.WriteJson(parse.GetValue(json)!);
             return 0;

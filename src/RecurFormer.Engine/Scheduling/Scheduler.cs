@@ -13,6 +13,8 @@ internal sealed record StepPlan(IReadOnlyList<Sequence> Decode, IReadOnlyList<(S
 /// freed and it waits at the front of the queue, to be recomputed from its tokens (transparent to the client).
 /// Two rules keep a full cache from thrashing (preempt, readmit, recompute, preempt again): no admission in a step
 /// that preempted, and a new sequence is admitted only if one free block per running sequence remains afterwards.
+/// With prefix caching a sequence is admitted with the longest cached prefix of its tokens already in its cache, and
+/// prefill chunks end at snapshot points so that the state there can be kept for later requests.
 /// </summary>
 internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
 {
@@ -79,7 +81,7 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
             {
                 break;
             }
-            var chunk = Math.Min(sequence.Remaining, budget);
+            var chunk = ChunkOf(sequence, budget);
             prefill.Add((sequence, chunk));
             budget -= chunk;
         }
@@ -87,7 +89,9 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
         while (Preemptions == preemptionsBefore && _waiting.First is { } node && _running.Count < options.MaxNumSeqs && budget > 0)
         {
             var sequence = node.Value;
-            var admitted = cache.TryAdmit(sequence.Tokens.Count + 1, headroomBlocks: _running.Count);
+            // Prompt log-probabilities need every prompt position computed: such requests skip the prefix cache (as vLLM's).
+            var admitted = cache.TryAdmit(sequence.Tokens.Count + 1, headroomBlocks: _running.Count,
+                prompt: options.EnablePrefixCaching && sequence.PromptLogprobs is null ? sequence.Tokens : null);
             if (admitted is null)
             {
                 break; // first come, first served: nobody overtakes the head of the queue
@@ -95,12 +99,20 @@ internal sealed class Scheduler(EngineOptions options, HybridCacheManager cache)
             _waiting.RemoveFirst();
             sequence.Cache = admitted;
             AddRunning(sequence);
-            var chunk = Math.Min(sequence.Remaining, budget);
+            if (sequence.Remaining == 0)
+            {
+                continue; // cannot happen (a hit leaves the last prompt token to compute); kept for safety
+            }
+            var chunk = ChunkOf(sequence, budget);
             prefill.Add((sequence, chunk));
             budget -= chunk;
         }
         return new StepPlan(decode, prefill);
     }
+
+    /// <summary>A prefill chunk: what the step budget allows, ending at the next snapshot point (prefix caching of rings and Mamba state).</summary>
+    private int ChunkOf(Sequence sequence, int budget) =>
+        Math.Min(Math.Min(sequence.Remaining, budget), cache.TokensToNextSnapshotPoint(sequence.Computed, sequence.PromptLength));
 
     /// <summary>Reserves the block for the sequence's next token, preempting newer sequences if needed.</summary>
     private bool MakeRoom(Sequence sequence)

@@ -13,6 +13,8 @@ namespace RecurFormer.Model.Caching;
 /// <item>per sequence "slot": window rings per layer <c>[slots, windowGroups, sinks + window, headDim]</c> and Mamba
 /// state per layer, conv <c>[slots, dInner, dConv]</c> and SSM <c>[slots, dInner, dState]</c> in float32.</item>
 /// </list>
+/// The slot pools have room for <c>snapshots</c> more slots after the sequences' own: copies of a sequence's rings and
+/// Mamba state at a block boundary, which is what lets a later request resume a cached prefix (prefix caching).
 /// Pools make every batched read one gather and every write one scatter whatever the batch size. The block tables
 /// of all slots live in one device tensor <c>[slots, maxBlocksPerSequence]</c>, updated when a block is added, so a
 /// decode step uploads only which slots it runs. Who gets which block or slot is decided by the owner (the engine's
@@ -23,11 +25,13 @@ public sealed class CacheStorage : IDisposable
     private readonly Tensor?[] _keys, _values, _ringKeys, _ringValues, _conv, _ssm;
     private bool _disposed;
 
-    public CacheStorage(CacheLayout layout, int blocks, int slots, int maxBlocksPerSequence, Device device)
+    public CacheStorage(CacheLayout layout, int blocks, int slots, int maxBlocksPerSequence, Device device, int snapshots = 0)
     {
         Layout = layout;
         BlockCount = blocks;
         SlotCount = slots;
+        SnapshotCount = layout.SlotBytes == 0 ? 0 : snapshots;
+        var stateSlots = slots + SnapshotCount;
         MaxBlocksPerSequence = maxBlocksPerSequence;
         Device = device;
         var layers = layout.Layers;
@@ -47,14 +51,14 @@ public sealed class CacheStorage : IDisposable
             }
             if (layout.WindowGroups[layer] > 0 && slots > 0)
             {
-                long[] shape = [slots, layout.WindowGroups[layer], layout.Window.Capacity, layout.HeadDim];
+                long[] shape = [stateSlots, layout.WindowGroups[layer], layout.Window.Capacity, layout.HeadDim];
                 _ringKeys[layer] = Allocate(shape, layout.KvDType);
                 _ringValues[layer] = Allocate(shape, layout.KvDType);
             }
             if (layout.MambaShapes[layer] is { } mixer && slots > 0)
             {
-                _conv[layer] = Allocate([slots, mixer.InnerSize, mixer.ConvKernel], ScalarType.Float32);
-                _ssm[layer] = Allocate([slots, mixer.InnerSize, mixer.StateSize], ScalarType.Float32);
+                _conv[layer] = Allocate([stateSlots, mixer.InnerSize, mixer.ConvKernel], ScalarType.Float32);
+                _ssm[layer] = Allocate([stateSlots, mixer.InnerSize, mixer.StateSize], ScalarType.Float32);
             }
         }
         BlockTables = Allocate([slots, maxBlocksPerSequence], ScalarType.Int64);
@@ -65,6 +69,9 @@ public sealed class CacheStorage : IDisposable
     public CacheLayout Layout { get; }
     public int BlockCount { get; }
     public int SlotCount { get; }
+
+    /// <summary>Snapshot slots, numbered <see cref="SlotCount"/> onwards (none for a model without rings or Mamba state).</summary>
+    public int SnapshotCount { get; }
     public int MaxBlocksPerSequence { get; }
 
     /// <summary>Token rows of a full-attention pool: blocks × BlockSize.</summary>
@@ -129,7 +136,7 @@ public sealed class CacheStorage : IDisposable
         }
     }
 
-    /// <summary>Copies a slot's fixed state (rings, Mamba state) to another slot: n > 1 choices, snapshots.</summary>
+    /// <summary>Copies a slot's fixed state (rings, Mamba state) to another slot: n > 1 choices, snapshots taken and restored.</summary>
     public void CopySlot(int from, int to)
     {
         using var scope = NewDisposeScope();

@@ -42,6 +42,9 @@ public sealed class SequenceCache
     /// <summary>Marks <paramref name="tokens"/> more tokens as processed (after every layer has seen them).</summary>
     public void Advance(int tokens) => Length += tokens;
 
+    /// <summary>Starts at <paramref name="length"/> tokens already in the cache (a cached prefix whose blocks and state the owner put in place).</summary>
+    public void ResumeAt(int length) => Length = length;
+
     /// <summary>Starts from another sequence's state (n > 1 forks): its length; blocks and slot state are copied by the owner.</summary>
     public void ContinueFrom(SequenceCache parent) => Length = parent.Length;
 }

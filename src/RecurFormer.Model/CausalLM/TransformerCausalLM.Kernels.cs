@@ -10,17 +10,19 @@ namespace RecurFormer.Model.CausalLM;
 /// The CPU kernel path of a decode step. At a few sequences, a decode step is bound by reading the weights once
 /// and by the cost of each libtorch operation (~1–4 µs each, hundreds per step); here the whole step is one
 /// hand-off to the kernel threads, which stream each weight once at the cache's bandwidth and touch the cache pools
-/// in place. Larger batches, where libtorch's bfloat16 matrix products win, take the libtorch path.
+/// in place. Batches above <see cref="KernelBatchLimit"/> take the libtorch path (its bfloat16 matrix products are
+/// the ones to win at large batches on bigger models).
 /// </summary>
 public sealed partial class TransformerCausalLM
 {
     /// <summary>
-    /// Decode batches up to this many sequences take the kernel path on the CPU (0 turns it off). Measured on the
-    /// demo teacher (docs/benchmarks.md, "Kernel crossover"): below it the kernels are faster than libtorch.
+    /// Decode batches up to this many sequences take the kernel path on the CPU (0 turns it off). Measured with
+    /// `recurformer bench-step` on the demo teacher (docs/benchmarks.md, "Kernel crossover"): the kernels were about
+    /// 2× libtorch at every batch from 1 to 256, so the limit sits at the largest batch measured.
     /// </summary>
     public int KernelBatchLimit { get; set; } = DefaultKernelBatchLimit;
 
-    public const int DefaultKernelBatchLimit = 8;
+    public const int DefaultKernelBatchLimit = 256;
 
     private DecodeWorkspace? _workspace;
     private MatVec? _tiedHead;

@@ -47,6 +47,12 @@ public static partial class ServerCommandLine
             Recursive = true,
         };
 
+        public Option<bool> NoPrefixCaching { get; } = new("--no-prefix-caching")
+        {
+            Description = "Turn automatic prefix caching off (on by default, as vLLM's; RecurFormer:Engine:EnablePrefixCaching).",
+            Recursive = true,
+        };
+
         public IReadOnlyList<Setting> Settings { get; }
 
         public Symbols()
@@ -102,6 +108,7 @@ public static partial class ServerCommandLine
         root.Options.Add(symbols.ServedModelName);
         root.Options.Add(symbols.ApiKey);
         root.Options.Add(symbols.EnableAutoToolChoice);
+        root.Options.Add(symbols.NoPrefixCaching);
         root.Subcommands.Add(CreateServeCommand());
         // Serving is what Program.cs does after parsing; the actions only make "no subcommand" and "serve" valid lines.
         root.SetAction(_ => 0);
@@ -155,6 +162,10 @@ public static partial class ServerCommandLine
             {
                 settings[setting.Key] = result.Tokens[^1].Value;
             }
+        }
+        if (parse.GetValue(symbols.NoPrefixCaching))
+        {
+            settings["RecurFormer:Engine:EnablePrefixCaching"] = "false";
         }
         if (positional is not null)
         {
@@ -224,7 +235,7 @@ public static partial class ServerCommandLine
         get
         {
             var symbols = new Symbols();
-            return symbols.Settings.Select(s => s.Option.Name).Concat([symbols.ServedModelName.Name, symbols.ApiKey.Name, symbols.EnableAutoToolChoice.Name]).ToList();
+            return symbols.Settings.Select(s => s.Option.Name).Concat([symbols.ServedModelName.Name, symbols.ApiKey.Name, symbols.EnableAutoToolChoice.Name, symbols.NoPrefixCaching.Name]).ToList();
         }
     }
 }

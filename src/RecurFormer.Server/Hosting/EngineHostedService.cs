@@ -80,6 +80,14 @@ internal sealed class EngineHostedService(
             });
             logger.LogInformation("Serving {Model} from {Folder} on {Target}: {Layers} layers, {Replaced} replaced KV groups, max model length {MaxModelLen}, cache budget {Budget} bytes, tool calls as {ToolFormat}, loaded in {Seconds:F1} s",
                 id, folder, target, engine.Layout.Layers, engine.Layout.ReplacedGroups(model.Config), engine.MaxModelLen, engine.CacheBudgetBytes, toolFormat.Name, started.Elapsed.TotalSeconds);
+            if (engine.PrefixCachingProblem is { } problem)
+            {
+                logger.LogWarning("{Problem}", problem);
+            }
+            else
+            {
+                logger.LogInformation("Prefix caching {State}", engine.PrefixCaching ? "on (KV blocks named by their tokens; ring and Mamba snapshots at block boundaries)" : "off (--no-prefix-caching)");
+            }
         }
         catch (Exception error)
         {

@@ -42,6 +42,9 @@ public sealed class EngineSettings
     [Required]
     public string KvCacheDType { get; set; } = Defaults.KvCacheDType;
 
+    /// <summary>Automatic prefix caching (on by default; <c>--no-prefix-caching</c> turns it off).</summary>
+    public bool EnablePrefixCaching { get; set; } = true;
+
     /// <param name="cacheBytes">The cache budget when it was derived from the CUDA memory fraction.</param>
     public EngineOptions ToEngineOptions(long? cacheBytes = null) => new()
     {
@@ -52,5 +55,6 @@ public sealed class EngineSettings
         MaxModelLen = MaxModelLen,
         MaxWaitingRequests = MaxWaitingRequests,
         KvCacheDType = KvCacheDType,
+        EnablePrefixCaching = EnablePrefixCaching,
     };
 }

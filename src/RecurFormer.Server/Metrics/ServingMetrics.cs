@@ -71,6 +71,19 @@ public sealed class ServingMetrics
             description: "Bytes the same live sequences would hold as KV cache with every KV group attending (the source Transformer).");
         meter.CreateObservableGauge("recurformer_cache_saved_ratio", () => Observe(stats()?.Cache.SavedRatio ?? 0),
             description: "1 - cache bytes held / bytes without replacement, over live sequences (0 when none).");
+        meter.CreateObservableCounter("recurformer_prefix_cache_queries", () => Observe(stats()?.Cache.Prefix.QueriedTokens ?? 0),
+            description: "Prompt tokens looked up in the prefix cache (as vLLM's prefix_cache_queries).");
+        meter.CreateObservableCounter("recurformer_prefix_cache_hits", () => Observe(stats()?.Cache.Prefix.HitTokens ?? 0),
+            description: "Prompt tokens served from the prefix cache instead of computed (as vLLM's prefix_cache_hits).");
+        meter.CreateObservableGauge("recurformer_prefix_cache_bytes", () =>
+            {
+                var prefix = stats()?.Cache.Prefix;
+                Measurement<long> Kind(long bytes, string kind) => new(bytes, [.. Model(), new("kind", kind)]);
+                return new[] { Kind(prefix?.KvBytes ?? 0, "kv"), Kind(prefix?.WindowKvBytes ?? 0, "window_kv"), Kind(prefix?.MambaStateBytes ?? 0, "mamba_state") };
+            },
+            description: "Bytes held by cached prefixes, by kind: kv (named blocks, in use or idle), window_kv and mamba_state (snapshots).");
+        meter.CreateObservableGauge("recurformer_prefix_cache_snapshots", () => Observe(stats()?.Cache.Prefix.Snapshots ?? 0),
+            description: "Snapshots of rings and Mamba state kept at block boundaries for cached prefixes.");
         meter.CreateObservableGauge("recurformer_cache_capacity_bytes", () => Observe(host.Model?.Engine.CacheBudgetBytes ?? 0),
             description: "The cache memory budget in bytes.");
         meter.CreateObservableGauge("recurformer_model_info", ObserveModelInfo(host),
