@@ -19,8 +19,9 @@ public sealed class EngineBenchTarget(string name, LLMEngine engine) : IBenchTar
         {
             switch (engineEvent)
             {
-                case TokenEvent:
+                case TokenEvent token:
                     measurement.TokenArrived();
+                    measurement.TokenIds.Add(token.TokenId);
                     break;
                 case ErrorEvent error:
                     throw new UserError($"{name}: request failed in the engine: {error.Message}");

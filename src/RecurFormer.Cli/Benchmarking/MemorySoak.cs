@@ -23,6 +23,8 @@ public sealed record SoakResult(
 public static class MemorySoak
 {
     private const int Wave = 16;
+    public const int LongestPrompt = 160;
+    public const int NewTokens = 16;
     private const int SampleEvery = 100;
 
     public static async Task<SoakResult> Run(IBenchTarget target, Func<int, int, int[]> prompt, int requests, int warmup, Func<long> liveTensors, TextWriter progress)
@@ -32,7 +34,7 @@ public static class MemorySoak
         {
             var count = Math.Min(Wave, warmup + requests - done);
             var first = done;
-            await Task.WhenAll(Enumerable.Range(first, count).Select(i => target.Run(prompt(32 + i % 129, i), 16, CancellationToken.None)));
+            await Task.WhenAll(Enumerable.Range(first, count).Select(i => target.Run(prompt(32 + i % (LongestPrompt - 31), i), NewTokens, CancellationToken.None)));
             done += count;
             if (done >= warmup && (done - warmup) % SampleEvery < count)
             {

@@ -7,6 +7,9 @@ public sealed class RequestMeasurement
 {
     public long SentAt { get; } = Stopwatch.GetTimestamp();
     public List<long> TokenTimes { get; } = [];
+
+    /// <summary>The generated token ids (what a conversation's next turn carries on), when the target reports them.</summary>
+    public List<int> TokenIds { get; } = [];
     public long? FinishedAt { get; set; }
 
     public void TokenArrived() => TokenTimes.Add(Stopwatch.GetTimestamp());

@@ -27,11 +27,14 @@ public static class BenchCommand
         var capacityBudget = new Option<string>("--capacity-budget") { Description = "Cache budget for the capacity figure.", DefaultValueFactory = _ => "64MB" };
         var soak = new Option<int>("--soak-requests") { Description = "After the grid, this many more requests (after 100 of warm-up) with the first model, reporting resident memory every 100 (0: none).", DefaultValueFactory = _ => 0 };
         var capacityTokens = new Option<int>("--capacity-tokens") { Description = "Sequence length for the capacity figure.", DefaultValueFactory = _ => 2048 };
+        var scenario = new Option<string>("--scenario") { Description = "grid (concurrency × prompt length) or conversations (16 chats × 8 turns re-sending their history, prefix caching off and on).", DefaultValueFactory = _ => "grid" };
+        scenario.AcceptOnlyFromAmong("grid", "conversations");
+        var noPrefixCaching = new Option<bool>("--no-prefix-caching") { Description = "Grid: run the engine with prefix caching off (the grid's prompts never share a prefix either way)." };
         var compute = new ComputeOptions();
 
         var command = new Command("bench", "Benchmark the engine: throughput, latency and cache capacity, model vs baseline.")
         {
-            model, baseline, json, concurrency, promptTokens, maxTokens, cacheMemory, kvDType, maxBatched, capacityBudget, capacityTokens, soak,
+            model, baseline, json, concurrency, promptTokens, maxTokens, cacheMemory, kvDType, maxBatched, capacityBudget, capacityTokens, soak, scenario, noPrefixCaching,
         };
         compute.AddTo(command);
         command.SetAction(async (parse, cancellation) =>
@@ -42,6 +45,10 @@ public static class BenchCommand
             var budget = ParseBytes(parse.GetValue(capacityBudget)!, "--capacity-budget");
             var target = compute.Initialize(parse);
             var folders = new[] { parse.GetValue(model)!, parse.GetValue(baseline) }.OfType<string>().ToArray();
+            if (parse.GetValue(scenario) == "conversations")
+            {
+                return await RunConversations(folders, target, ParseBytes(parse.GetValue(cacheMemory)!, "--cache-memory"), parse.GetValue(kvDType)!, parse.GetValue(maxBatched), parse.GetValue(json)!);
+            }
 
             var runs = new List<BenchmarkRun>();
             SoakResult? soakResult = null;
@@ -55,7 +62,8 @@ public static class BenchCommand
                     MaxNumBatchedTokens = parse.GetValue(maxBatched),
                     MaxNumSeqs = Math.Max(64, concurrencies.Max()),
                     MaxWaitingRequests = Math.Max(256, concurrencies.Max()),
-                    MaxModelLen = lengths.Max() + generate + 16,
+                    MaxModelLen = Math.Max(lengths.Max(), MemorySoak.LongestPrompt) + Math.Max(generate, MemorySoak.NewTokens) + 16,
+                    EnablePrefixCaching = !parse.GetValue(noPrefixCaching),
                 };
                 using var lm = CausalLMLoader.FromPretrained(folder, target);
                 var tokenizer = GenerateCommand.LoadTokenizerIfPresent(folder);
@@ -81,6 +89,41 @@ public static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The conversation scenario for each model, prefix caching off then on, one engine each.</summary>
+    private static async Task<int> RunConversations(string[] folders, RecurFormer.Model.Runtime.ComputeTarget target, long cacheBytes, string kvDType, int maxBatched, string json)
+    {
+        var shape = new ConversationBench.Shape();
+        var runs = new List<ConversationRun>();
+        foreach (var folder in folders)
+        {
+            using var lm = CausalLMLoader.FromPretrained(folder, target);
+            var tokenizer = GenerateCommand.LoadTokenizerIfPresent(folder);
+            var prompts = new BenchPrompts(tokenizer, lm.Config.VocabSize);
+            foreach (var caching in new[] { false, true })
+            {
+                using var engine = new LLMEngine(lm, tokenizer, new EngineOptions
+                {
+                    CacheMemoryBytes = cacheBytes,
+                    KvCacheDType = kvDType,
+                    MaxNumBatchedTokens = maxBatched,
+                    MaxNumSeqs = 64,
+                    MaxModelLen = shape.LastPromptTokens + shape.AnswerTokens + 16,
+                    EnablePrefixCaching = caching,
+                });
+                var benchTarget = new EngineBenchTarget(folder, engine);
+                await benchTarget.Run(prompts.Make(16, 0), 4, CancellationToken.None); // warm-up
+                runs.Add(await ConversationBench.Run(benchTarget, caching, prompts.Make, shape,
+                    () => (engine.Stats.Cache.Prefix.HitTokens, engine.Stats.Cache.Prefix.QueriedTokens), Console.Error));
+                await engine.StopAsync(TimeSpan.Zero);
+            }
+        }
+        ConversationBench.PrintTable(runs, Console.Out);
+        var path = Path.GetFullPath(json);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(new { mode = "conversations", device = target.ToString(), shape, runs }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        return 0;
     }
 
     /// <summary>Sequences of <paramref name="tokens"/> that fit <paramref name="budget"/> bytes, block rounding included.</summary>
