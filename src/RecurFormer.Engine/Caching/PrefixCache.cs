@@ -71,6 +71,20 @@ internal sealed class PrefixCache
 
     public int TakeSnapshotSlot() => _freeSnapshots.Pop();
 
+    /// <summary>Gives a snapshot's slot back (a sequence's previous decode-time snapshot, superseded by a deeper one).</summary>
+    public void RemoveSnapshot(UInt128 name)
+    {
+        if (!_snapshotOf.Remove(name, out var slot))
+        {
+            return;
+        }
+        _freeSnapshots.Push(slot);
+        if (_blockOf.TryGetValue(name, out var block) && _idleNode[block] is not null)
+        {
+            IdleSnapshots--;
+        }
+    }
+
     /// <summary>A named block no sequence uses any more: it waits, contents intact, for a hit or an eviction.</summary>
     public void MarkIdle(int block)
     {
