@@ -64,7 +64,7 @@ public sealed class CommandLineTests
     {
         var arguments = ServerCommandLine.Parse(["serve", "m", "--served-model-name", "org/model", "alias-1", "alias-2", "--max-model-len", "1024",
             "--max-num-seqs", "8", "--gpu-memory-utilization", "0.85", "--chat-template", "t.jinja", "--tool-call-parser", "hermes",
-            "--api-key", "k1", "--api-key", "k2", "--enable-auto-tool-choice", "--RecurFormer:QueueTimeout=00:00:05"]);
+            "--api-key", "k1", "--api-key", "k2", "--enable-auto-tool-choice", "--no-prefix-caching", "--RecurFormer:QueueTimeout=00:00:05"]);
         Assert.Empty(arguments.Errors);
         var settings = arguments.Settings;
         Assert.Equal("org/model", settings["RecurFormer:Model:ServedModelName"]);
@@ -78,6 +78,8 @@ public sealed class CommandLineTests
         Assert.Equal("k1", settings["RecurFormer:ApiKeys:0"]);
         Assert.Equal("k2", settings["RecurFormer:ApiKeys:1"]);
         Assert.Equal("00:00:05", settings["RecurFormer:QueueTimeout"]);
+        Assert.Equal("false", settings["RecurFormer:Engine:EnablePrefixCaching"]);
+        Assert.False(ServerCommandLine.Parse(["m"]).Settings.ContainsKey("RecurFormer:Engine:EnablePrefixCaching"));
     }
 
     [Fact]
