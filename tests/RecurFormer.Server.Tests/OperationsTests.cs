@@ -55,9 +55,10 @@ public sealed class OperationsTests
             Assert.True(await server.Host.Loaded);
             Assert.Equal(HttpStatusCode.OK, (await server.Anonymous.GetAsync("health/ready")).StatusCode);
 
-            // A runs (as long as the model allows: at a millisecond a token it must outlast the keep-alive interval),
-            // B waits (the one waiting slot), C is refused with 429.
-            using var a = await OpenStream(server, LongChat(1900));
+            // A runs (600 tokens: at about a millisecond a token it outlasts the 100 ms keep-alive interval, and a machine
+            // shared with other work still finishes it well inside the drain grace period), B waits (the one waiting
+            // slot), C is refused with 429.
+            using var a = await OpenStream(server, LongChat(600));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
             var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
             using var b = await OpenStream(server, LongChat(4));
@@ -82,7 +83,7 @@ public sealed class OperationsTests
 
             aBlocks.AddRange(await SseBlocks.Read(aReader));
             var bBlocks = await SseBlocks.Read(bReader);
-            foreach (var (blocks, tokens) in new[] { (aBlocks, 1900), (bBlocks, 4) })
+            foreach (var (blocks, tokens) in new[] { (aBlocks, 600), (bBlocks, 4) })
             {
                 Assert.Equal("data: [DONE]", blocks[^1]);
                 var usage = JsonDocument.Parse(blocks[^2]["data: ".Length..]).RootElement.GetProperty("usage");
