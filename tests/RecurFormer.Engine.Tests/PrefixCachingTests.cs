@@ -20,12 +20,16 @@ public sealed class PrefixCachingTests
 
     private static string Model(string name) => Path.Combine(RepositoryRoot, "models", name);
 
-    /// <summary>A 300-token prompt (a long system prompt and a question): snapshot points at 256 and 288.</summary>
+    /// <summary>
+    /// A 300-token prompt: a system prompt and the first sentences shared by every variant (about a hundred tokens),
+    /// then sentences of its own. Snapshot points at 256 and, while generating, at 304.
+    /// </summary>
     private static List<int> LongPrompt(int variant)
     {
-        var text = string.Join(" ", Enumerable.Range(0, 40).Select(i => $"System.Collections.Generic.List<T>.Add adds item {i} to the end of the list."));
-        var tokens = Tokenizer.Encode(ChatPrompt(text + $" Question {variant}: what does Add return?")).ToList();
-        return tokens.Count >= 300 ? tokens[^300..] : throw new InvalidOperationException("the prompt text is too short");
+        var text = string.Join(" ", Enumerable.Range(0, 40).Select(i =>
+            $"System.Collections.Generic.List<T>.Add adds item {(i < 4 ? i : i + 1000 * variant)} to the end of the list."));
+        var tokens = Tokenizer.Encode(ChatPrompt(text)).ToList();
+        return tokens.Count >= 300 ? tokens[..300] : throw new InvalidOperationException("the prompt text is too short");
     }
 
     private static SamplingParams Sampling => new() { Temperature = 0, MaxTokens = 8, IgnoreEos = true, Logprobs = true, TopLogprobs = 3 };
@@ -104,6 +108,7 @@ public sealed class PrefixCachingTests
         }
         var stats = await WaitIdle(warm);
         Assert.True(stats.Cache.Prefix.HitTokens > 0, "the shared system prompt never hit");
+        Assert.True(stats.Cache.Prefix.EvictedBlocks > 0, "the budget never forced an eviction");
         Assert.Equal(0, stats.Cache.TotalBytes);
     }
 }

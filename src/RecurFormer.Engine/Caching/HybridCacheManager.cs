@@ -432,7 +432,7 @@ public sealed class HybridCacheManager : IDisposable
         {
             Prefix = _prefix is null ? PrefixCacheUsage.None : new PrefixCacheUsage(
                 (long)_prefix.NamedBlocks * Layout.BlockBytes, (long)snapshots * Layout.WindowSlotBytes, (long)snapshots * Layout.MambaSlotBytes,
-                _prefix.NamedBlocks, snapshots, _prefix.QueriedTokens, _prefix.HitTokens),
+                _prefix.NamedBlocks, snapshots, _prefix.QueriedTokens, _prefix.HitTokens, _prefix.EvictedBlocks),
         };
     }
 

@@ -1,9 +1,9 @@
 namespace RecurFormer.Engine.Caching;
 
 /// <summary>What cached prefixes hold: KV blocks with a name, and the snapshots' ring and Mamba bytes; hit counters.</summary>
-public sealed record PrefixCacheUsage(long KvBytes, long WindowKvBytes, long MambaStateBytes, int Blocks, int Snapshots, long QueriedTokens, long HitTokens)
+public sealed record PrefixCacheUsage(long KvBytes, long WindowKvBytes, long MambaStateBytes, int Blocks, int Snapshots, long QueriedTokens, long HitTokens, long EvictedBlocks)
 {
-    public static PrefixCacheUsage None { get; } = new(0, 0, 0, 0, 0, 0, 0);
+    public static PrefixCacheUsage None { get; } = new(0, 0, 0, 0, 0, 0, 0, 0);
 }
 
 /// <summary>
@@ -44,6 +44,7 @@ internal sealed class PrefixCache
     public bool HasFreeSnapshot => _freeSnapshots.Count > 0;
     public long QueriedTokens { get; set; }
     public long HitTokens { get; set; }
+    public long EvictedBlocks { get; private set; }
 
     public bool TryGetBlock(UInt128 name, out int block) => _blockOf.TryGetValue(name, out block);
     public bool TryGetSnapshot(UInt128 name, out int slot) => _snapshotOf.TryGetValue(name, out slot);
@@ -119,6 +120,7 @@ internal sealed class PrefixCache
             return -1;
         }
         var block = first.Value;
+        EvictedBlocks++;
         MarkUsed(block);
         var name = _nameOf[block]!.Value;
         _nameOf[block] = null;
