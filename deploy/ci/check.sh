@@ -369,9 +369,10 @@ fi
 
 drain() {
   # A request in flight when SIGTERM arrives finishes; one that arrives during the drain is refused (503, or no
-  # connection once Kestrel has stopped listening); then exit 0.
+  # connection once Kestrel has stopped listening); then exit 0. 300 tokens: long enough (a few hundred ms on the CPU
+  # kernels) to be seen running, few enough to fit the 2MB cache, and done well inside the drain grace period.
   curl -s --max-time 60 -o "$WORK/inflight.json" -w '%{http_code}' "$BASE/v1/chat/completions" -H "Authorization: Bearer $API_KEY" \
-    -H 'Content-Type: application/json' -d '{"messages":[{"role":"user","content":"What is a Span?"}],"max_tokens":32,"ignore_eos":true}' > "$WORK/inflight.code" &
+    -H 'Content-Type: application/json' -d '{"messages":[{"role":"user","content":"What is a Span?"}],"max_tokens":300,"ignore_eos":true}' > "$WORK/inflight.code" &
   local inflight=$! deadline=$((SECONDS + 20))
   until curl -fsS --max-time 2 "$BASE/metrics" 2>/dev/null | grep -qE '^recurformer_requests_running\{[^}]*\} [1-9]'; do
     ((SECONDS < deadline)) || { echo "the request never started running"; return 1; }

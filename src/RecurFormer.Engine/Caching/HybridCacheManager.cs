@@ -114,17 +114,28 @@ public sealed class HybridCacheManager : IDisposable
 
     private int BlocksNeeded(int tokens) => Layout.BlockBytes == 0 ? 0 : Layout.BlocksFor(tokens);
 
-    /// <summary>Evicts idle cached prefixes until <paramref name="blocks"/> blocks and <paramref name="bytes"/> bytes are free; false if they cannot be.</summary>
+    /// <summary>
+    /// Evicts idle cached prefixes (least recently released first), then drops snapshots of prefixes still in use,
+    /// until <paramref name="blocks"/> blocks and <paramref name="bytes"/> bytes are free; false if they cannot be.
+    /// </summary>
     private bool MakeRoom(int blocks, long bytes)
     {
         var idle = _prefix?.IdleBlocks ?? 0;
-        if (blocks > FreeBlocks + idle || BytesInUse - EvictableBytes + bytes > BudgetBytes)
+        var droppable = EvictableBytes + (long)((_prefix?.Snapshots ?? 0) - (_prefix?.IdleSnapshots ?? 0)) * Layout.SlotBytes;
+        if (blocks > FreeBlocks + idle || BytesInUse - droppable + bytes > BudgetBytes)
         {
             return false;
         }
         while (blocks > FreeBlocks || BytesInUse + bytes > BudgetBytes)
         {
-            _freeBlocks.Push(_prefix!.EvictOne());
+            if (_prefix!.IdleBlocks > 0)
+            {
+                _freeBlocks.Push(_prefix.EvictOne());
+            }
+            else if (!_prefix.DropBusySnapshot())
+            {
+                return false;
+            }
         }
         return true;
     }

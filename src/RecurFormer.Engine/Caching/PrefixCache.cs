@@ -72,6 +72,23 @@ internal sealed class PrefixCache
 
     public int TakeSnapshotSlot() => _freeSnapshots.Pop();
 
+    /// <summary>
+    /// Drops one snapshot whose block is in use (a running sequence's, or a prompt's that a running sequence shares):
+    /// snapshots are an optimisation and never keep a new sequence out. False when there is none.
+    /// </summary>
+    public bool DropBusySnapshot()
+    {
+        foreach (var (name, _) in _snapshotOf)
+        {
+            if (!_blockOf.TryGetValue(name, out var block) || _idleNode[block] is null)
+            {
+                RemoveSnapshot(name);
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Gives a snapshot's slot back (a sequence's previous decode-time snapshot, superseded by a deeper one).</summary>
     public void RemoveSnapshot(UInt128 name)
     {
