@@ -393,7 +393,7 @@ drain() {
   echo "exited with $rc after SIGTERM"
   grep -o 'Draining: .*' "$SERVER_LOG" | head -n 1
   [ "$rc" = 0 ] && [ "$(cat "$WORK/inflight.code")" = 200 ] && { [ "$late" = 503 ] || [ "$late" = 000 ]; } &&
-    node -e 'const r=require(process.argv[1]); process.exit(r.usage.completion_tokens === 32 ? 0 : 1)' "$WORK/inflight.json"
+    node -e 'const r=require(process.argv[1]); process.exit(r.usage.completion_tokens === 300 ? 0 : 1)' "$WORK/inflight.json"
 }
 check "SIGTERM: the request in flight finishes, a new one is refused, the server exits 0" drain
 
