@@ -106,12 +106,14 @@ public sealed class OperationsTests
         {
             ["RecurFormer:Engine:MaxNumSeqs"] = "1",
             ["RecurFormer:QueueTimeout"] = "00:00:00.250",
-            ["RecurFormer:RequestTimeout"] = "00:00:00.500",
+            ["RecurFormer:RequestTimeout"] = "00:00:01",
         });
         try
         {
-            // A holds the only running slot until its request timeout cancels it (1,900 tokens take more than 0.5 s).
-            using var a = await OpenStream(server, LongChat(1900));
+            // A holds the only running slot until its request timeout cancels it: 2,000 tokens take 1.4 s or more on
+            // this machine's kernels, and B's queue timeout (0.25 s after it is sent, once A streams) comes first
+            // unless A's first token takes longer than 0.75 s.
+            using var a = await OpenStream(server, LongChat(2000));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
             var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
 
