@@ -27,10 +27,10 @@ public static class TorchRuntime
                 throw new TorchRuntimeException($"--device {options.Device}: only {cuda.device_count()} CUDA device(s) are visible.");
             }
         }
-        if (options.Threads is > 0)
-        {
-            set_num_threads(options.Threads.Value);
-        }
+        // Default: the CPUs this process may use as .NET counts them, which honours a container's CPU limit (cgroup
+        // quota). libtorch's own default counts every core of the node, and the engine's kernel threads (one per
+        // libtorch thread, meeting at barriers) stall badly when there are more of them than CPUs to run them.
+        set_num_threads(options.Threads is > 0 ? options.Threads.Value : Environment.ProcessorCount);
         return new ComputeTarget(device, ParseDType(options.DType, device));
     }
 
