@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
 
@@ -12,6 +13,9 @@ namespace RecurFormer.Model.Kernels;
 public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFunction>
 {
     public override string Name => "SelectiveScan";
+
+    /// <summary>Whether the kernels run for tensors on <paramref name="device"/>: the CPU, with 512-bit vectors in hardware.</summary>
+    public static bool Supports(Device device) => device.type == DeviceType.CPU && Kernel.IsAccelerated;
 
     /// <summary>
     /// y [S × L, dInner] of <paramref name="sequences"/> packed sequences of equal length L, each from

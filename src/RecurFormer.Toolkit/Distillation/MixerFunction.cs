@@ -1,4 +1,5 @@
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -8,10 +9,10 @@ namespace RecurFormer.Toolkit.Distillation;
 /// <summary>
 /// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
 /// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
-/// but the scan runs step by step over time on [batch, d_inner, d_state] tensors. The model's prefill scan builds a
-/// [d_inner, d_state, c, c] decay matrix per chunk, which is fast for inference but makes backward on a CPU cost
-/// about a hundred times more; this form needs a few small operations per token. A test pins it to the model's
-/// mixer (same outputs within float32 rounding), so the trained parameters mean the same thing in both.
+/// all sequences of the batch at once. On the CPU the scan is <see cref="SelectiveScanFunction"/>: forward and
+/// backward kernels, linear in the length, one autograd node per layer; elsewhere it runs step by step over time on
+/// [batch, d_inner, d_state] tensors. A test pins it to the model's mixer (same outputs within float32 rounding), so
+/// the trained parameters mean the same thing in both.
 /// </summary>
 public sealed class MixerFunction
 {
@@ -58,9 +59,23 @@ public sealed class MixerFunction
         var c = parameters.narrow(2, rank + state, state);
         var a = -_aLog.exp();                                                            // [dI, N]
 
-        // Step by step: every tensor is [B, dI, N] or smaller, so the allocator reuses memory instead of mapping new pages.
+        var y = SelectiveScanFunction.Supports(x.device)
+            ? SelectiveScanFunction.Apply(xc.reshape(-1, inner), dt.reshape(-1, inner), b.reshape(-1, state), c.reshape(-1, state), a, _d, sequences)
+                .view(sequences, length, inner)
+            : StepByStep(xc, dt, b, c, a) + xc * _d;                                      // [B, L, dI]
+        y = (y * nn.functional.silu(gate)).to_type(x.dtype);
+        return nn.functional.linear(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The scan with tensor operations, step by step over time (devices without the CPU kernels): every tensor is
+    /// [B, dI, N] or smaller, so the allocator reuses memory instead of mapping new pages. → [B, L, dI], without D·x.
+    /// </summary>
+    private static Tensor StepByStep(Tensor xc, Tensor dt, Tensor b, Tensor c, Tensor a)
+    {
+        var (sequences, length) = (xc.shape[0], xc.shape[1]);
         var input = dt * xc;                                                             // [B, L, dI]
-        var h = zeros(sequences, inner, state, device: x.device);
+        var h = zeros(sequences, xc.shape[2], a.shape[1], device: xc.device);
         var outputs = new Tensor[length];
         for (var t = 0; t < length; t++)
         {
@@ -68,8 +83,6 @@ public sealed class MixerFunction
             h = decay * h + input.select(1, t).unsqueeze(2) * b.select(1, t).unsqueeze(1);
             outputs[t] = h.matmul(c.select(1, t).unsqueeze(2)).squeeze(2);             // [B, dI]
         }
-        var y = stack(outputs, 1) + xc * _d;                                             // [B, L, dI]
-        y = (y * nn.functional.silu(gate)).to_type(x.dtype);
-        return nn.functional.linear(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
+        return stack(outputs, 1);
     }
 }
