@@ -39,6 +39,18 @@ public sealed record DistillOptions
     public double CeWeight { get; init; } = 1.0;
 
     public TrainedParts Stage2Train { get; init; } = TrainedParts.Mamba;
+
+    /// <summary>
+    /// The teacher's compute dtype; null: the student's (float32). The teacher only runs forward, so bfloat16 costs it
+    /// no master weights, and on a CPU with bfloat16 instructions its forward takes half the time.
+    /// </summary>
+    public TorchSharp.torch.ScalarType? TeacherDType { get; init; }
+
+    /// <summary>
+    /// dtype of stage 1's big matrix products (the mixers' in_proj and out_proj, forward and backward); null: float32.
+    /// The trained weights and the optimiser stay float32 either way.
+    /// </summary>
+    public TorchSharp.torch.ScalarType? MatmulDType { get; init; }
     public long Seed { get; init; } = 0;
 
     /// <summary>Write a resumable checkpoint every this many steps (and at the end of each stage).</summary>

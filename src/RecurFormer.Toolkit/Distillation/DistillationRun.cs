@@ -35,13 +35,18 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     /// <summary>Stop (with a resumable checkpoint) after this many steps of this invocation: time-sliced runs, tests.</summary>
     public int? StopAfterSteps { get; init; }
 
+    private readonly List<StageThroughput> _throughput = [];
+
+    /// <summary>Training speed of each stage this invocation ran (after its first step, which pays for warm-up).</summary>
+    public IReadOnlyList<StageThroughput> Throughput => _throughput;
+
     public IReadOnlyList<LossRecord> Run(DistillationPaths paths, bool resume, ScalarType saveDType, ProgressLine? progress = null)
     {
         manual_seed(options.Seed);
         var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
         var records = state.Records.ToList();
         var source = resume ? paths.Checkpoint : studentFolder;
-        using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target);
+        using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target with { DType = options.TeacherDType ?? target.DType });
         using var student = CausalLMLoader.FromPretrained(source, target);
         var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
         using var data = new TrainingSequences(texts(), tokenizer, options.SequenceLength, options.Seed);
@@ -50,6 +55,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         var clock = Stopwatch.StartNew();
         var total = options.Stage1Steps + options.Stage2Steps;
         var stepsThisRun = 0;
+        progress?.Resume(records.Count);
 
         for (var stage = state.Stage; stage <= 2; stage++)
         {
@@ -74,6 +80,9 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             {
                 optimizer.load_state_dict(paths.Optimizer);
             }
+            var tokensPerStep = (long)options.BatchSize * (stage == 1 ? options.SequenceLength : Math.Min(options.SequenceLength, options.Stage2SequenceLength));
+            var throughput = new StageThroughput(stage, tokensPerStep);
+            _throughput.Add(throughput);
             for (var step = startStep; step < steps; step++)
             {
                 var rate = LearningRate(peak, step, steps);
@@ -100,9 +109,11 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 optimizer.step();
                 records.Add(record);
+                throughput.StepDone(clock.Elapsed.TotalSeconds);
                 if (progress is not null)
                 {
-                    progress.Detail = record.Kl is { } kl ? $"stage 2 loss {record.Loss:F4} (KL {kl:F4}, CE {record.Ce:F4})" : $"stage 1 loss {record.Loss:F4}";
+                    var loss = record.Kl is { } kl ? $"stage 2 loss {record.Loss:F4} (KL {kl:F4}, CE {record.Ce:F4})" : $"stage 1 loss {record.Loss:F4}";
+                    progress.Detail = throughput.TokensPerSecond is { } speed ? $"{loss}, {speed:F0} tokens/s" : loss;
                     progress.Report(records.Count);
                 }
                 var last = step + 1 == steps;
@@ -189,4 +200,37 @@ public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyL
         return new ResumeState(root["stage"]!.GetValue<int>(), root["step"]!.GetValue<int>(), root["sequences"]!.GetValue<long>(),
             root["records"]!.AsArray().Select(r => LossRecord.FromJson(r!)).ToArray());
     }
+}
+
+/// <summary>
+/// Tokens per second of one stage in one invocation, counted from the end of its first step (which pays for
+/// loading, allocation and the JIT) to the end of its last: optimiser steps and checkpoints included.
+/// </summary>
+public sealed class StageThroughput(int stage, long tokensPerStep)
+{
+    private double? _firstStepEnd;
+    private double _lastStepEnd;
+
+    public int Stage => stage;
+    public long TokensPerStep => tokensPerStep;
+    public int Steps { get; private set; }
+
+    public void StepDone(double seconds)
+    {
+        Steps++;
+        _firstStepEnd ??= seconds;
+        _lastStepEnd = seconds;
+    }
+
+    /// <summary>Null until two steps have run.</summary>
+    public double? TokensPerSecond => Steps >= 2 && _lastStepEnd > _firstStepEnd ? (Steps - 1) * tokensPerStep / (_lastStepEnd - _firstStepEnd!.Value) : null;
+
+    public JsonObject ToJson() => new()
+    {
+        ["stage"] = stage,
+        ["steps"] = Steps,
+        ["tokens_per_step"] = tokensPerStep,
+        ["tokens_per_second"] = TokensPerSecond is { } rate ? Math.Round(rate, 1) : null,
+        ["seconds_per_step"] = TokensPerSecond is { } r ? Math.Round(tokensPerStep / r, 4) : null,
+    };
 }

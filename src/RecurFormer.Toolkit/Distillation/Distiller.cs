@@ -19,28 +19,28 @@ internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction 
 public sealed class Distiller : IDisposable
 {
     private readonly ICausalLM _teacher;
-    private readonly ICausalLM _student;
+    private readonly TransformerCausalLM _student;
     private readonly DistillOptions _options;
     private readonly List<ReplacedLayer> _layers = [];
 
     public Distiller(ICausalLM teacher, ICausalLM student, DistillOptions options)
     {
         _teacher = teacher;
-        _student = student;
+        _student = student as TransformerCausalLM
+            ?? throw new ArgumentException("the student must be a converted Transformer (recurformer convert --kind mamba)");
         _options = options;
-        var parameters = ((nn.Module)student).named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        foreach (var (name, module) in ((nn.Module)student).named_modules())
+        for (var layer = 0; layer < _student.Layers.Count; layer++)
         {
-            if (module is not Attention { Mamba: { } mixer } attention)
+            var attention = _student.Layers[layer].SelfAttention;
+            if (attention.Mamba is not { } mixer)
             {
                 continue;
             }
-            var layer = int.Parse(name.Split('.')[2]);
             var heads = attention.Heads;
             var columns = heads.HeadsOf(heads.MambaGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
-            var outputWeight = parameters[$"{name}.o_proj.weight"];
+            var outputWeight = attention.OutputProjection.Weight;
             var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device)).DetachFromDisposeScope();
-            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer), columns, selected));
+            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32), columns, selected));
         }
         if (_layers.Count == 0)
         {
@@ -53,14 +53,25 @@ public sealed class Distiller : IDisposable
     /// <summary>Parameters trained in stage 1: the Mamba mixers.</summary>
     public IReadOnlyList<Parameter> Stage1Parameters() => _layers.SelectMany(l => l.Mixer.parameters()).ToArray();
 
-    /// <summary>Parameters trained in stage 2, by state-dict name.</summary>
-    public IReadOnlyList<Parameter> Stage2Parameters(TrainedParts parts) => ((nn.Module)_student).named_parameters()
-        .Where(p => parts.HasFlag(TrainedParts.All)
-            || (parts.HasFlag(TrainedParts.Mamba) && p.name.Contains(".mamba.", StringComparison.Ordinal))
-            || (parts.HasFlag(TrainedParts.OutputProjection) && p.name.Contains(".o_proj.", StringComparison.Ordinal))
-            || (parts.HasFlag(TrainedParts.Attention) && p.name.Contains(".self_attn.", StringComparison.Ordinal)))
-        .Select(p => p.parameter)
-        .ToArray();
+    /// <summary>
+    /// Parameters trained in stage 2: the Mamba mixers, the o_proj of every layer, every attention block (kept heads'
+    /// q/k/v, o_proj and the mixer), or the whole model.
+    /// </summary>
+    public IReadOnlyList<Parameter> Stage2Parameters(TrainedParts parts)
+    {
+        if (parts.HasFlag(TrainedParts.All))
+        {
+            return _student.parameters().ToArray();
+        }
+        var attention = _student.Layers.Select(l => l.SelfAttention).ToArray();
+        IEnumerable<nn.Module> modules = parts.HasFlag(TrainedParts.Attention)
+            ? attention
+            : [
+                .. parts.HasFlag(TrainedParts.Mamba) ? attention.Select(a => a.Mamba).OfType<nn.Module>() : [],
+                .. parts.HasFlag(TrainedParts.OutputProjection) ? attention.Select(a => a.OutputProjection) : [],
+            ];
+        return modules.SelectMany(m => m.parameters()).ToArray();
+    }
 
     /// <summary>Stage-1 loss and gradients for one batch; returns the mean relative loss over layers and each layer's.</summary>
     public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> sequences)
@@ -73,15 +84,17 @@ public sealed class Distiller : IDisposable
         using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
         using (var teacherCaches = _teacher.CreateCache(sequences.Max(s => s.Length), sequences.Count))
         {
-            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture });
+            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture, LastLayer = _layers[^1].Layer });
         }
         var perLayer = new Dictionary<int, double>();
         foreach (var layer in _layers)
         {
             // One layer at a time, backward at once: only one layer's scan graph is alive.
             using var layerScope = NewDisposeScope();
-            var input = capture.LayerInput(layer.Layer);
-            var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device));
+            // The teacher may compute in bfloat16 (--teacher-dtype): the student trains in float32.
+            var input = capture.LayerInput(layer.Layer).to_type(ScalarType.Float32);
+            var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
+                .to_type(ScalarType.Float32);
             var output = layer.Function.Forward(input, sequences.Count);
             var error = nn.functional.linear(output - target, layer.OutputColumns);   // [T, hidden], after o_proj
             var reference = nn.functional.linear(target, layer.OutputColumns).pow(2).mean().clamp_min(1e-12);
