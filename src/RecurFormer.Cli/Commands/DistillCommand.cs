@@ -43,7 +43,7 @@ public static class DistillCommand
         };
         var matmulDType = new Option<string>("--matmul-dtype")
         {
-            Description = "dtype of stage 1's big matrix products (the mixers' in_proj and out_proj; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
+            Description = "dtype of the matrix products in training (stage 1: the mixers' in_proj and out_proj; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
             DefaultValueFactory = _ => "auto",
         };
         var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };

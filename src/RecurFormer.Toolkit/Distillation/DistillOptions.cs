@@ -47,8 +47,9 @@ public sealed record DistillOptions
     public TorchSharp.torch.ScalarType? TeacherDType { get; init; }
 
     /// <summary>
-    /// dtype of stage 1's big matrix products (the mixers' in_proj and out_proj, forward and backward); null: float32.
-    /// The trained weights and the optimiser stay float32 either way.
+    /// dtype of the big matrix products, forward and backward; null: float32. Stage 1: the mixers' in_proj and
+    /// out_proj. Stage 2: the whole student, through a copy in this dtype (<see cref="LowPrecisionCopy"/>). The trained
+    /// weights, their optimiser state and checkpoints stay float32 either way.
     /// </summary>
     public TorchSharp.torch.ScalarType? MatmulDType { get; init; }
     public long Seed { get; init; } = 0;

@@ -80,6 +80,9 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             {
                 optimizer.load_state_dict(paths.Optimizer);
             }
+            // Stage 2 runs the whole student: in bfloat16 products when asked, on a copy (float32 master weights here).
+            var lowPrecision = stage == 2 && options.MatmulDType is { } low && low != target.DType ? low : (ScalarType?)null;
+            using var copy = lowPrecision is { } dtype ? new LowPrecisionCopy(student, source, target with { DType = dtype }, parameters) : null;
             var tokensPerStep = (long)options.BatchSize * (stage == 1 ? options.SequenceLength : Math.Min(options.SequenceLength, options.Stage2SequenceLength));
             var throughput = new StageThroughput(stage, tokensPerStep);
             _throughput.Add(throughput);
@@ -100,7 +103,9 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 else
                 {
-                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray());
+                    copy?.PullWeights();
+                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(), copy?.Model);
+                    copy?.PushGradients();
                     record = new LossRecord(2, step + 1, loss, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
                 }
                 if (options.ClipNorm > 0)

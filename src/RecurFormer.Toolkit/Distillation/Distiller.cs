@@ -105,12 +105,15 @@ public sealed class Distiller : IDisposable
         return (perLayer.Values.Average(), perLayer);
     }
 
-    /// <summary>Stage-2 loss and gradients for one batch: (total, KL, CE).</summary>
-    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences)
+    /// <summary>
+    /// Stage-2 loss and gradients for one batch: (total, KL, CE). <paramref name="student"/>: the model that runs
+    /// forward and backward, when not the student itself (its low-precision copy).
+    /// </summary>
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null)
     {
         using var scope = NewDisposeScope();
         var teacherLogits = Logits(_teacher, sequences, training: false);
-        var studentLogits = Logits(_student, sequences, training: true);
+        var studentLogits = Logits(student ?? _student, sequences, training: true);
         var teacherLog = nn.functional.log_softmax(teacherLogits, 1);
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
         var kl = (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
