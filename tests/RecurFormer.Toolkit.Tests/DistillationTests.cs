@@ -74,13 +74,20 @@ public sealed class DistillationTests : IDisposable
         using var distilled = TestData.Load(paths.Out);
     }
 
-    [Fact]
-    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped()
+    /// <summary>Also with the bfloat16 teacher and products (stage 2 through the low-precision copy of the student).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped(bool bfloat16)
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 0), (2, 1)]);
         CopyTokenizer(student);
         var texts = Enumerable.Range(0, 100).Select(i => $"text {i} about the type T{i % 7}").ToArray();
         var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1 };
+        if (bfloat16)
+        {
+            options = options with { TeacherDType = ScalarType.BFloat16, MatmulDType = ScalarType.BFloat16 };
+        }
         var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
 
         var whole = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(new DistillationPaths(_temp.Sub("whole")), false, ScalarType.Float32);
