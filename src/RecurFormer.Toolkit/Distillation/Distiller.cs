@@ -96,8 +96,13 @@ public sealed class Distiller : IDisposable
             var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
                 .to_type(ScalarType.Float32);
             var output = layer.Function.Forward(input, sequences.Count);
-            var error = nn.functional.linear(output - target, layer.OutputColumns);   // [T, hidden], after o_proj
-            var reference = nn.functional.linear(target, layer.OutputColumns).pow(2).mean().clamp_min(1e-12);
+            var matmul = _options.MatmulDType ?? ScalarType.Float32;
+            var error = MixerFunction.Linear(output - target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
+            Tensor reference;
+            using (no_grad())
+            {
+                reference = MixerFunction.Linear(target, layer.OutputColumns, null, matmul).pow(2).mean().clamp_min(1e-12);
+            }
             var loss = error.pow(2).mean() / reference;
             (loss / _layers.Count).backward();
             perLayer[layer.Layer] = loss.item<float>();

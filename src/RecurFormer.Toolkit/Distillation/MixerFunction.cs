@@ -73,10 +73,12 @@ public sealed class MixerFunction
         return Project(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
     }
 
-    /// <summary>x Wᵀ + b in the matmul dtype, → float32.</summary>
-    private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => _matmul == ScalarType.Float32
+    private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => Linear(x, weight, bias, _matmul);
+
+    /// <summary>x Wᵀ + b computed in <paramref name="dtype"/> (forward and backward), → float32.</summary>
+    internal static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ScalarType dtype) => dtype == ScalarType.Float32
         ? nn.functional.linear(x.to_type(ScalarType.Float32), weight, bias)
-        : nn.functional.linear(x.to_type(_matmul), weight.to_type(_matmul), bias?.to_type(_matmul)).to_type(ScalarType.Float32);
+        : nn.functional.linear(x.to_type(dtype), weight.to_type(dtype), bias?.to_type(dtype)).to_type(ScalarType.Float32);
 
     /// <summary>
     /// The scan with tensor operations, step by step over time (devices without the CPU kernels): every tensor is
