@@ -46,13 +46,18 @@ public static class DistillCommand
             Description = "dtype of the matrix products in training (stage 1: the mixers' in_proj and out_proj; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
             DefaultValueFactory = _ => "auto",
         };
+        var teacherCache = new Option<string?>("--teacher-cache")
+        {
+            Description = "Folder of the teacher's top-k stage-2 targets, written once per shard of 256 training sequences and read by every later run with the same teacher, data, lengths and seed; the KL then covers the top-k tokens plus one bucket for the rest.",
+        };
+        var topK = new Option<int>("--teacher-top-k") { Description = "Tokens per position in the teacher cache.", DefaultValueFactory = _ => 64 };
         var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };
         var onBadLine = OnBadLine();
         var compute = new ComputeOptions(training: true);
 
         var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
         {
-            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, teacherDType, matmulDType, saveDType, onBadLine,
+            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, teacherDType, matmulDType, teacherCache, topK, saveDType, onBadLine,
         };
         compute.AddTo(command);
         command.SetAction(parse => Run(() =>
@@ -77,10 +82,16 @@ public static class DistillCommand
                 Stage2Train = Parts(parse.GetValue(train)!),
                 Seed = parse.GetValue(seed),
                 CheckpointEvery = parse.GetValue(every),
+                TeacherCache = parse.GetValue(teacherCache),
+                TeacherTopK = parse.GetValue(topK),
             };
             if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
             {
                 throw new UserError("--stage1-steps and --stage2-steps must be ≥ 0, and not both 0");
+            }
+            if (options.TeacherTopK < 1)
+            {
+                throw new UserError("--teacher-top-k must be ≥ 1");
             }
             if (options.BatchSize < 1 || options.SequenceLength < 2 || options.Stage2SequenceLength < 2 || options.CheckpointEvery < 1 || options.Stage1LearningRate <= 0 || options.Stage2LearningRate <= 0)
             {
@@ -121,7 +132,13 @@ public static class DistillCommand
                 readers.Add(reader);
                 return reader.ReadTexts().Select(t => t.Text);
             }
-            var run = new DistillationRun(teacherFolder, studentFolder, Texts, options, target) { Log = message => Console.Error.WriteLine(message), StopAfterSteps = parse.GetValue(stopAfter) };
+            var dataFile = new FileInfo(dataPath);
+            var run = new DistillationRun(teacherFolder, studentFolder, Texts, options, target)
+            {
+                Log = message => Console.Error.WriteLine(message),
+                StopAfterSteps = parse.GetValue(stopAfter),
+                DataIdentity = $"{dataFile.FullName}:{dataFile.Length}:{dataFile.LastWriteTimeUtc.Ticks}",
+            };
             var progress = new ProgressLine("distill", options.Stage1Steps + options.Stage2Steps);
             var records = run.Run(paths, resuming, dtype, progress);
             readers.ForEach(ReportSkipped);

@@ -52,6 +52,15 @@ public sealed record DistillOptions
     /// weights, their optimiser state and checkpoints stay float32 either way.
     /// </summary>
     public TorchSharp.torch.ScalarType? MatmulDType { get; init; }
+
+    /// <summary>
+    /// Folder of the teacher's top-k stage-2 targets (<see cref="TeacherLogitCache"/>); null: the teacher runs every
+    /// step and the KL covers the whole vocabulary.
+    /// </summary>
+    public string? TeacherCache { get; init; }
+
+    /// <summary>Tokens per position kept in the teacher cache (the KL's buckets, plus one for the rest).</summary>
+    public int TeacherTopK { get; init; } = 64;
     public long Seed { get; init; } = 0;
 
     /// <summary>Write a resumable checkpoint every this many steps (and at the end of each stage).</summary>

@@ -40,6 +40,9 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     /// <summary>Training speed of each stage this invocation ran (after its first step, which pays for warm-up).</summary>
     public IReadOnlyList<StageThroughput> Throughput => _throughput;
 
+    /// <summary>What identifies the training data (path, size, time) in the teacher cache's key.</summary>
+    public string DataIdentity { get; init; } = "";
+
     public IReadOnlyList<LossRecord> Run(DistillationPaths paths, bool resume, ScalarType saveDType, ProgressLine? progress = null)
     {
         manual_seed(options.Seed);
@@ -51,7 +54,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
         using var data = new TrainingSequences(texts(), tokenizer, options.SequenceLength, options.Seed);
         data.Skip(state.Sequences);
-        using var distiller = new Distiller(teacher, student, options);
+        using var distiller = new Distiller(teacher, student, options) { TeacherCache = TeacherCache() };
         var clock = Stopwatch.StartNew();
         var total = options.Stage1Steps + options.Stage2Steps;
         var stepsThisRun = 0;
@@ -93,6 +96,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 {
                     group.LearningRate = rate;
                 }
+                var firstSequence = data.Consumed;
                 var batch = Enumerable.Range(0, options.BatchSize).Select(_ => data.Next()).ToArray();
                 optimizer.zero_grad();
                 LossRecord record;
@@ -104,7 +108,8 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 else
                 {
                     copy?.PullWeights();
-                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(), copy?.Model);
+                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(), copy?.Model,
+                        Enumerable.Range(0, batch.Length).Select(i => firstSequence + i).ToArray());
                     copy?.PushGradients();
                     record = new LossRecord(2, step + 1, loss, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
                 }
@@ -140,7 +145,25 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             CheckpointFolder.StateDict(student), saveDType, studentFolder);
         WriteLosses(paths, records);
         Log?.Invoke($"distilled {total} steps in {clock.Elapsed.TotalSeconds:F0} s");
+        if (distiller.TeacherCache is { } cache)
+        {
+            Log?.Invoke($"teacher cache: {cache.Hits} sequences read, {cache.Misses} computed");
+        }
         return records;
+    }
+
+    /// <summary>The teacher cache of this run's teacher, data, lengths and seed, when asked for.</summary>
+    private TeacherLogitCache? TeacherCache()
+    {
+        if (options.TeacherCache is not { } folder)
+        {
+            return null;
+        }
+        var weights = new DirectoryInfo(teacherFolder).GetFiles("*.safetensors").OrderBy(f => f.Name)
+            .Select(f => $"{f.Name}:{f.Length}:{f.LastWriteTimeUtc.Ticks}");
+        var key = $"teacher={Path.GetFullPath(teacherFolder)}[{string.Join(',', weights)}]|dtype={options.TeacherDType ?? target.DType}|data={DataIdentity}"
+            + $"|length={options.SequenceLength}|stage2={options.Stage2SequenceLength}|seed={options.Seed}";
+        return new TeacherLogitCache(folder, key, options.TeacherTopK);
     }
 
     /// <summary>Linear warm-up over the first steps, then cosine decay to a tenth of the peak.</summary>

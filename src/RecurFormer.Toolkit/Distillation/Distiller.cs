@@ -111,17 +111,24 @@ public sealed class Distiller : IDisposable
     }
 
     /// <summary>
-    /// Stage-2 loss and gradients for one batch: (total, KL, CE). <paramref name="student"/>: the model that runs
-    /// forward and backward, when not the student itself (its low-precision copy).
+    /// When set, stage 2's KL is taken over the teacher's top-k tokens plus one bucket for the rest of the vocabulary,
+    /// with the teacher's top-k read from (or written to) this cache; otherwise over the whole vocabulary.
     /// </summary>
-    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null)
+    public TeacherLogitCache? TeacherCache { get; init; }
+
+    /// <summary>
+    /// Stage-2 loss and gradients for one batch: (total, KL, CE). <paramref name="student"/>: the model that runs
+    /// forward and backward, when not the student itself (its low-precision copy). <paramref name="streamIndices"/>:
+    /// each sequence's index in the training stream (the teacher cache's key).
+    /// </summary>
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null, IReadOnlyList<long>? streamIndices = null)
     {
         using var scope = NewDisposeScope();
-        var teacherLogits = Logits(_teacher, sequences, training: false);
         var studentLogits = Logits(student ?? _student, sequences, training: true);
-        var teacherLog = nn.functional.log_softmax(teacherLogits, 1);
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
-        var kl = (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
+        var kl = TeacherCache is { } cache
+            ? TopKDivergence(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"), studentLog)
+            : FullDivergence(sequences, studentLog);
 
         var (rows, targets) = Data.NextTokenTargets.Of(sequences);
         var device = studentLog.device;
@@ -129,6 +136,58 @@ public sealed class Distiller : IDisposable
         var loss = _options.KlWeight * kl + _options.CeWeight * ce;
         loss.backward();
         return (loss.item<float>(), kl.item<float>(), ce.item<float>());
+    }
+
+    /// <summary>KL(teacher ‖ student) over the whole vocabulary, mean over tokens.</summary>
+    private Tensor FullDivergence(IReadOnlyList<long[]> sequences, Tensor studentLog)
+    {
+        var teacherLog = nn.functional.log_softmax(Logits(_teacher, sequences, training: false), 1);
+        return (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
+    }
+
+    /// <summary>
+    /// KL between the teacher's and the student's distributions over k + 1 buckets: the teacher's top-k tokens, and
+    /// the rest of the vocabulary as one; mean over tokens.
+    /// </summary>
+    private Tensor TopKDivergence(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices, Tensor studentLog)
+    {
+        var (teacherTop, ids) = TeacherTopK(cache, sequences, streamIndices);
+        teacherTop = teacherTop.to(studentLog.device);
+        var studentTop = studentLog.gather(1, ids.to(studentLog.device));
+        var teacherTopProbabilities = teacherTop.exp();
+        var teacherRest = (1 - teacherTopProbabilities.sum(1)).clamp_min(1e-8);
+        var studentRest = (1 - studentTop.exp().sum(1)).clamp_min(1e-8);
+        return ((teacherTopProbabilities * (teacherTop - studentTop)).sum(1) + teacherRest * (teacherRest.log() - studentRest.log())).mean();
+    }
+
+    /// <summary>The teacher's top-k log-probabilities and token ids [T, k] of the packed sequences: cached, or computed and cached.</summary>
+    private (Tensor LogProbs, Tensor Ids) TeacherTopK(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices)
+    {
+        var logProbs = new Tensor[sequences.Count];
+        var ids = new Tensor[sequences.Count];
+        var missing = new List<int>();
+        for (var s = 0; s < sequences.Count; s++)
+        {
+            if (!cache.TryGet(streamIndices[s], out logProbs[s], out ids[s]))
+            {
+                missing.Add(s);
+            }
+        }
+        if (missing.Count > 0)
+        {
+            var teacherLog = nn.functional.log_softmax(Logits(_teacher, missing.Select(s => sequences[s]).ToArray(), training: false), 1);
+            var (top, topIds) = teacherLog.topk(cache.K, dim: 1);
+            long offset = 0;
+            foreach (var s in missing)
+            {
+                var length = sequences[s].Length;
+                logProbs[s] = top.narrow(0, offset, length).cpu();
+                ids[s] = topIds.narrow(0, offset, length).cpu();
+                cache.Put(streamIndices[s], logProbs[s], ids[s]);
+                offset += length;
+            }
+        }
+        return (cat(logProbs, 0), cat(ids, 0));
     }
 
     private static Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)
