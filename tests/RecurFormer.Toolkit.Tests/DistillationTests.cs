@@ -74,13 +74,20 @@ public sealed class DistillationTests : IDisposable
         using var distilled = TestData.Load(paths.Out);
     }
 
-    [Fact]
-    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped()
+    /// <summary>Also with the bfloat16 teacher and products (stage 2 through the low-precision copy of the student).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped(bool bfloat16)
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 0), (2, 1)]);
         CopyTokenizer(student);
         var texts = Enumerable.Range(0, 100).Select(i => $"text {i} about the type T{i % 7}").ToArray();
         var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1 };
+        if (bfloat16)
+        {
+            options = options with { TeacherDType = ScalarType.BFloat16, MatmulDType = ScalarType.BFloat16 };
+        }
         var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
 
         var whole = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(new DistillationPaths(_temp.Sub("whole")), false, ScalarType.Float32);
@@ -90,6 +97,38 @@ public sealed class DistillationTests : IDisposable
         var resumed = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(sliced, true, ScalarType.Float32);
 
         Assert.Equal(whole.Select(r => (r.Stage, r.Step, r.Loss)), resumed.Select(r => (r.Stage, r.Step, r.Loss)));
+    }
+
+    [Fact]
+    public void Stage2_reads_the_teacher_top_k_it_cached_and_with_k_the_vocabulary_its_KL_is_the_full_KL()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 0)]);
+        long[][] batch = [TestData.ReferenceIds(TestData.QwenTiny, "prompt_1")[..20], TestData.ReferenceIds(TestData.QwenTiny, "prompt_2")[..20]];
+        long[] indices = [6, 7];
+        var folder = _temp.Sub("teacher-cache");
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        (double Kl, long Hits, long Misses) Step(TeacherLogitCache? cache)
+        {
+            using var distiller = new Distiller(teacher, model, new DistillOptions()) { TeacherCache = cache };
+            foreach (var parameter in distiller.Stage2Parameters(TrainedParts.Mamba))
+            {
+                parameter.requires_grad = true;
+            }
+            var (_, kl, _) = distiller.Stage2Backward(batch, streamIndices: indices);
+            return (kl, cache?.Hits ?? 0, cache?.Misses ?? 0);
+        }
+
+        var computed = Step(new TeacherLogitCache(folder, "key", k: 16, shardSize: 2));
+        var read = Step(new TeacherLogitCache(folder, "key", k: 16, shardSize: 2));
+        var vocabulary = (int)model.Config.VocabSize;
+        var full = Step(null);
+        var everyToken = Step(new TeacherLogitCache(folder, "key", k: vocabulary, shardSize: 2));
+
+        Assert.Equal((0L, 2L), (computed.Hits, computed.Misses));
+        Assert.Equal((2L, 0L), (read.Hits, read.Misses));   // sequences 6 and 7 fill shard 3, which the first run wrote
+        Assert.Equal(computed.Kl, read.Kl);
+        Assert.Equal(full.Kl, everyToken.Kl, 4);
     }
 
     /// <summary>A byte-level tokenizer whose ids fit qwen2-tiny's vocabulary of 320: the demo model's first 256 tokens.</summary>

@@ -36,13 +36,28 @@ public static class DistillCommand
         var seed = new Option<long>("--seed") { Description = "Seed of the data order and of torch.", DefaultValueFactory = _ => 0 };
         var every = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps.", DefaultValueFactory = _ => 50 };
         var stopAfter = new Option<int?>("--stop-after") { Description = "Stop after this many steps of this invocation, leaving a checkpoint to --resume from (time-sliced runs)." };
+        var teacherDType = new Option<string>("--teacher-dtype")
+        {
+            Description = "The teacher's compute dtype (it only runs forward): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else the training dtype), float32, bfloat16 or float16.",
+            DefaultValueFactory = _ => "auto",
+        };
+        var matmulDType = new Option<string>("--matmul-dtype")
+        {
+            Description = "dtype of the matrix products in training (stage 1: the mixers' in_proj and out_proj; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
+            DefaultValueFactory = _ => "auto",
+        };
+        var teacherCache = new Option<string?>("--teacher-cache")
+        {
+            Description = "Folder of the teacher's top-k stage-2 targets, written once per shard of 256 training sequences and read by every later run with the same teacher, data, lengths and seed; the KL then covers the top-k tokens plus one bucket for the rest.",
+        };
+        var topK = new Option<int>("--teacher-top-k") { Description = "Tokens per position in the teacher cache.", DefaultValueFactory = _ => 64 };
         var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };
         var onBadLine = OnBadLine();
         var compute = new ComputeOptions(training: true);
 
         var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
         {
-            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, saveDType, onBadLine,
+            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, teacherDType, matmulDType, teacherCache, topK, saveDType, onBadLine,
         };
         compute.AddTo(command);
         command.SetAction(parse => Run(() =>
@@ -67,10 +82,16 @@ public static class DistillCommand
                 Stage2Train = Parts(parse.GetValue(train)!),
                 Seed = parse.GetValue(seed),
                 CheckpointEvery = parse.GetValue(every),
+                TeacherCache = parse.GetValue(teacherCache),
+                TeacherTopK = parse.GetValue(topK),
             };
             if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
             {
                 throw new UserError("--stage1-steps and --stage2-steps must be ≥ 0, and not both 0");
+            }
+            if (options.TeacherTopK < 1)
+            {
+                throw new UserError("--teacher-top-k must be ≥ 1");
             }
             if (options.BatchSize < 1 || options.SequenceLength < 2 || options.Stage2SequenceLength < 2 || options.CheckpointEvery < 1 || options.Stage1LearningRate <= 0 || options.Stage2LearningRate <= 0)
             {
@@ -99,6 +120,11 @@ public static class DistillCommand
             }
             var policy = Policy(parse.GetValue(onBadLine)!);
             var target = compute.Initialize(parse);
+            options = options with
+            {
+                TeacherDType = LowPrecision(parse.GetValue(teacherDType)!, target, "--teacher-dtype"),
+                MatmulDType = LowPrecision(parse.GetValue(matmulDType)!, target, "--matmul-dtype"),
+            };
             var readers = new List<JsonlReader>();
             IEnumerable<string> Texts()
             {
@@ -106,7 +132,13 @@ public static class DistillCommand
                 readers.Add(reader);
                 return reader.ReadTexts().Select(t => t.Text);
             }
-            var run = new DistillationRun(teacherFolder, studentFolder, Texts, options, target) { Log = message => Console.Error.WriteLine(message), StopAfterSteps = parse.GetValue(stopAfter) };
+            var dataFile = new FileInfo(dataPath);
+            var run = new DistillationRun(teacherFolder, studentFolder, Texts, options, target)
+            {
+                Log = message => Console.Error.WriteLine(message),
+                StopAfterSteps = parse.GetValue(stopAfter),
+                DataIdentity = $"{dataFile.FullName}:{dataFile.Length}:{dataFile.LastWriteTimeUtc.Ticks}",
+            };
             var progress = new ProgressLine("distill", options.Stage1Steps + options.Stage2Steps);
             var records = run.Run(paths, resuming, dtype, progress);
             readers.ForEach(ReportSkipped);
@@ -120,7 +152,8 @@ public static class DistillCommand
                 ["compute"] = target.ToString(),
                 ["options"] = JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(options)),
                 ["stage1_tokens"] = (long)options.BatchSize * options.SequenceLength * options.Stage1Steps,
-                ["stage2_tokens"] = (long)options.BatchSize * options.SequenceLength * options.Stage2Steps,
+                ["stage2_tokens"] = (long)options.BatchSize * Math.Min(options.SequenceLength, options.Stage2SequenceLength) * options.Stage2Steps,
+                ["throughput"] = new JsonArray(run.Throughput.Select(t => (JsonNode)t.ToJson()).ToArray()),
                 ["seconds"] = records.Count > 0 ? records[^1].Seconds : 0,
                 ["stage1_first_loss"] = records.FirstOrDefault(r => r.Stage == 1)?.Loss,
                 ["stage1_last_loss"] = records.LastOrDefault(r => r.Stage == 1)?.Loss,
@@ -132,6 +165,21 @@ public static class DistillCommand
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>auto: bfloat16 where inference's auto picks it (measured faster there), else the training dtype.</summary>
+    private static TorchSharp.torch.ScalarType LowPrecision(string text, RecurFormer.Model.Runtime.ComputeTarget target, string option)
+    {
+        try
+        {
+            return text.Trim().ToLowerInvariant() is "auto" or ""
+                ? TorchRuntime.ParseDType("auto", target.Device) == TorchSharp.torch.ScalarType.BFloat16 ? TorchSharp.torch.ScalarType.BFloat16 : target.DType
+                : TorchRuntime.ParseDType(text, target.Device);
+        }
+        catch (TorchRuntimeException error)
+        {
+            throw new UserError($"{option}: {error.Message}");
+        }
     }
 
     private static TrainedParts Parts(string text)

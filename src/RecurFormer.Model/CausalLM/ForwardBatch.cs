@@ -69,6 +69,13 @@ public sealed class ForwardBatch
     /// <summary>When set, layers record what it asks for (attention probabilities, layer inputs and head outputs).</summary>
     public AttentionCapture? Capture { get; init; }
 
+    /// <summary>
+    /// Run the decoder layers up to this one only and return its output hidden state [T, hidden] instead of logits
+    /// (the caches do not advance; Transformer models): distillation's stage 1 needs the teacher only up to the last
+    /// replaced layer.
+    /// </summary>
+    public int? LastLayer { get; init; }
+
     /// <summary>Keep the autograd graph (distillation); inference runs without it.</summary>
     public bool Training { get; init; }
 

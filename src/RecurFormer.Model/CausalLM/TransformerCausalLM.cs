@@ -34,6 +34,9 @@ public sealed partial class TransformerCausalLM : nn.Module, ICausalLM
     }
 
     public ModelConfig Config => _config;
+
+    /// <summary>The decoder layers, in order (<c>model.layers.i</c>).</summary>
+    public IReadOnlyList<DecoderLayer> Layers => model.Layers;
     public ComputeTarget Target { get; }
 
     public IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors() => CheckpointNames.Of(this);
@@ -51,6 +54,10 @@ public sealed partial class TransformerCausalLM : nn.Module, ICausalLM
         using var context = new ForwardContext(batch, Target.Device, Target.DType);
         (context.Cos, context.Sin) = _rope.Tables(batch.Positions(), Target.DType);
         var hidden = model.Forward(tensor(batch.PackedTokens(), device: Target.Device), context);
+        if (batch.LastLayer is not null)
+        {
+            return hidden.MoveToOuterDisposeScope();
+        }
         hidden = hidden.index_select(0, tensor(batch.LogitRows(), device: Target.Device));
         var logits = lm_head?.forward(hidden) ?? nn.functional.linear(hidden, model.EmbeddingWeight);
         for (var s = 0; s < batch.SequenceCount; s++)
@@ -97,10 +104,11 @@ internal sealed class TransformerBackbone : nn.Module
     {
         using var scope = NewDisposeScope();
         var hidden = embed_tokens.forward(tokens); // [T, hidden]
-        foreach (var layer in layers)
+        var last = context.Batch.LastLayer ?? layers.Count - 1;
+        for (var i = 0; i <= last; i++)
         {
-            hidden = layer.Forward(hidden, context);
+            hidden = layers[i].Forward(hidden, context);
         }
-        return norm.forward(hidden).MoveToOuterDisposeScope();
+        return (context.Batch.LastLayer is null ? norm.forward(hidden) : hidden).MoveToOuterDisposeScope();
     }
 }

@@ -96,7 +96,7 @@ public sealed partial class Attention : nn.Module
 
     public LayerHeads Heads => _heads;
     public MambaMixer? Mamba => mamba;
-    internal Linear OutputProjection => o_proj;
+    public Linear OutputProjection => o_proj;
 
     /// <summary>x [T, hidden] packed over the batch's sequences → [T, hidden].</summary>
     public Tensor Forward(Tensor x, ForwardContext context)

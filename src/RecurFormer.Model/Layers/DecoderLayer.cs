@@ -25,6 +25,9 @@ public sealed partial class DecoderLayer : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>The attention block (<c>self_attn</c>): kept heads, the Mamba mixer of replaced ones, o_proj.</summary>
+    public Attention SelfAttention => self_attn;
+
     public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();

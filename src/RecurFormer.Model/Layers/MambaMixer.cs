@@ -11,8 +11,9 @@ namespace RecurFormer.Model.Layers;
 /// Mamba-1 selective state-space mixer (Gu &amp; Dao 2023), as transformers' MambaMixer: in_proj → depthwise causal
 /// conv → SiLU → input-dependent (Δ, B, C) → selective scan → + D·x → gated by SiLU(z) → out_proj.
 /// The convolution, the scan and the state are float32 whatever the compute dtype. Inference prefill on the CPU
-/// runs the fused kernel (<see cref="MambaPrefillKernel"/>, a linear-time scan); training and CUDA a chunked closed
-/// form of the scan (one matrix product per chunk of tokens); decode the one-step recurrence, batched over the
+/// runs the fused kernel (<see cref="MambaPrefillKernel"/>, a linear-time scan); training on the CPU the same scan
+/// with its backward kernel (<see cref="SelectiveScanFunction"/>); CUDA a chunked closed form of the scan (one matrix
+/// product per chunk of tokens); decode the one-step recurrence, batched over the
 /// pool's state (or the decode kernels, MambaMixer.Kernels.cs).
 /// </summary>
 public sealed partial class MambaMixer : nn.Module
@@ -125,9 +126,17 @@ public sealed partial class MambaMixer : nn.Module
         xc = nn.functional.silu(xc);
 
         var (dt, bInput, cOutput) = SelectiveParameters(xc);
+        convState.copy_(window.narrow(1, window.shape[1] - Shape.ConvKernel, Shape.ConvKernel).detach());
+        if (SelectiveScanFunction.Supports(u.device))
+        {
+            // Training on the CPU: the linear-time scan kernels, forward and backward, as one autograd node.
+            var final = empty_like(ssmState);
+            var scanned = SelectiveScanFunction.Apply(xc, dt, bInput, cOutput, a, D, 1, ssmState, final, context.Batch.KernelThreads);
+            ssmState.copy_(final);
+            return scanned;
+        }
         var (y, ssm) = ChunkedScan(xc, dt, bInput, cOutput, a, ssmState.clone()); // a copy: autograd may keep h_0, and the pool row changes below
         ssmState.copy_(ssm.detach());
-        convState.copy_(window.narrow(1, window.shape[1] - Shape.ConvKernel, Shape.ConvKernel).detach());
         return y + xc * D;
     }
 

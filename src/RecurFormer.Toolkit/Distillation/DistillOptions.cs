@@ -39,6 +39,28 @@ public sealed record DistillOptions
     public double CeWeight { get; init; } = 1.0;
 
     public TrainedParts Stage2Train { get; init; } = TrainedParts.Mamba;
+
+    /// <summary>
+    /// The teacher's compute dtype; null: the student's (float32). The teacher only runs forward, so bfloat16 costs it
+    /// no master weights, and on a CPU with bfloat16 instructions its forward takes half the time.
+    /// </summary>
+    public TorchSharp.torch.ScalarType? TeacherDType { get; init; }
+
+    /// <summary>
+    /// dtype of the big matrix products, forward and backward; null: float32. Stage 1: the mixers' in_proj and
+    /// out_proj. Stage 2: the whole student, through a copy in this dtype (<see cref="LowPrecisionCopy"/>). The trained
+    /// weights, their optimiser state and checkpoints stay float32 either way.
+    /// </summary>
+    public TorchSharp.torch.ScalarType? MatmulDType { get; init; }
+
+    /// <summary>
+    /// Folder of the teacher's top-k stage-2 targets (<see cref="TeacherLogitCache"/>); null: the teacher runs every
+    /// step and the KL covers the whole vocabulary.
+    /// </summary>
+    public string? TeacherCache { get; init; }
+
+    /// <summary>Tokens per position kept in the teacher cache (the KL's buckets, plus one for the rest).</summary>
+    public int TeacherTopK { get; init; } = 64;
     public long Seed { get; init; } = 0;
 
     /// <summary>Write a resumable checkpoint every this many steps (and at the end of each stage).</summary>

@@ -35,21 +35,30 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     /// <summary>Stop (with a resumable checkpoint) after this many steps of this invocation: time-sliced runs, tests.</summary>
     public int? StopAfterSteps { get; init; }
 
+    private readonly List<StageThroughput> _throughput = [];
+
+    /// <summary>Training speed of each stage this invocation ran (after its first step, which pays for warm-up).</summary>
+    public IReadOnlyList<StageThroughput> Throughput => _throughput;
+
+    /// <summary>What identifies the training data (path, size, time) in the teacher cache's key.</summary>
+    public string DataIdentity { get; init; } = "";
+
     public IReadOnlyList<LossRecord> Run(DistillationPaths paths, bool resume, ScalarType saveDType, ProgressLine? progress = null)
     {
         manual_seed(options.Seed);
         var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
         var records = state.Records.ToList();
         var source = resume ? paths.Checkpoint : studentFolder;
-        using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target);
+        using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target with { DType = options.TeacherDType ?? target.DType });
         using var student = CausalLMLoader.FromPretrained(source, target);
         var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
         using var data = new TrainingSequences(texts(), tokenizer, options.SequenceLength, options.Seed);
         data.Skip(state.Sequences);
-        using var distiller = new Distiller(teacher, student, options);
+        using var distiller = new Distiller(teacher, student, options) { TeacherCache = TeacherCache() };
         var clock = Stopwatch.StartNew();
         var total = options.Stage1Steps + options.Stage2Steps;
         var stepsThisRun = 0;
+        progress?.Resume(records.Count);
 
         for (var stage = state.Stage; stage <= 2; stage++)
         {
@@ -74,6 +83,12 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             {
                 optimizer.load_state_dict(paths.Optimizer);
             }
+            // Stage 2 runs the whole student: in bfloat16 products when asked, on a copy (float32 master weights here).
+            var lowPrecision = stage == 2 && options.MatmulDType is { } low && low != target.DType ? low : (ScalarType?)null;
+            using var copy = lowPrecision is { } dtype ? new LowPrecisionCopy(student, source, target with { DType = dtype }, parameters) : null;
+            var tokensPerStep = (long)options.BatchSize * (stage == 1 ? options.SequenceLength : Math.Min(options.SequenceLength, options.Stage2SequenceLength));
+            var throughput = new StageThroughput(stage, tokensPerStep);
+            _throughput.Add(throughput);
             for (var step = startStep; step < steps; step++)
             {
                 var rate = LearningRate(peak, step, steps);
@@ -81,6 +96,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 {
                     group.LearningRate = rate;
                 }
+                var firstSequence = data.Consumed;
                 var batch = Enumerable.Range(0, options.BatchSize).Select(_ => data.Next()).ToArray();
                 optimizer.zero_grad();
                 LossRecord record;
@@ -91,7 +107,10 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 else
                 {
-                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray());
+                    copy?.PullWeights();
+                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(), copy?.Model,
+                        Enumerable.Range(0, batch.Length).Select(i => firstSequence + i).ToArray());
+                    copy?.PushGradients();
                     record = new LossRecord(2, step + 1, loss, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
                 }
                 if (options.ClipNorm > 0)
@@ -100,9 +119,11 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 optimizer.step();
                 records.Add(record);
+                throughput.StepDone(clock.Elapsed.TotalSeconds);
                 if (progress is not null)
                 {
-                    progress.Detail = record.Kl is { } kl ? $"stage 2 loss {record.Loss:F4} (KL {kl:F4}, CE {record.Ce:F4})" : $"stage 1 loss {record.Loss:F4}";
+                    var loss = record.Kl is { } kl ? $"stage 2 loss {record.Loss:F4} (KL {kl:F4}, CE {record.Ce:F4})" : $"stage 1 loss {record.Loss:F4}";
+                    progress.Detail = throughput.TokensPerSecond is { } speed ? $"{loss}, {speed:F0} tokens/s" : loss;
                     progress.Report(records.Count);
                 }
                 var last = step + 1 == steps;
@@ -124,7 +145,25 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             CheckpointFolder.StateDict(student), saveDType, studentFolder);
         WriteLosses(paths, records);
         Log?.Invoke($"distilled {total} steps in {clock.Elapsed.TotalSeconds:F0} s");
+        if (distiller.TeacherCache is { } cache)
+        {
+            Log?.Invoke($"teacher cache: {cache.Hits} sequences read, {cache.Misses} computed");
+        }
         return records;
+    }
+
+    /// <summary>The teacher cache of this run's teacher, data, lengths and seed, when asked for.</summary>
+    private TeacherLogitCache? TeacherCache()
+    {
+        if (options.TeacherCache is not { } folder)
+        {
+            return null;
+        }
+        var weights = new DirectoryInfo(teacherFolder).GetFiles("*.safetensors").OrderBy(f => f.Name)
+            .Select(f => $"{f.Name}:{f.Length}:{f.LastWriteTimeUtc.Ticks}");
+        var key = $"teacher={Path.GetFullPath(teacherFolder)}[{string.Join(',', weights)}]|dtype={options.TeacherDType ?? target.DType}|data={DataIdentity}"
+            + $"|length={options.SequenceLength}|stage2={options.Stage2SequenceLength}|seed={options.Seed}";
+        return new TeacherLogitCache(folder, key, options.TeacherTopK);
     }
 
     /// <summary>Linear warm-up over the first steps, then cosine decay to a tenth of the peak.</summary>
@@ -189,4 +228,37 @@ public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyL
         return new ResumeState(root["stage"]!.GetValue<int>(), root["step"]!.GetValue<int>(), root["sequences"]!.GetValue<long>(),
             root["records"]!.AsArray().Select(r => LossRecord.FromJson(r!)).ToArray());
     }
+}
+
+/// <summary>
+/// Tokens per second of one stage in one invocation, counted from the end of its first step (which pays for
+/// loading, allocation and the JIT) to the end of its last: optimiser steps and checkpoints included.
+/// </summary>
+public sealed class StageThroughput(int stage, long tokensPerStep)
+{
+    private double? _firstStepEnd;
+    private double _lastStepEnd;
+
+    public int Stage => stage;
+    public long TokensPerStep => tokensPerStep;
+    public int Steps { get; private set; }
+
+    public void StepDone(double seconds)
+    {
+        Steps++;
+        _firstStepEnd ??= seconds;
+        _lastStepEnd = seconds;
+    }
+
+    /// <summary>Null until two steps have run.</summary>
+    public double? TokensPerSecond => Steps >= 2 && _lastStepEnd > _firstStepEnd ? (Steps - 1) * tokensPerStep / (_lastStepEnd - _firstStepEnd!.Value) : null;
+
+    public JsonObject ToJson() => new()
+    {
+        ["stage"] = stage,
+        ["steps"] = Steps,
+        ["tokens_per_step"] = tokensPerStep,
+        ["tokens_per_second"] = TokensPerSecond is { } rate ? Math.Round(rate, 1) : null,
+        ["seconds_per_step"] = TokensPerSecond is { } r ? Math.Round(tokensPerStep / r, 4) : null,
+    };
 }

@@ -19,28 +19,28 @@ internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction 
 public sealed class Distiller : IDisposable
 {
     private readonly ICausalLM _teacher;
-    private readonly ICausalLM _student;
+    private readonly TransformerCausalLM _student;
     private readonly DistillOptions _options;
     private readonly List<ReplacedLayer> _layers = [];
 
     public Distiller(ICausalLM teacher, ICausalLM student, DistillOptions options)
     {
         _teacher = teacher;
-        _student = student;
+        _student = student as TransformerCausalLM
+            ?? throw new ArgumentException("the student must be a converted Transformer (recurformer convert --kind mamba)");
         _options = options;
-        var parameters = ((nn.Module)student).named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        foreach (var (name, module) in ((nn.Module)student).named_modules())
+        for (var layer = 0; layer < _student.Layers.Count; layer++)
         {
-            if (module is not Attention { Mamba: { } mixer } attention)
+            var attention = _student.Layers[layer].SelfAttention;
+            if (attention.Mamba is not { } mixer)
             {
                 continue;
             }
-            var layer = int.Parse(name.Split('.')[2]);
             var heads = attention.Heads;
             var columns = heads.HeadsOf(heads.MambaGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
-            var outputWeight = parameters[$"{name}.o_proj.weight"];
+            var outputWeight = attention.OutputProjection.Weight;
             var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device)).DetachFromDisposeScope();
-            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer), columns, selected));
+            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32), columns, selected));
         }
         if (_layers.Count == 0)
         {
@@ -53,14 +53,25 @@ public sealed class Distiller : IDisposable
     /// <summary>Parameters trained in stage 1: the Mamba mixers.</summary>
     public IReadOnlyList<Parameter> Stage1Parameters() => _layers.SelectMany(l => l.Mixer.parameters()).ToArray();
 
-    /// <summary>Parameters trained in stage 2, by state-dict name.</summary>
-    public IReadOnlyList<Parameter> Stage2Parameters(TrainedParts parts) => ((nn.Module)_student).named_parameters()
-        .Where(p => parts.HasFlag(TrainedParts.All)
-            || (parts.HasFlag(TrainedParts.Mamba) && p.name.Contains(".mamba.", StringComparison.Ordinal))
-            || (parts.HasFlag(TrainedParts.OutputProjection) && p.name.Contains(".o_proj.", StringComparison.Ordinal))
-            || (parts.HasFlag(TrainedParts.Attention) && p.name.Contains(".self_attn.", StringComparison.Ordinal)))
-        .Select(p => p.parameter)
-        .ToArray();
+    /// <summary>
+    /// Parameters trained in stage 2: the Mamba mixers, the o_proj of every layer, every attention block (kept heads'
+    /// q/k/v, o_proj and the mixer), or the whole model.
+    /// </summary>
+    public IReadOnlyList<Parameter> Stage2Parameters(TrainedParts parts)
+    {
+        if (parts.HasFlag(TrainedParts.All))
+        {
+            return _student.parameters().ToArray();
+        }
+        var attention = _student.Layers.Select(l => l.SelfAttention).ToArray();
+        IEnumerable<nn.Module> modules = parts.HasFlag(TrainedParts.Attention)
+            ? attention
+            : [
+                .. parts.HasFlag(TrainedParts.Mamba) ? attention.Select(a => a.Mamba).OfType<nn.Module>() : [],
+                .. parts.HasFlag(TrainedParts.OutputProjection) ? attention.Select(a => a.OutputProjection) : [],
+            ];
+        return modules.SelectMany(m => m.parameters()).ToArray();
+    }
 
     /// <summary>Stage-1 loss and gradients for one batch; returns the mean relative loss over layers and each layer's.</summary>
     public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> sequences)
@@ -73,18 +84,25 @@ public sealed class Distiller : IDisposable
         using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
         using (var teacherCaches = _teacher.CreateCache(sequences.Max(s => s.Length), sequences.Count))
         {
-            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture });
+            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture, LastLayer = _layers[^1].Layer });
         }
         var perLayer = new Dictionary<int, double>();
         foreach (var layer in _layers)
         {
             // One layer at a time, backward at once: only one layer's scan graph is alive.
             using var layerScope = NewDisposeScope();
-            var input = capture.LayerInput(layer.Layer);
-            var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device));
+            // The teacher may compute in bfloat16 (--teacher-dtype): the student trains in float32.
+            var input = capture.LayerInput(layer.Layer).to_type(ScalarType.Float32);
+            var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
+                .to_type(ScalarType.Float32);
             var output = layer.Function.Forward(input, sequences.Count);
-            var error = nn.functional.linear(output - target, layer.OutputColumns);   // [T, hidden], after o_proj
-            var reference = nn.functional.linear(target, layer.OutputColumns).pow(2).mean().clamp_min(1e-12);
+            var matmul = _options.MatmulDType ?? ScalarType.Float32;
+            var error = MixerFunction.Linear(output - target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
+            Tensor reference;
+            using (no_grad())
+            {
+                reference = MixerFunction.Linear(target, layer.OutputColumns, null, matmul).pow(2).mean().clamp_min(1e-12);
+            }
             var loss = error.pow(2).mean() / reference;
             (loss / _layers.Count).backward();
             perLayer[layer.Layer] = loss.item<float>();
@@ -92,15 +110,25 @@ public sealed class Distiller : IDisposable
         return (perLayer.Values.Average(), perLayer);
     }
 
-    /// <summary>Stage-2 loss and gradients for one batch: (total, KL, CE).</summary>
-    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences)
+    /// <summary>
+    /// When set, stage 2's KL is taken over the teacher's top-k tokens plus one bucket for the rest of the vocabulary,
+    /// with the teacher's top-k read from (or written to) this cache; otherwise over the whole vocabulary.
+    /// </summary>
+    public TeacherLogitCache? TeacherCache { get; init; }
+
+    /// <summary>
+    /// Stage-2 loss and gradients for one batch: (total, KL, CE). <paramref name="student"/>: the model that runs
+    /// forward and backward, when not the student itself (its low-precision copy). <paramref name="streamIndices"/>:
+    /// each sequence's index in the training stream (the teacher cache's key).
+    /// </summary>
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null, IReadOnlyList<long>? streamIndices = null)
     {
         using var scope = NewDisposeScope();
-        var teacherLogits = Logits(_teacher, sequences, training: false);
-        var studentLogits = Logits(_student, sequences, training: true);
-        var teacherLog = nn.functional.log_softmax(teacherLogits, 1);
+        var studentLogits = Logits(student ?? _student, sequences, training: true);
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
-        var kl = (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
+        var kl = TeacherCache is { } cache
+            ? TopKDivergence(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"), studentLog)
+            : FullDivergence(sequences, studentLog);
 
         var (rows, targets) = Data.NextTokenTargets.Of(sequences);
         var device = studentLog.device;
@@ -108,6 +136,58 @@ public sealed class Distiller : IDisposable
         var loss = _options.KlWeight * kl + _options.CeWeight * ce;
         loss.backward();
         return (loss.item<float>(), kl.item<float>(), ce.item<float>());
+    }
+
+    /// <summary>KL(teacher ‖ student) over the whole vocabulary, mean over tokens.</summary>
+    private Tensor FullDivergence(IReadOnlyList<long[]> sequences, Tensor studentLog)
+    {
+        var teacherLog = nn.functional.log_softmax(Logits(_teacher, sequences, training: false), 1);
+        return (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
+    }
+
+    /// <summary>
+    /// KL between the teacher's and the student's distributions over k + 1 buckets: the teacher's top-k tokens, and
+    /// the rest of the vocabulary as one; mean over tokens.
+    /// </summary>
+    private Tensor TopKDivergence(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices, Tensor studentLog)
+    {
+        var (teacherTop, ids) = TeacherTopK(cache, sequences, streamIndices);
+        teacherTop = teacherTop.to(studentLog.device);
+        var studentTop = studentLog.gather(1, ids.to(studentLog.device));
+        var teacherTopProbabilities = teacherTop.exp();
+        var teacherRest = (1 - teacherTopProbabilities.sum(1)).clamp_min(1e-8);
+        var studentRest = (1 - studentTop.exp().sum(1)).clamp_min(1e-8);
+        return ((teacherTopProbabilities * (teacherTop - studentTop)).sum(1) + teacherRest * (teacherRest.log() - studentRest.log())).mean();
+    }
+
+    /// <summary>The teacher's top-k log-probabilities and token ids [T, k] of the packed sequences: cached, or computed and cached.</summary>
+    private (Tensor LogProbs, Tensor Ids) TeacherTopK(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices)
+    {
+        var logProbs = new Tensor[sequences.Count];
+        var ids = new Tensor[sequences.Count];
+        var missing = new List<int>();
+        for (var s = 0; s < sequences.Count; s++)
+        {
+            if (!cache.TryGet(streamIndices[s], out logProbs[s], out ids[s]))
+            {
+                missing.Add(s);
+            }
+        }
+        if (missing.Count > 0)
+        {
+            var teacherLog = nn.functional.log_softmax(Logits(_teacher, missing.Select(s => sequences[s]).ToArray(), training: false), 1);
+            var (top, topIds) = teacherLog.topk(cache.K, dim: 1);
+            long offset = 0;
+            foreach (var s in missing)
+            {
+                var length = sequences[s].Length;
+                logProbs[s] = top.narrow(0, offset, length).cpu();
+                ids[s] = topIds.narrow(0, offset, length).cpu();
+                cache.Put(streamIndices[s], logProbs[s], ids[s]);
+                offset += length;
+            }
+        }
+        return (cat(logProbs, 0), cat(ids, 0));
     }
 
     private static Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)

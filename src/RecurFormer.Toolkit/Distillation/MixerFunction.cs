@@ -1,4 +1,5 @@
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -8,20 +9,26 @@ namespace RecurFormer.Toolkit.Distillation;
 /// <summary>
 /// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
 /// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
-/// but the scan runs step by step over time on [batch, d_inner, d_state] tensors. The model's prefill scan builds a
-/// [d_inner, d_state, c, c] decay matrix per chunk, which is fast for inference but makes backward on a CPU cost
-/// about a hundred times more; this form needs a few small operations per token. A test pins it to the model's
-/// mixer (same outputs within float32 rounding), so the trained parameters mean the same thing in both.
+/// all sequences of the batch at once. On the CPU the scan is <see cref="SelectiveScanFunction"/>: forward and
+/// backward kernels, linear in the length, one autograd node per layer; elsewhere it runs step by step over time on
+/// [batch, d_inner, d_state] tensors. A test pins it to the model's mixer (same outputs within float32 rounding), so
+/// the trained parameters mean the same thing in both.
 /// </summary>
 public sealed class MixerFunction
 {
     private readonly Tensor _inProj, _convWeight, _xProj, _dtWeight, _dtBias, _aLog, _d, _outProj;
     private readonly Tensor? _convBias, _inBias, _outBias;
     private readonly MambaMixerShape _shape;
+    private readonly ScalarType _matmul;
 
-    public MixerFunction(MambaMixer mixer)
+    /// <param name="matmulDType">
+    /// dtype of the in_proj and out_proj products (the big ones), forward and backward; the weights, their gradients and
+    /// everything else stay float32. bfloat16 is ~4–6× faster on a CPU with bfloat16 instructions (docs/conversion.md).
+    /// </param>
+    public MixerFunction(MambaMixer mixer, ScalarType matmulDType = ScalarType.Float32)
     {
         _shape = mixer.Shape;
+        _matmul = matmulDType;
         var p = mixer.named_parameters().ToDictionary(n => n.name, n => (Tensor)n.parameter);
         _inProj = p["in_proj.weight"];
         _inBias = p.GetValueOrDefault("in_proj.bias");
@@ -42,7 +49,7 @@ public sealed class MixerFunction
         using var scope = NewDisposeScope();
         var length = x.shape[0] / sequences;
         var inner = _shape.InnerSize;
-        var projected = nn.functional.linear(x, _inProj, _inBias).view(sequences, length, 2 * inner);
+        var projected = Project(x, _inProj, _inBias).view(sequences, length, 2 * inner);
         var u = projected.narrow(2, 0, inner).to_type(ScalarType.Float32);             // [B, L, dI]
         var gate = projected.narrow(2, inner, inner).to_type(ScalarType.Float32);
 
@@ -58,9 +65,30 @@ public sealed class MixerFunction
         var c = parameters.narrow(2, rank + state, state);
         var a = -_aLog.exp();                                                            // [dI, N]
 
-        // Step by step: every tensor is [B, dI, N] or smaller, so the allocator reuses memory instead of mapping new pages.
+        var y = SelectiveScanFunction.Supports(x.device)
+            ? SelectiveScanFunction.Apply(xc.reshape(-1, inner), dt.reshape(-1, inner), b.reshape(-1, state), c.reshape(-1, state), a, _d, sequences)
+                .view(sequences, length, inner)
+            : StepByStep(xc, dt, b, c, a) + xc * _d;                                      // [B, L, dI]
+        y = y * nn.functional.silu(gate);
+        return Project(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
+    }
+
+    private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => Linear(x, weight, bias, _matmul);
+
+    /// <summary>x Wᵀ + b computed in <paramref name="dtype"/> (forward and backward), → float32.</summary>
+    internal static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ScalarType dtype) => dtype == ScalarType.Float32
+        ? nn.functional.linear(x.to_type(ScalarType.Float32), weight, bias)
+        : nn.functional.linear(x.to_type(dtype), weight.to_type(dtype), bias?.to_type(dtype)).to_type(ScalarType.Float32);
+
+    /// <summary>
+    /// The scan with tensor operations, step by step over time (devices without the CPU kernels): every tensor is
+    /// [B, dI, N] or smaller, so the allocator reuses memory instead of mapping new pages. → [B, L, dI], without D·x.
+    /// </summary>
+    private static Tensor StepByStep(Tensor xc, Tensor dt, Tensor b, Tensor c, Tensor a)
+    {
+        var (sequences, length) = (xc.shape[0], xc.shape[1]);
         var input = dt * xc;                                                             // [B, L, dI]
-        var h = zeros(sequences, inner, state, device: x.device);
+        var h = zeros(sequences, xc.shape[2], a.shape[1], device: xc.device);
         var outputs = new Tensor[length];
         for (var t = 0; t < length; t++)
         {
@@ -68,8 +96,6 @@ public sealed class MixerFunction
             h = decay * h + input.select(1, t).unsqueeze(2) * b.select(1, t).unsqueeze(1);
             outputs[t] = h.matmul(c.select(1, t).unsqueeze(2)).squeeze(2);             // [B, dI]
         }
-        var y = stack(outputs, 1) + xc * _d;                                             // [B, L, dI]
-        y = (y * nn.functional.silu(gate)).to_type(x.dtype);
-        return nn.functional.linear(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
+        return stack(outputs, 1);
     }
 }

@@ -11,8 +11,12 @@ public sealed class ProgressLine(string label, int total) : IProgress<int>
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly bool _terminal = !Console.IsErrorRedirected;
     private TimeSpan? _last;
+    private int _resumedAt;
 
     public string Detail { get; set; } = "";
+
+    /// <summary>A resumed job starts at <paramref name="done"/>: the ETA counts from the rate of this run.</summary>
+    public void Resume(int done) => _resumedAt = done;
 
     public void Report(int done)
     {
@@ -24,7 +28,7 @@ public sealed class ProgressLine(string label, int total) : IProgress<int>
             return;
         }
         _last = now;
-        var eta = done > 0 ? TimeSpan.FromSeconds(now.TotalSeconds / done * (total - done)) : TimeSpan.Zero;
+        var eta = done > _resumedAt ? TimeSpan.FromSeconds(now.TotalSeconds / (done - _resumedAt) * (total - done)) : TimeSpan.Zero;
         var text = $"{label} {done}/{total} ({now.TotalSeconds:F0} s, ETA {eta.TotalSeconds:F0} s) {Detail}";
         if (_terminal)
         {

@@ -1,0 +1,75 @@
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>
+/// Mixed-precision training on the CPU, as on GPUs: stage 2 runs forward and backward through a bfloat16 copy of the
+/// student (oneDNN's bfloat16 products take half the time of float32 ones on a CPU with bfloat16 instructions),
+/// while the student itself keeps the float32 master weights that AdamW updates and checkpoints save. Before each
+/// step the trained parameters are copied in (rounded); after it their gradients are copied back (widened) for
+/// clipping and the optimiser. The Mamba state, convolution and scan stay float32 in the copy too.
+/// </summary>
+internal sealed class LowPrecisionCopy : IDisposable
+{
+    private readonly (Parameter Master, Parameter Copy)[] _trained;
+
+    /// <param name="folder">A checkpoint of the student's architecture (its weights are replaced by the master's).</param>
+    public LowPrecisionCopy(ICausalLM master, string folder, ComputeTarget target, IReadOnlyList<Parameter> trained)
+    {
+        Model = CausalLMLoader.FromPretrained(folder, target);
+        // Same model class, same state-dict names: parameters pair up name for name.
+        var copies = ((nn.Module)Model).named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var pairs = new List<(Parameter, Parameter)>();
+        var trainedSet = trained.ToHashSet(ReferenceEqualityComparer.Instance);
+        using (no_grad())
+        {
+            foreach (var (name, parameter) in ((nn.Module)master).named_parameters())
+            {
+                var copy = copies[name];
+                copy.copy_(parameter);
+                copy.requires_grad = trainedSet.Contains(parameter);
+                if (copy.requires_grad)
+                {
+                    pairs.Add((parameter, copy));
+                }
+            }
+        }
+        _trained = [.. pairs];
+        if (_trained.Length != trainedSet.Count)
+        {
+            throw new InvalidOperationException($"{trainedSet.Count - _trained.Length} trained parameters are not parameters of the student");
+        }
+    }
+
+    /// <summary>The copy that runs forward and backward.</summary>
+    public ICausalLM Model { get; }
+
+    /// <summary>The trained parameters' current master values into the copy.</summary>
+    public void PullWeights()
+    {
+        using var _ = no_grad();
+        foreach (var (master, copy) in _trained)
+        {
+            copy.copy_(master);
+        }
+    }
+
+    /// <summary>The copy's gradients (of one backward) into the master parameters, widened; the copy's are cleared.</summary>
+    public void PushGradients()
+    {
+        foreach (var (master, copy) in _trained)
+        {
+            if (copy.grad is { } gradient)
+            {
+                master.grad = gradient.to_type(master.dtype);
+                copy.grad = null;
+            }
+        }
+    }
+
+    public void Dispose() => Model.Dispose();
+}
