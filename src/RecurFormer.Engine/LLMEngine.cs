@@ -39,6 +39,7 @@ public sealed class LLMEngine : IDisposable
     private volatile bool _accepting = true;
     private volatile bool _stopping;
     private long _steps;
+    private int _unfinished; // requests submitted and not yet complete (what a drain waits for)
     private EngineStats _stats;
 
     public LLMEngine(ICausalLM model, CheckpointTokenizer? tokenizer, EngineOptions options)
@@ -134,6 +135,8 @@ public sealed class LLMEngine : IDisposable
                 }
             });
         }
+        Interlocked.Increment(ref _unfinished);
+        _ = state.Events.Completion.ContinueWith(_ => Interlocked.Decrement(ref _unfinished), TaskScheduler.Default);
         _submitted.Enqueue(state);
         _wake.Release();
         if (_stopping && !_thread.IsAlive)
@@ -152,7 +155,7 @@ public sealed class LLMEngine : IDisposable
     {
         _accepting = false;
         var deadline = Stopwatch.GetTimestamp() + (long)(grace.TotalSeconds * Stopwatch.Frequency);
-        while (Stopwatch.GetTimestamp() < deadline && (Stats.Running > 0 || Stats.Waiting > 0 || !_submitted.IsEmpty))
+        while (Stopwatch.GetTimestamp() < deadline && Volatile.Read(ref _unfinished) > 0)
         {
             await Task.Delay(50);
         }
