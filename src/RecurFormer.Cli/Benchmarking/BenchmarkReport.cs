@@ -39,14 +39,17 @@ public sealed record BenchmarkReport(
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public SoakResult? Soak { get; init; }
 
-    public void WriteJson(string path)
+    public void WriteJson(string path) => WriteJson(path, this);
+
+    /// <summary>Writes any benchmark report as indented JSON, creating its folder.</summary>
+    public static void WriteJson(string path, object report)
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (directory is not null)
         {
             Directory.CreateDirectory(directory);
         }
-        File.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(path, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
     }
 
     public void PrintTable(TextWriter output)
@@ -71,6 +74,7 @@ public sealed record BenchmarkReport(
         }
     }
 
-    private static string Short(string path) => Path.GetFileName(path.TrimEnd('/')) is { Length: > 0 } name ? name : path;
+    /// <summary>A checkpoint's folder name for the tables.</summary>
+    public static string Short(string path) => Path.GetFileName(path.TrimEnd('/')) is { Length: > 0 } name ? name : path;
     private static string Ms(double seconds) => double.IsNaN(seconds) ? "-" : $"{seconds * 1000:F1}ms";
 }

@@ -70,13 +70,13 @@ public static class ConversationBench
         output.WriteLine($"{"model",-28} {"caching",8} {"ttft turn 1",12} {"ttft turn " + runs[0].Turns,12} {"tok/s",9} {"hit tokens",12} {"cpu",5}");
         foreach (var run in runs)
         {
-            output.WriteLine($"{Path.GetFileName(run.Model.TrimEnd('/')),-28} {(run.PrefixCaching ? "on" : "off"),8} {run.TtftP50ByTurn[0] * 1000,10:F1}ms {run.TtftP50ByTurn[^1] * 1000,10:F1}ms {run.TokensPerSecond,9:F1} {run.HitTokens,12:N0} {run.CpuShareProcess,5:P0}");
+            output.WriteLine($"{BenchmarkReport.Short(run.Model),-28} {(run.PrefixCaching ? "on" : "off"),8} {run.TtftP50ByTurn[0] * 1000,10:F1}ms {run.TtftP50ByTurn[^1] * 1000,10:F1}ms {run.TokensPerSecond,9:F1} {run.HitTokens,12:N0} {run.CpuShareProcess,5:P0}");
         }
         foreach (var model in runs.GroupBy(r => r.Model))
         {
             if (model.FirstOrDefault(r => r.PrefixCaching) is { } on && model.FirstOrDefault(r => !r.PrefixCaching) is { } off)
             {
-                output.WriteLine($"{Path.GetFileName(model.Key.TrimEnd('/'))}: last-turn TTFT with caching {on.TtftP50ByTurn[^1] / off.TtftP50ByTurn[^1]:F2}x without; throughput {on.TokensPerSecond / off.TokensPerSecond:F2}x");
+                output.WriteLine($"{BenchmarkReport.Short(model.Key)}: last-turn TTFT with caching {on.TtftP50ByTurn[^1] / off.TtftP50ByTurn[^1]:F2}x without; throughput {on.TokensPerSecond / off.TokensPerSecond:F2}x");
             }
         }
     }

@@ -120,9 +120,7 @@ public static class BenchCommand
             }
         }
         ConversationBench.PrintTable(runs, Console.Out);
-        var path = Path.GetFullPath(json);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(new { mode = "conversations", device = target.ToString(), shape, runs }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        BenchmarkReport.WriteJson(json, new { mode = "conversations", device = target.ToString(), shape, runs });
         return 0;
     }
 

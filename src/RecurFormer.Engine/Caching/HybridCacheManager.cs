@@ -121,7 +121,8 @@ public sealed class HybridCacheManager : IDisposable
     private bool MakeRoom(int blocks, long bytes)
     {
         var idle = _prefix?.IdleBlocks ?? 0;
-        var droppable = EvictableBytes + (long)((_prefix?.Snapshots ?? 0) - (_prefix?.IdleSnapshots ?? 0)) * Layout.SlotBytes;
+        // Idle blocks can be evicted and every snapshot dropped (those of idle blocks go with them).
+        var droppable = (long)idle * Layout.BlockBytes + (long)(_prefix?.Snapshots ?? 0) * Layout.SlotBytes;
         if (blocks > FreeBlocks + idle || BytesInUse - droppable + bytes > BudgetBytes)
         {
             return false;
@@ -147,12 +148,18 @@ public sealed class HybridCacheManager : IDisposable
         return block;
     }
 
-    private void Share(SequenceCache cache, int block)
+    /// <summary>One more user of a block someone already holds or the prefix cache keeps (an idle one leaves the eviction order).</summary>
+    private void Pin(int block)
     {
         if (_references[block]++ == 0)
         {
             _prefix!.MarkUsed(block);
         }
+    }
+
+    private void Share(SequenceCache cache, int block)
+    {
+        Pin(block);
         cache.AddBlock(block);
     }
 
@@ -186,10 +193,7 @@ public sealed class HybridCacheManager : IDisposable
         // Taken before making room, so that making room cannot evict them; given back if admission fails.
         foreach (var block in shared)
         {
-            if (_references[block]++ == 0)
-            {
-                _prefix!.MarkUsed(block);
-            }
+            Pin(block);
         }
         if (_freeSlots.Count == 0 || !MakeRoom(blocks + headroom, Layout.SlotBytes + (long)(blocks + headroom) * Layout.BlockBytes))
         {
