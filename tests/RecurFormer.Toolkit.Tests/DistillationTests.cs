@@ -169,3 +169,29 @@ public sealed class MixerFunctionTests : IDisposable
         Assert.True(difference < 1e-4, $"max |Δ| = {difference}");
     }
 }
+
+public sealed class TrainingSequencesTests
+{
+    /// <summary>A run longer than the data starts the texts again (another epoch, shuffled anew) instead of stopping.</summary>
+    [Fact]
+    public void The_sequences_start_again_when_the_texts_run_out()
+    {
+        var tokenizer = Tokenization.CheckpointTokenizer.FromPretrained(Path.Combine(TestData.RepositoryRoot, "models", "dotnet-docs-qwen2-16m"));
+        string[] texts = ["The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs."];
+        var perEpoch = texts.Sum(t => tokenizer.Encode(t, addBosToken: false).Length) / 4; // one stream, cut into 4-token pieces
+        using var sequences = new TrainingSequences(() => texts, tokenizer, length: 4, seed: 5, blockSize: 2);
+        var first = Enumerable.Range(0, perEpoch).Select(_ => string.Join(",", sequences.Next())).Order().ToArray();
+        var second = Enumerable.Range(0, perEpoch).Select(_ => string.Join(",", sequences.Next())).Order().ToArray();
+        Assert.True(perEpoch >= 4);
+        Assert.Equal(first, second);
+        Assert.Equal(2 * perEpoch, sequences.Consumed);
+    }
+
+    [Fact]
+    public void Data_without_one_whole_sequence_is_an_error_not_an_endless_loop()
+    {
+        var tokenizer = Tokenization.CheckpointTokenizer.FromPretrained(Path.Combine(TestData.RepositoryRoot, "models", "dotnet-docs-qwen2-16m"));
+        using var sequences = new TrainingSequences(() => ["short"], tokenizer, length: 256, seed: 5);
+        Assert.Throws<InvalidOperationException>(() => sequences.Next());
+    }
+}

@@ -12,8 +12,9 @@ namespace RecurFormer.Model.Layers;
 /// conv → SiLU → input-dependent (Δ, B, C) → selective scan → + D·x → gated by SiLU(z) → out_proj.
 /// The convolution, the scan and the state are float32 whatever the compute dtype. Inference prefill on the CPU
 /// runs the fused kernel (<see cref="MambaPrefillKernel"/>, a linear-time scan); training on the CPU the same scan
-/// with its backward kernel (<see cref="SelectiveScanFunction"/>); CUDA a chunked closed form of the scan (one matrix
-/// product per chunk of tokens); decode the one-step recurrence, batched over the
+/// with its backward kernel (<see cref="SelectiveScanFunction"/>), all sequences of a batch at once; training elsewhere
+/// (CUDA) <see cref="TensorScan"/>; inference prefill elsewhere a chunked closed form of the scan (one matrix product
+/// per chunk of tokens); decode the one-step recurrence, batched over the
 /// pool's state (or the decode kernels, MambaMixer.Kernels.cs).
 /// </summary>
 public sealed partial class MambaMixer : nn.Module
@@ -69,6 +70,10 @@ public sealed partial class MambaMixer : nn.Module
         if (context.Prefilling.Length == 0)
         {
             return DecodeStep(u, a, context);
+        }
+        if (IsWholeSequenceTraining(context))
+        {
+            return TrainingScan(u, a, context);
         }
         if (context.Decoding.Length == 0)
         {
@@ -138,6 +143,34 @@ public sealed partial class MambaMixer : nn.Module
         var (y, ssm) = ChunkedScan(xc, dt, bInput, cOutput, a, ssmState.clone()); // a copy: autograd may keep h_0, and the pool row changes below
         ssmState.copy_(ssm.detach());
         return y + xc * D;
+    }
+
+    /// <summary>
+    /// A training forward (distillation) over sequences of equal length that all start empty: every sequence at once,
+    /// instead of one prefill per sequence, and the states are not written back (a training batch is thrown away
+    /// after its backward).
+    /// </summary>
+    private static bool IsWholeSequenceTraining(ForwardContext context)
+    {
+        var batch = context.Batch;
+        return batch.Training && context.Decoding.Length == 0
+            && batch.Caches.All(c => c.Length == 0) && batch.Tokens.All(t => t.Length == batch.Tokens[0].Length);
+    }
+
+    /// <summary>u [B × L, dInner] of B empty sequences of L tokens → y [B × L, dInner]: the CPU scan kernels, or <see cref="TensorScan"/>.</summary>
+    private Tensor TrainingScan(Tensor u, Tensor a, ForwardContext context)
+    {
+        var sequences = context.Batch.SequenceCount;
+        var inner = Shape.InnerSize;
+        var padded = nn.functional.pad(u.view(sequences, -1, inner).transpose(1, 2), [Shape.ConvKernel - 1, 0]); // [B, dI, L+K-1]
+        var xc = nn.functional.silu(nn.functional.conv1d(padded, conv1d_weight, conv1d_bias, groups: inner)).transpose(1, 2); // [B, L, dI]
+        var (dt, bInput, cOutput) = SelectiveParameters(xc);
+        if (SelectiveScanFunction.Supports(u.device))
+        {
+            return SelectiveScanFunction.Apply(xc.reshape(-1, inner), dt.reshape(-1, inner), bInput.reshape(-1, Shape.StateSize),
+                cOutput.reshape(-1, Shape.StateSize), a, D, sequences, threads: context.Batch.KernelThreads);
+        }
+        return (TensorScan.Run(xc, dt, bInput, cOutput, a).Y + xc * D).reshape(-1, inner);
     }
 
     /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])), B and C: the input-dependent SSM parameters.</summary>

@@ -52,7 +52,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target with { DType = options.TeacherDType ?? target.DType });
         using var student = CausalLMLoader.FromPretrained(source, target);
         var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
-        using var data = new TrainingSequences(texts(), tokenizer, options.SequenceLength, options.Seed);
+        using var data = new TrainingSequences(texts, tokenizer, options.SequenceLength, options.Seed);
         data.Skip(state.Sequences);
         using var distiller = new Distiller(teacher, student, options) { TeacherCache = TeacherCache() };
         var clock = Stopwatch.StartNew();

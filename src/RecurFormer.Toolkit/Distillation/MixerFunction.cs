@@ -10,8 +10,7 @@ namespace RecurFormer.Toolkit.Distillation;
 /// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
 /// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
 /// all sequences of the batch at once. On the CPU the scan is <see cref="SelectiveScanFunction"/>: forward and
-/// backward kernels, linear in the length, one autograd node per layer; elsewhere it runs step by step over time on
-/// [batch, d_inner, d_state] tensors. A test pins it to the model's mixer (same outputs within float32 rounding), so
+/// backward kernels, linear in the length, one autograd node per layer; elsewhere <see cref="TensorScan"/>. A test pins it to the model's mixer (same outputs within float32 rounding), so
 /// the trained parameters mean the same thing in both.
 /// </summary>
 public sealed class MixerFunction
@@ -68,7 +67,7 @@ public sealed class MixerFunction
         var y = SelectiveScanFunction.Supports(x.device)
             ? SelectiveScanFunction.Apply(xc.reshape(-1, inner), dt.reshape(-1, inner), b.reshape(-1, state), c.reshape(-1, state), a, _d, sequences)
                 .view(sequences, length, inner)
-            : StepByStep(xc, dt, b, c, a) + xc * _d;                                      // [B, L, dI]
+            : TensorScan.Run(xc, dt, b, c, a).Y + xc * _d;                                // [B, L, dI]
         y = y * nn.functional.silu(gate);
         return Project(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
     }
@@ -79,23 +78,4 @@ public sealed class MixerFunction
     internal static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ScalarType dtype) => dtype == ScalarType.Float32
         ? nn.functional.linear(x.to_type(ScalarType.Float32), weight, bias)
         : nn.functional.linear(x.to_type(dtype), weight.to_type(dtype), bias?.to_type(dtype)).to_type(ScalarType.Float32);
-
-    /// <summary>
-    /// The scan with tensor operations, step by step over time (devices without the CPU kernels): every tensor is
-    /// [B, dI, N] or smaller, so the allocator reuses memory instead of mapping new pages. → [B, L, dI], without D·x.
-    /// </summary>
-    private static Tensor StepByStep(Tensor xc, Tensor dt, Tensor b, Tensor c, Tensor a)
-    {
-        var (sequences, length) = (xc.shape[0], xc.shape[1]);
-        var input = dt * xc;                                                             // [B, L, dI]
-        var h = zeros(sequences, xc.shape[2], a.shape[1], device: xc.device);
-        var outputs = new Tensor[length];
-        for (var t = 0; t < length; t++)
-        {
-            var decay = (dt.select(1, t).unsqueeze(2) * a).exp();                       // [B, dI, N]
-            h = decay * h + input.select(1, t).unsqueeze(2) * b.select(1, t).unsqueeze(1);
-            outputs[t] = h.matmul(c.select(1, t).unsqueeze(2)).squeeze(2);             // [B, dI]
-        }
-        return stack(outputs, 1);
-    }
 }

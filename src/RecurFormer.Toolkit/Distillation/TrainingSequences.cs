@@ -4,10 +4,11 @@ namespace RecurFormer.Toolkit.Distillation;
 
 /// <summary>
 /// Training sequences: the texts tokenized into one stream (as the teacher was trained), cut into sequences of a
-/// fixed length, shuffled within blocks by a seeded generator. Deterministic: the k-th sequence is the same on
-/// every run with the same file, length and seed, which is what lets a resumed run skip what it has seen.
+/// fixed length, shuffled within blocks by a seeded generator; when the texts run out they start again (another
+/// epoch, shuffled anew), so a long run never stops for lack of data. Deterministic: the k-th sequence is the same
+/// on every run with the same file, length and seed, which is what lets a resumed run skip what it has seen.
 /// </summary>
-public sealed class TrainingSequences(IEnumerable<string> texts, CheckpointTokenizer tokenizer, int length, long seed, int blockSize = 256) : IDisposable
+public sealed class TrainingSequences(Func<IEnumerable<string>> texts, CheckpointTokenizer tokenizer, int length, long seed, int blockSize = 256) : IDisposable
 {
     private IEnumerator<long[]>? _source;
 
@@ -38,21 +39,26 @@ public sealed class TrainingSequences(IEnumerable<string> texts, CheckpointToken
     {
         var random = new Random((int)(seed ^ (seed >> 32)));
         var block = new List<long[]>(blockSize);
-        foreach (var sequence in Cut())
+        for (var epoch = 0; ; epoch++)
         {
-            block.Add(sequence);
-            if (block.Count == blockSize)
+            var any = false;
+            foreach (var sequence in Cut())
             {
-                foreach (var item in Shuffle(block, random))
+                any = true;
+                block.Add(sequence);
+                if (block.Count == blockSize)
                 {
-                    yield return item;
+                    foreach (var item in Shuffle(block, random))
+                    {
+                        yield return item;
+                    }
+                    block.Clear();
                 }
-                block.Clear();
             }
-        }
-        foreach (var item in Shuffle(block, random))
-        {
-            yield return item;
+            if (!any)
+            {
+                yield break; // not one sequence of this length in the data: Next says so
+            }
         }
     }
 
@@ -70,7 +76,7 @@ public sealed class TrainingSequences(IEnumerable<string> texts, CheckpointToken
     private IEnumerable<long[]> Cut()
     {
         var buffer = new List<long>(length * 2);
-        foreach (var text in texts)
+        foreach (var text in texts())
         {
             buffer.AddRange(tokenizer.Encode(text, addBosToken: false).Select(id => (long)id));
             while (buffer.Count >= length)
