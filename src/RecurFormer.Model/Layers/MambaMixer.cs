@@ -165,12 +165,7 @@ public sealed partial class MambaMixer : nn.Module
         var padded = nn.functional.pad(u.view(sequences, -1, inner).transpose(1, 2), [Shape.ConvKernel - 1, 0]); // [B, dI, L+K-1]
         var xc = nn.functional.silu(nn.functional.conv1d(padded, conv1d_weight, conv1d_bias, groups: inner)).transpose(1, 2); // [B, L, dI]
         var (dt, bInput, cOutput) = SelectiveParameters(xc);
-        if (SelectiveScanFunction.Supports(u.device))
-        {
-            return SelectiveScanFunction.Apply(xc.reshape(-1, inner), dt.reshape(-1, inner), bInput.reshape(-1, Shape.StateSize),
-                cOutput.reshape(-1, Shape.StateSize), a, D, sequences, threads: context.Batch.KernelThreads);
-        }
-        return (TensorScan.Run(xc, dt, bInput, cOutput, a).Y + xc * D).reshape(-1, inner);
+        return TensorScan.Training(xc, dt, bInput, cOutput, a, D, context.Batch.KernelThreads);
     }
 
     /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])), B and C: the input-dependent SSM parameters.</summary>

@@ -1,3 +1,4 @@
+using RecurFormer.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,6 +13,19 @@ namespace RecurFormer.Model.Layers;
 /// </summary>
 public static class TensorScan
 {
+    /// <summary>
+    /// The training scan on whichever device the tensors are: the CPU kernels (<see cref="SelectiveScanFunction"/>)
+    /// where they run, <see cref="Run"/> elsewhere. x, Δ [B, L, dI]; b, c [B, L, N]; a [dI, N]; d [dI]; every sequence
+    /// from a zero state. → y [B × L, dI] with the D·x skip.
+    /// </summary>
+    public static Tensor Training(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, KernelThreads? threads = null)
+    {
+        var (sequences, inner, state) = ((int)x.shape[0], x.shape[2], b.shape[2]);
+        return SelectiveScanFunction.Supports(x.device)
+            ? SelectiveScanFunction.Apply(x.reshape(-1, inner), dt.reshape(-1, inner), b.reshape(-1, state), c.reshape(-1, state), a, d, sequences, threads: threads)
+            : (Run(x, dt, b, c, a).Y + x * d).reshape(-1, inner);
+    }
+
     /// <summary>
     /// x, Δ [B, L, dI]; b, c [B, L, N]; a [dI, N] (negative); every sequence from a zero state.
     /// → y [B, L, dI] without the D·x skip, and the last state [B, dI, N].

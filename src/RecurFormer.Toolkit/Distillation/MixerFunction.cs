@@ -1,5 +1,4 @@
 using RecurFormer.Model.Configuration;
-using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,9 +8,10 @@ namespace RecurFormer.Toolkit.Distillation;
 /// <summary>
 /// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
 /// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
-/// all sequences of the batch at once. On the CPU the scan is <see cref="SelectiveScanFunction"/>: forward and
-/// backward kernels, linear in the length, one autograd node per layer; elsewhere <see cref="TensorScan"/>. A test pins it to the model's mixer (same outputs within float32 rounding), so
-/// the trained parameters mean the same thing in both.
+/// all sequences of the batch at once. The scan is <see cref="TensorScan.Training"/>, as in the mixer's own training
+/// forward: on the CPU the forward and backward kernels, linear in the length, one autograd node per layer. A test
+/// pins it to the model's mixer (same outputs within float32 rounding), so the trained parameters mean the same thing
+/// in both.
 /// </summary>
 public sealed class MixerFunction
 {
@@ -64,10 +64,7 @@ public sealed class MixerFunction
         var c = parameters.narrow(2, rank + state, state);
         var a = -_aLog.exp();                                                            // [dI, N]
 
-        var y = SelectiveScanFunction.Supports(x.device)
-            ? SelectiveScanFunction.Apply(xc.reshape(-1, inner), dt.reshape(-1, inner), b.reshape(-1, state), c.reshape(-1, state), a, _d, sequences)
-                .view(sequences, length, inner)
-            : TensorScan.Run(xc, dt, b, c, a).Y + xc * _d;                                // [B, L, dI]
+        var y = TensorScan.Training(xc, dt, b, c, a, _d).view(sequences, length, inner);  // [B, L, dI]
         y = y * nn.functional.silu(gate);
         return Project(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
     }
