@@ -7,11 +7,15 @@
 #   OUT=dir bash .gpu/train.sh continue NAME STEPS LR TRAIN SEED [NAME STEPS LR TRAIN SEED]
 #     on the same (still warm) machine: more stage-2 steps for /tmp/NAME (a finished run), into /tmp/NAMEc.
 set -uo pipefail
+# The unpacked .NET runtime, and the CUDA libtorch of the machine's PyTorch for TorchSharp.
+use_runtime() {
+  export DOTNET_ROOT=/tmp/dotnet PATH=/tmp/dotnet:$PATH DOTNET_CLI_TELEMETRY_OPTOUT=1
+  TORCH_LIB=${TORCH_LIB:-$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))")}
+  export RECURFORMER_LIBTORCH_DIR=$TORCH_LIB LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+}
 if [ "${1:-}" = continue ]; then
   shift; mkdir -p $OUT/logs
-  export DOTNET_ROOT=/tmp/dotnet PATH=/tmp/dotnet:$PATH
-  TORCH_LIB=${TORCH_LIB:-$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))")}
-  export RECURFORMER_LIBTORCH_DIR=$TORCH_LIB LD_LIBRARY_PATH=$TORCH_LIB
+  use_runtime
   more() { dotnet /tmp/app/app/recurformer.dll distill --device ${DEV:-cuda} --teacher /tmp/teacher --student /tmp/$1 --data .gpu/train.jsonl.xz \
       --out /tmp/$1c --force --stage1-steps 0 --stage2-steps $2 --batch 16 --length 512 --stage2-length 512 --lr2 $3 --train $4 --seed $5 \
       --checkpoint-every 100000 > $OUT/logs/$1c.log 2>&1; echo "$1 rc $?"
@@ -27,9 +31,7 @@ finish() { kill ${MONITOR:-} 2>/dev/null; sleep 1; tar -C $OUT -czf $OUT/logs.ta
 trap finish EXIT
 mkdir -p /tmp/dotnet /tmp/app /tmp/teacher
 tar -xJf .gpu/rt.tar.xz -C /tmp/dotnet && tar -xJf .gpu/app.tar.xz -C /tmp/app && tar -xf .gpu/teacher.tar -C /tmp/teacher && xz -d -T0 /tmp/teacher/model.safetensors.xz || exit 1
-export DOTNET_ROOT=/tmp/dotnet PATH=/tmp/dotnet:$PATH DOTNET_CLI_TELEMETRY_OPTOUT=1
-TORCH_LIB=${TORCH_LIB:-$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))")}
-export RECURFORMER_LIBTORCH_DIR=$TORCH_LIB LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+use_runtime
 nvidia-smi; nproc; free -g; python3 -c "import torch;print(torch.__version__)"
 RF="dotnet /tmp/app/app/recurformer.dll"; T=/tmp/teacher; D=.gpu/train.jsonl.xz
 ( while true; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> $L/gpu-usage.log 2>&1; sleep 15; done ) & MONITOR=$!
