@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Packs what one GPU lease needs to distill the demo models (train-demo-models.sh) into .gpu/ (git-ignored), within
-# the 64 MiB that travels to the lent machine: the CLI published framework-dependent without the CPU libtorch (the
-# machine brings PyTorch's CUDA libtorch), the .NET runtime without ASP.NET Core (distill never touches it), the
-# teacher's weights xz-compressed, the training text and the recency analysis. ~59 MB.
-#   bash deploy/gpu/pack-training.sh            then, on the GPU machine, from the repository root:
-#   OUT=/some/folder bash .gpu/train.sh         (BUDGET=seconds, default 500)
+# Packs what one GPU lease needs to distill students of the demo teacher (lease-train.sh) into .gpu/ (git-ignored),
+# within the 64 MiB that travels to the lent machine: the CLI published framework-dependent without the CPU libtorch
+# (the machine brings PyTorch's CUDA libtorch), the .NET runtime without ASP.NET Core (distill never touches it), the
+# teacher's weights xz-compressed, the training text, the recency analysis and the table of runs. ~59 MB.
+#   bash deploy/gpu/pack-training.sh [RUNS.tsv]     (default deploy/gpu/runs/window-mamba.tsv), then on the GPU
+#   machine, from the repository root: OUT=/some/folder BUDGET=seconds bash .gpu/train.sh
 # Nothing else of the working tree is needed there (see docs/conversion.md, "Training on a GPU").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,5 +35,7 @@ xz -T0 -6 -c $teacher/model.safetensors > "$work/teacher/model.safetensors.xz"
 tar -C "$work/teacher" -cf .gpu/teacher.tar .
 cp "$data" .gpu/train.jsonl.xz
 cp docs/results/analysis/recency.json .gpu/recency.json
-cp deploy/gpu/train-demo-models.sh .gpu/train.sh
+cp deploy/gpu/lease-train.sh .gpu/train.sh
+cp deploy/gpu/trained-tensors.py .gpu/
+cp "${1:-deploy/gpu/runs/window-mamba.tsv}" .gpu/runs.tsv
 du -sh .gpu | sed 's/^/packed: /'

@@ -72,6 +72,38 @@ public sealed class HybridLayoutTests : IDisposable
     }
 
     [Fact]
+    public void A_group_both_windowed_and_window_mamba_is_rejected()
+    {
+        Windowed(8, 2, 1);
+        var path = Path.Combine(_folder, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        config["recurformer"]!["layers"]![1]!["window_mamba_groups"] = new JsonArray(1);
+        File.WriteAllText(path, config.ToJsonString());
+        var error = Assert.Throws<ModelLoadException>(() => ModelConfig.Load(_folder));
+        Assert.Contains("recurformer.layers[1] lists a KV group twice", error.Message);
+    }
+
+    [Fact]
+    public void Window_mamba_groups_attend_through_the_window_and_feed_the_mixer()
+    {
+        Windowed(8, 2, 0);
+        var path = Path.Combine(_folder, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        config["recurformer"]!["layers"]![2] = new JsonObject { ["window_mamba_groups"] = new JsonArray(1, 0) };
+        File.WriteAllText(path, config.ToJsonString());
+        var parsed = (TransformerConfig)ModelConfig.Load(_folder);
+        var heads = parsed.Heads(2);
+        Assert.Equal([0, 1], heads.WindowGroups);
+        Assert.Equal([0, 1], heads.MixerGroups);
+        Assert.Equal([0, 1], heads.AttendingGroups);
+        Assert.Empty(heads.MambaGroups);
+        Assert.Equal(parsed.NumAttentionHeads * parsed.HeadDim, parsed.MixerShape(2)!.OutputSize);
+        Assert.Null(parsed.MixerShape(0));
+        Assert.Equal("[0,1]", parsed.Hybrid.ToJson()["layers"]![2]!["window_mamba_groups"]!.ToJsonString());
+        Assert.Null(parsed.Hybrid.ToJson()["layers"]![0]!["window_mamba_groups"]);
+    }
+
+    [Fact]
     public void Mistral_sliding_window_is_a_window_on_every_group_without_sinks()
     {
         foreach (var file in Directory.GetFiles(TestData.Fixture("llama-tiny")))

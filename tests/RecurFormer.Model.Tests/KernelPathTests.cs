@@ -11,7 +11,7 @@ namespace RecurFormer.Model.Tests;
 /// </summary>
 public sealed class KernelPathTests
 {
-    public static TheoryData<string> Models() => ["qwen2-tiny", "llama-tiny", "hybrid", "demo-teacher", "demo-window", "demo-recurformer"];
+    public static TheoryData<string> Models() => ["qwen2-tiny", "llama-tiny", "hybrid", "window-mamba", "demo-teacher", "demo-window", "demo-recurformer"];
 
     private static string Folder(string name, out IDisposable? owner)
     {
@@ -24,6 +24,14 @@ public sealed class KernelPathTests
                 var fixture = new HybridFixture("llama-tiny", [new LayerReplacement([0], [1]), new LayerReplacement([], [2])], new WindowSpec(6, 2));
                 owner = fixture;
                 return fixture.Folder;
+            case "window-mamba":
+                // Samba-style groups (window attention plus the mixer's output): layer 0 has Mamba, window-Mamba and full
+                // groups, so the mixer both places and adds heads; layer 1 a plain window beside a window-Mamba group.
+                var both = new HybridFixture("llama-tiny",
+                    [new LayerReplacement([0], []) { WindowMambaGroups = [1] }, new LayerReplacement([], [0]) { WindowMambaGroups = [2] }],
+                    new WindowSpec(6, 2));
+                owner = both;
+                return both.Folder;
             case "demo-teacher":
                 return TestData.DemoTeacher;
             case "demo-window":

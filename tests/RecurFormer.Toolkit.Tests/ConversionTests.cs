@@ -22,6 +22,7 @@ public sealed class ConversionTests : IDisposable
     [Theory]
     [InlineData(ReplacementKind.Mamba)]
     [InlineData(ReplacementKind.Window)]
+    [InlineData(ReplacementKind.WindowMamba)]
     public void Nothing_selected_gives_the_source_logits_exactly(ReplacementKind kind)
     {
         var folder = TestData.Convert(_temp, kind, []);
@@ -111,10 +112,13 @@ public sealed class ConversionTests : IDisposable
         Assert.Equal(TestData.Config(folder)["recurformer"]!.ToJsonString(), TestData.Config(copy)["recurformer"]!.ToJsonString());
     }
 
-    [Fact]
-    public void A_converted_model_gives_the_same_logits_for_prefill_as_for_token_by_token_decode()
+    [Theory]
+    [InlineData(ReplacementKind.Mamba)]
+    [InlineData(ReplacementKind.WindowMamba)]
+    public void A_converted_model_gives_the_same_logits_for_prefill_as_for_token_by_token_decode(ReplacementKind kind)
     {
-        var folder = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 0), (1, 1), (2, 0), (2, 1)]);
+        // A 6 + 2 window: the window-Mamba groups' rings wrap many times over 40 tokens.
+        var folder = TestData.Convert(_temp, kind, [(0, 0), (1, 1), (2, 0), (2, 1)], new WindowSpec(6, 2));
         GiveTheMixersOutputs(folder);
         using var model = TestData.Load(folder);
         var ids = Prompt[..40];
@@ -139,6 +143,65 @@ public sealed class ConversionTests : IDisposable
         Assert.Equal([2L * 2 * 4 * 8, 64], weights["model.layers.1.self_attn.mamba.in_proj.weight"]!.shape);
         var config = TestData.Config(folder)["recurformer"]!;
         Assert.Equal("[0]", config["layers"]![1]!["mamba_groups"]!.ToJsonString());
+    }
+
+    [Fact]
+    public void A_fresh_window_mamba_conversion_is_the_window_model_of_the_same_groups_exactly()
+    {
+        (int, int)[] groups = [(0, 1), (1, 0), (2, 0), (2, 1)];
+        var window = new WindowSpec(8, 2);
+        var windowed = TestData.Convert(_temp, ReplacementKind.Window, groups, window, name: "window");
+        var hybrid = TestData.Convert(_temp, ReplacementKind.WindowMamba, groups, window, name: "window-mamba");
+        using (var weights = new SourceWeights(hybrid))
+        {
+            // Every head keeps its q/k/v (they all attend); the mixer is there, silent.
+            Assert.Equal([8L * 8, 64], weights["model.layers.2.self_attn.q_proj.weight"]!.shape);
+            Assert.Equal([2L * 8, 64], weights["model.layers.2.self_attn.k_proj.weight"]!.shape);
+            Assert.Equal([2L * 2 * 8 * 8, 64], weights["model.layers.2.self_attn.mamba.in_proj.weight"]!.shape);
+            Assert.Equal(0f, weights["model.layers.2.self_attn.mamba.out_proj.weight"]!.abs().max().item<float>());
+        }
+        var layer = TestData.Config(hybrid)["recurformer"]!["layers"]![2]!;
+        Assert.Equal("[0,1]", layer["window_mamba_groups"]!.ToJsonString());
+        Assert.Equal("[]", layer["window_groups"]!.ToJsonString());
+
+        using var a = TestData.Load(windowed);
+        using var b = TestData.Load(hybrid);
+        Assert.Equal("window-mamba", RecurFormer.Toolkit.Evaluation.Evaluator.KindOf((TransformerConfig)b.Config));
+        using var expected = TestData.AllLogits(a, Prompt);
+        using var actual = TestData.AllLogits(b, Prompt);
+        Assert.True(expected.eq(actual).all().item<bool>(), "a silent mixer changed the window model's logits");
+    }
+
+    [Fact]
+    public void A_window_mamba_head_is_its_window_attention_plus_the_mixer_output()
+    {
+        var window = new WindowSpec(8, 2);
+        var folder = TestData.Convert(_temp, ReplacementKind.WindowMamba, [(0, 1), (2, 0)], window);
+        GiveTheMixersOutputs(folder);
+        using var model = TestData.Load(folder);
+        var config = (TransformerConfig)model.Config;
+        using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
+        using (var cache = model.CreateCache(Prompt.Length))
+        {
+            model.Forward(new ForwardBatch([Prompt], cache.Sequences) { Capture = capture }).Dispose();
+        }
+        using var source = new SourceWeights(TestData.QwenTiny);
+        var transformer = (TransformerCausalLM)model;
+        foreach (var layer in new[] { 0, 2 })
+        {
+            using var scope = NewDisposeScope();
+            var heads = config.Heads(layer);
+            var input = capture.LayerInput(layer);
+            var expected = DirectAttention(source, config, layer, input, heads.WindowGroups, window);
+            // The mixer's output (written independently of the model's forward, from the mixer's weights) lands on
+            // the window-Mamba heads, added.
+            var mixed = new RecurFormer.Toolkit.Distillation.MixerFunction(transformer.Layers[layer].SelfAttention.Mamba!).Forward(input, 1).detach();
+            var columns = tensor(heads.HeadsOf(heads.WindowMambaGroups).SelectMany(h => Enumerable.Range(h * config.HeadDim, config.HeadDim)).Select(c => (long)c).ToArray());
+            expected.index_add_(1, columns, mixed, 1);
+            Assert.True(mixed.abs().max().item<float>() > 1e-2, $"layer {layer}: the mixer must contribute for the test to mean anything");
+            var difference = (capture.HeadOutputs(layer) - expected).abs().max().item<float>();
+            Assert.True(difference < 1e-4, $"layer {layer}: max |Δ| = {difference}");
+        }
     }
 
     [Fact]

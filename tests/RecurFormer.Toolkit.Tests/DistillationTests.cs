@@ -54,6 +54,36 @@ public sealed class DistillationTests : IDisposable
     }
 
     [Fact]
+    public void A_window_mamba_student_refuses_stage1_and_its_mixer_learns_in_stage2()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.WindowMamba, [(0, 1), (1, 0), (2, 1)], new RecurFormer.Model.Configuration.WindowSpec(6, 2));
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        var error = Assert.Throws<ArgumentException>(() => new Distiller(teacher, model, new DistillOptions { Stage1Steps = 1 }));
+        Assert.Contains("--stage1-steps 0", error.Message);
+
+        manual_seed(3);
+        var options = new DistillOptions { Stage1Steps = 0, Stage2LearningRate = 1e-2 };
+        using var distiller = new Distiller(teacher, model, options);
+        var parameters = distiller.Stage2Parameters(TrainedParts.Mamba);
+        foreach (var parameter in parameters)
+        {
+            parameter.requires_grad = true;
+        }
+        using var optimizer = optim.AdamW(parameters, options.Stage2LearningRate);
+        long[][] batch = [TestData.ReferenceIds(TestData.QwenTiny, "prompt_2")[..64]];
+        var losses = new List<double>();
+        for (var step = 0; step < 8; step++)
+        {
+            optimizer.zero_grad();
+            losses.Add(distiller.Stage2Backward(batch).Loss);
+            optimizer.step();
+        }
+        // It starts as the window model (a silent mixer) and the mixer closes part of the window's gap to the teacher.
+        Assert.True(losses[^1] < 0.9 * losses[0], $"stage-2 loss went from {losses[0]} to {losses[^1]}");
+    }
+
+    [Fact]
     public void A_short_run_writes_the_student_losses_and_a_resumable_checkpoint()
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 1)]);
@@ -72,6 +102,26 @@ public sealed class DistillationTests : IDisposable
         Assert.Equal(3, state.Stage); // both stages done
         Assert.Equal(8, state.Sequences);
         using var distilled = TestData.Load(paths.Out);
+    }
+
+    [Fact]
+    public void A_run_out_of_time_leaves_a_checkpoint_that_resumes_to_the_end()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 1)]);
+        var texts = Enumerable.Range(0, 200).Select(i => string.Join(' ', Enumerable.Range(i, 12).Select(j => $"w{j % 37}"))).ToArray();
+        var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 1, BatchSize = 2, SequenceLength = 24, CheckpointEvery = 100, WarmupSteps = 1 };
+        var paths = new DistillationPaths(_temp.Sub("timed"));
+        Directory.CreateDirectory(paths.Out);
+        CopyTokenizer(student);
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
+        // No time at all: the first step still runs, then the run stops with a checkpoint (CheckpointEvery is far off).
+        var first = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target) { StopAfterTime = TimeSpan.Zero }.Run(paths, false, ScalarType.Float32);
+        Assert.Single(first);
+        Assert.Equal((1, 1), (ResumeState.Load(paths.State).Stage, ResumeState.Load(paths.State).Step));
+        Assert.True(File.Exists(Path.Combine(paths.Checkpoint, "model.safetensors")));
+        var rest = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(paths, true, ScalarType.Float32);
+        Assert.Equal([1, 1, 1, 2], rest.Select(r => r.Stage));
+        Assert.True(File.Exists(Path.Combine(paths.Out, "model.safetensors")));
     }
 
     /// <summary>Also with the bfloat16 teacher and products (stage 2 through the low-precision copy of the student).</summary>

@@ -23,13 +23,13 @@ public static class ConvertCommand
         var analysis = new Option<string>("--analysis") { Description = "recency.json written by 'recurformer analyze' for this model.", Required = true };
         var threshold = new Option<double?>("--threshold") { Description = "Replace every KV group whose recency ratio is at least T." };
         var reduction = new Option<double?>("--kv-reduction") { Description = "Replace the most recency-aware groups that make up this share (0..1, exclusive) of the KV cache." };
-        var kind = new Option<string>("--kind") { Description = "mamba (a Mamba-1 mixer per layer, to distill) or window (sinks + recent-window attention, no training).", DefaultValueFactory = _ => "mamba" };
-        var window = new Option<int>("--window") { Description = "Window kind: recent tokens each windowed group sees (the query's own included).", DefaultValueFactory = _ => 64 };
-        var sinks = new Option<int>("--sinks") { Description = "Window kind: initial 'sink' tokens each windowed group keeps seeing.", DefaultValueFactory = _ => 4 };
-        var rankWindow = new Option<int?>("--rank-window") { Description = "Which analysis window ranks the groups (default: window kind, the analysis window closest to --window; mamba kind, the largest)." };
-        var expand = new Option<int>("--expand") { Description = "Mamba kind: d_inner = expand × the replaced heads' width.", DefaultValueFactory = _ => 2 };
-        var stateSize = new Option<int>("--d-state") { Description = "Mamba kind: SSM state size per channel.", DefaultValueFactory = _ => 16 };
-        var convKernel = new Option<int>("--d-conv") { Description = "Mamba kind: depthwise convolution width.", DefaultValueFactory = _ => 4 };
+        var kind = new Option<string>("--kind") { Description = "mamba (a Mamba-1 mixer per layer, to distill), window (sinks + recent-window attention, no training) or window-mamba (both: the window plus a mixer's output, Samba-style; distill with --stage1-steps 0).", DefaultValueFactory = _ => "mamba" };
+        var window = new Option<int>("--window") { Description = "Window and window-mamba kinds: recent tokens each windowed group sees (the query's own included).", DefaultValueFactory = _ => 64 };
+        var sinks = new Option<int>("--sinks") { Description = "Window and window-mamba kinds: initial 'sink' tokens each windowed group keeps seeing.", DefaultValueFactory = _ => 4 };
+        var rankWindow = new Option<int?>("--rank-window") { Description = "Which analysis window ranks the groups (default: window and window-mamba kinds, the analysis window closest to --window; mamba kind, the largest)." };
+        var expand = new Option<int>("--expand") { Description = "Mamba and window-mamba kinds: d_inner = expand × the replaced heads' width.", DefaultValueFactory = _ => 2 };
+        var stateSize = new Option<int>("--d-state") { Description = "Mamba and window-mamba kinds: SSM state size per channel.", DefaultValueFactory = _ => 16 };
+        var convKernel = new Option<int>("--d-conv") { Description = "Mamba and window-mamba kinds: depthwise convolution width.", DefaultValueFactory = _ => 4 };
         var seed = new Option<long>("--seed") { Description = "Seed of the Mamba mixers' random initialisation.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out", "-o") { Description = "Output checkpoint folder.", Required = true };
         var force = Force();
@@ -46,7 +46,8 @@ public static class ConvertCommand
             {
                 "mamba" => ReplacementKind.Mamba,
                 "window" => ReplacementKind.Window,
-                var other => throw new UserError($"--kind must be mamba or window, not '{other}'"),
+                "window-mamba" => ReplacementKind.WindowMamba,
+                var other => throw new UserError($"--kind must be mamba, window or window-mamba, not '{other}'"),
             };
             var t = parse.GetValue(threshold);
             var r = parse.GetValue(reduction);
@@ -73,7 +74,7 @@ public static class ConvertCommand
             var analysisPath = parse.GetValue(analysis)!;
             var report = RecencyReport.Load(analysisPath);
             GroupSelection.CheckMatches(report, config, analysisPath, folder);
-            var ranking = parse.GetValue(rankWindow) ?? (kindValue == ReplacementKind.Window
+            var ranking = parse.GetValue(rankWindow) ?? (kindValue != ReplacementKind.Mamba
                 ? report.Windows.OrderBy(w => Math.Abs(w - windowSpec.Size)).First()
                 : report.Windows.Max());
             var ranked = GroupSelection.Rank(report, ranking);
@@ -106,7 +107,7 @@ public static class ConvertCommand
             var result = new JsonObject
             {
                 ["out"] = outFolder,
-                ["kind"] = kindValue.ToString().ToLowerInvariant(),
+                ["kind"] = parse.GetValue(kind)!.ToLowerInvariant(),
                 ["analysis"] = summary,
                 ["cache_float32"] = cost,
             };

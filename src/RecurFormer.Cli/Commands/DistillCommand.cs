@@ -36,6 +36,7 @@ public static class DistillCommand
         var seed = new Option<long>("--seed") { Description = "Seed of the data order and of torch.", DefaultValueFactory = _ => 0 };
         var every = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps.", DefaultValueFactory = _ => 50 };
         var stopAfter = new Option<int?>("--stop-after") { Description = "Stop after this many steps of this invocation, leaving a checkpoint to --resume from (time-sliced runs)." };
+        var stopAfterSeconds = new Option<double?>("--stop-after-seconds") { Description = "Stop at the first step that ends after this many seconds of training in this invocation, leaving a checkpoint to --resume from (leased machines)." };
         var teacherDType = new Option<string>("--teacher-dtype")
         {
             Description = "The teacher's compute dtype (it only runs forward): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else the training dtype), float32, bfloat16 or float16.",
@@ -57,7 +58,7 @@ public static class DistillCommand
 
         var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
         {
-            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, teacherDType, matmulDType, teacherCache, topK, saveDType, onBadLine,
+            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, stopAfterSeconds, teacherDType, matmulDType, teacherCache, topK, saveDType, onBadLine,
         };
         compute.AddTo(command);
         command.SetAction(parse => Run(() =>
@@ -85,6 +86,10 @@ public static class DistillCommand
                 TeacherCache = parse.GetValue(teacherCache),
                 TeacherTopK = parse.GetValue(topK),
             };
+            if (parse.GetValue(stopAfterSeconds) is <= 0)
+            {
+                throw new UserError("--stop-after-seconds must be > 0");
+            }
             if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
             {
                 throw new UserError("--stage1-steps and --stage2-steps must be ≥ 0, and not both 0");
@@ -137,6 +142,7 @@ public static class DistillCommand
             {
                 Log = message => Console.Error.WriteLine(message),
                 StopAfterSteps = parse.GetValue(stopAfter),
+                StopAfterTime = parse.GetValue(stopAfterSeconds) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
                 DataIdentity = $"{dataFile.FullName}:{dataFile.Length}:{dataFile.LastWriteTimeUtc.Ticks}",
             };
             var progress = new ProgressLine("distill", options.Stage1Steps + options.Stage2Steps);

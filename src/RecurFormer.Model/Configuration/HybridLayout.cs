@@ -8,7 +8,9 @@ namespace RecurFormer.Model.Configuration;
 /// replaced, and by what. A group is one KV head and the query heads that share it; replacing a whole group is what
 /// removes cache. <c>mamba</c> groups are computed by one Mamba-1 mixer per layer (fixed-size state);
 /// <c>window</c> groups keep their attention weights but see only the first <see cref="WindowSpec.Sinks"/> tokens
-/// and the last <see cref="WindowSpec.Size"/> (a fixed-size ring buffer). See docs/checkpoint-format.md.
+/// and the last <see cref="WindowSpec.Size"/> (a fixed-size ring buffer); <c>window_mamba</c> groups do both, as
+/// Samba-style hybrids: a window for the recent tokens, and the layer's mixer, whose output is added to theirs, for
+/// everything older. See docs/checkpoint-format.md.
 /// </summary>
 public sealed record HybridLayout
 {
@@ -23,7 +25,7 @@ public sealed record HybridLayout
     /// <summary>Free-form summary of the analysis that chose the groups (kept verbatim).</summary>
     public JsonNode? Analysis { get; init; }
 
-    public bool ReplacesAnything => Layers.Any(l => l.MambaGroups.Count > 0 || l.WindowGroups.Count > 0);
+    public bool ReplacesAnything => Layers.Any(l => l.MambaGroups.Count > 0 || l.WindowGroups.Count > 0 || l.WindowMambaGroups.Count > 0);
 
     public LayerReplacement ForLayer(int layer) => layer < Layers.Count ? Layers[layer] : LayerReplacement.None;
 
@@ -98,36 +100,53 @@ public sealed record HybridLayout
     };
 }
 
-/// <summary>Replaced KV groups of one layer (sorted, disjoint).</summary>
+/// <summary>
+/// Replaced KV groups of one layer (sorted, disjoint): computed by the layer's Mamba mixer, attending through a
+/// window, or both (<see cref="WindowMambaGroups"/>: window attention plus the mixer's output for the same heads).
+/// </summary>
 public sealed record LayerReplacement(IReadOnlyList<int> MambaGroups, IReadOnlyList<int> WindowGroups)
 {
     public static readonly LayerReplacement None = new([], []);
+
+    /// <summary>Groups that attend through the window and also take the mixer's output, added to the attention's.</summary>
+    public IReadOnlyList<int> WindowMambaGroups { get; init; } = [];
 
     internal static LayerReplacement Parse(JsonObject? node, string source, int layer, int kvGroups)
     {
         var mamba = Groups(node?["mamba_groups"]);
         var window = Groups(node?["window_groups"]);
-        foreach (var group in mamba.Concat(window))
+        var both = Groups(node?["window_mamba_groups"]);
+        int[] all = [.. mamba, .. window, .. both];
+        foreach (var group in all)
         {
             if (group < 0 || group >= kvGroups)
             {
                 throw new ModelLoadException($"{source}: recurformer.layers[{layer}] names KV group {group}, but the model has groups 0..{kvGroups - 1}");
             }
         }
-        if (mamba.Intersect(window).Any() || mamba.Distinct().Count() != mamba.Length || window.Distinct().Count() != window.Length)
+        if (all.Distinct().Count() != all.Length)
         {
             throw new ModelLoadException($"{source}: recurformer.layers[{layer}] lists a KV group twice");
         }
-        return new LayerReplacement(mamba.Order().ToArray(), window.Order().ToArray());
+        return new LayerReplacement(mamba.Order().ToArray(), window.Order().ToArray()) { WindowMambaGroups = both.Order().ToArray() };
     }
 
     private static int[] Groups(JsonNode? node) => node is JsonArray list ? list.Select(n => n!.GetValue<int>()).ToArray() : [];
 
-    public JsonObject ToJson() => new()
+    /// <summary>The layer's entry in config.json; <c>window_mamba_groups</c> only where there are some, so that other checkpoints read as before.</summary>
+    public JsonObject ToJson()
     {
-        ["mamba_groups"] = new JsonArray(MambaGroups.Select(g => (JsonNode)g).ToArray()),
-        ["window_groups"] = new JsonArray(WindowGroups.Select(g => (JsonNode)g).ToArray()),
-    };
+        var json = new JsonObject
+        {
+            ["mamba_groups"] = new JsonArray(MambaGroups.Select(g => (JsonNode)g).ToArray()),
+            ["window_groups"] = new JsonArray(WindowGroups.Select(g => (JsonNode)g).ToArray()),
+        };
+        if (WindowMambaGroups.Count > 0)
+        {
+            json["window_mamba_groups"] = new JsonArray(WindowMambaGroups.Select(g => (JsonNode)g).ToArray());
+        }
+        return json;
+    }
 }
 
 /// <summary>Windowed groups see the first <paramref name="Sinks"/> tokens and the last <paramref name="Size"/> (the query's own included).</summary>
@@ -136,5 +155,5 @@ public sealed record WindowSpec(int Size, int Sinks)
     public int Capacity => Size + Sinks;
 }
 
-/// <summary>Mamba mixer hyper-parameters for replaced groups; d_inner = expand × the replaced heads' width.</summary>
+/// <summary>Mamba mixer hyper-parameters for the groups a mixer computes; d_inner = expand × their heads' width.</summary>
 public sealed record MambaSpec(int Expand, int StateSize, int ConvKernel, int? TimeStepRank);

@@ -77,18 +77,19 @@ public sealed record TransformerConfig : ModelConfig
     public LayerHeads Heads(int layer) => new(this, Hybrid.ForLayer(layer));
 
     /// <summary>
-    /// The Mamba mixer of a layer with Mamba-replaced groups (null otherwise): it reads the layer's normalised hidden
-    /// state and writes the replaced query heads, with d_inner = expand × their width. The one place this is computed.
+    /// The Mamba mixer of a layer with Mamba or window-Mamba groups (null otherwise): it reads the layer's normalised
+    /// hidden state and writes (or adds to) those groups' query heads, with d_inner = expand × their width. The one
+    /// place this is computed.
     /// </summary>
     public MambaMixerShape? MixerShape(int layer)
     {
         var heads = Heads(layer);
-        if (heads.MambaGroups.Length == 0)
+        if (heads.MixerGroups.Length == 0)
         {
             return null;
         }
         var spec = Hybrid.Mamba;
-        var output = heads.MambaOutputSize;
+        var output = heads.MixerOutputSize;
         return new MambaMixerShape(HiddenSize, output, spec.Expand * output, spec.StateSize, spec.ConvKernel,
             spec.TimeStepRank ?? MambaMixerShape.DefaultTimeStepRank(HiddenSize), UseBias: false, UseConvBias: true);
     }

@@ -50,7 +50,7 @@ public sealed partial class Attention
             mamba.DecodeConvolution(step, thread);
             threads.Barrier();
             step.Mark(thread, StepPart.Attention);
-            mamba.DecodeRecurrence(step, thread, _computedHeads[(_fullHeads + _windowHeads)..], _headDim, HeadColumns);
+            mamba.DecodeRecurrence(step, thread, _mixerHeads, _placedMixerColumns, _headDim, HeadColumns);
         }
         threads.Barrier();
         step.Mark(thread, mamba is null ? StepPart.Attention : StepPart.MambaRecurrence);

@@ -9,8 +9,9 @@ namespace RecurFormer.Model.Layers;
 /// <summary>
 /// The attention block of one layer, hybrid in general: grouped-query self-attention with RoPE for the kept KV
 /// groups (full context, or sinks + a recent window for windowed groups), and one Mamba-1 mixer that computes the
-/// outputs of the replaced groups' query heads from the same normalised input. All head outputs are put back in
-/// their original order before <c>o_proj</c>, so o_proj keeps its pretrained weights.
+/// outputs of the replaced groups' query heads from the same normalised input (for window-Mamba groups, Samba-style,
+/// the mixer's output is added to their window attention's). All head outputs are put back in their original order
+/// before <c>o_proj</c>, so o_proj keeps its pretrained weights.
 /// <para>
 /// q, k and v of the kept groups are one fused projection, its rows ordered full groups first, then windowed ones
 /// (the checkpoint keeps q_proj/k_proj/v_proj in their own order). Prefill attends sequence by sequence (causal
@@ -31,6 +32,12 @@ public sealed partial class Attention : nn.Module
     private readonly WindowSpec _window;
     private readonly int _fullHeads, _windowHeads, _fullGroups, _windowGroups, _qkvRows, _headColumns;
 
+    /// <summary>Columns of the mixer's output that replace heads (Mamba groups) and that add to window heads (window-Mamba groups).</summary>
+    private readonly int _placedMixerColumns, _addedMixerColumns;
+
+    /// <summary>The original head index of each head the mixer outputs: Mamba groups' heads, then window-Mamba groups'.</summary>
+    private readonly int[] _mixerHeads;
+
     /// <summary>[full heads ++ window heads ++ Mamba heads] → original head order; null for a plain layer.</summary>
     private readonly Tensor? _headOrder;
 
@@ -50,6 +57,9 @@ public sealed partial class Attention : nn.Module
         long hidden = config.HiddenSize;
         int[] computedGroups = [.. _heads.FullGroups, .. _heads.WindowGroups];
         _computedHeads = [.. _heads.HeadsOf(computedGroups), .. _heads.HeadsOf(_heads.MambaGroups)];
+        _mixerHeads = _heads.HeadsOf(_heads.MixerGroups);
+        _placedMixerColumns = _heads.MambaGroups.Length * _heads.GroupSize * _headDim;
+        _addedMixerColumns = _heads.WindowMambaGroups.Length * _heads.GroupSize * _headDim;
         if (computedGroups.Length > 0)
         {
             qkv_proj = Linear.LoadFused(weights, $"{prefix}.qkv_proj", hidden, config.QkvBias, FusedParts(prefix, computedGroups));
@@ -111,7 +121,8 @@ public sealed partial class Attention : nn.Module
     private Tensor HeadOutputs(Tensor x, ForwardContext context)
     {
         var tokens = x.shape[0];
-        var parts = new List<Tensor>(2);
+        var parts = new List<Tensor>(3);
+        var mixed = mamba?.Forward(x, context);                                                // [T, mixer heads × hd]
         if (qkv_proj is not null)
         {
             var attendingHeads = _fullHeads + _windowHeads;
@@ -120,12 +131,22 @@ public sealed partial class Attention : nn.Module
             var q = RotaryEmbedding.Apply(qkv.narrow(1, 0, attendingHeads * _headDim).view(tokens, attendingHeads, _headDim), context.Cos!, context.Sin!);
             var k = RotaryEmbedding.Apply(qkv.narrow(1, attendingHeads * _headDim, groups * _headDim).view(tokens, groups, _headDim), context.Cos!, context.Sin!);
             var v = qkv.narrow(1, (attendingHeads + groups) * _headDim, groups * _headDim).view(tokens, groups, _headDim);
-            var attended = Attend(q, k, v, context);
-            parts.Add(attended.reshape(tokens, attendingHeads * _headDim));
+            var attended = Attend(q, k, v, context).reshape(tokens, attendingHeads * _headDim);
+            if (_addedMixerColumns > 0)
+            {
+                // The window-Mamba heads are the last block of the attention's output and of the mixer's.
+                var own = attendingHeads * _headDim - _addedMixerColumns;
+                parts.Add(attended.narrow(1, 0, own));
+                parts.Add(attended.narrow(1, own, _addedMixerColumns) + mixed!.narrow(1, _placedMixerColumns, _addedMixerColumns).to_type(attended.dtype));
+            }
+            else
+            {
+                parts.Add(attended);
+            }
         }
-        if (mamba is not null)
+        if (_placedMixerColumns > 0)
         {
-            parts.Add(mamba.Forward(x, context));                                              // [T, mambaHeads × hd]
+            parts.Add(_addedMixerColumns > 0 ? mixed!.narrow(1, 0, _placedMixerColumns) : mixed!);
         }
         var merged = parts.Count == 1 ? parts[0] : cat(parts, 1);
         return _headOrder is null ? merged : merged.view(tokens, -1, _headDim).index_select(1, _headOrder).reshape(tokens, -1);

@@ -95,10 +95,11 @@ public sealed partial class MambaMixer
     /// <summary>
     /// Phases 3–4: x_proj (Δ rank, B, C), then per channel Δ = softplus(dt_proj), the state update, y and the gate;
     /// then out_proj, each thread scattering its output rows to the heads they replace
-    /// (<paramref name="outputHeads"/>: the original index of each replaced head, in order).
+    /// (<paramref name="outputHeads"/>: the original index of each head the mixer outputs, in order); rows from
+    /// <paramref name="placedColumns"/> on are added to window-Mamba heads instead of replacing them.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal unsafe void DecodeRecurrence(DecodeStep step, int thread, int[] outputHeads, int headDim, int headColumns)
+    internal unsafe void DecodeRecurrence(DecodeStep step, int thread, int[] outputHeads, int placedColumns, int headDim, int headColumns)
     {
         var threads = step.Threads;
         var workspace = step.Workspace;
@@ -143,7 +144,9 @@ public sealed partial class MambaMixer
             var target = workspace.Heads + (long)b * headColumns;
             for (var r = from; r < to; r++)
             {
-                target[outputHeads[r / headDim] * headDim + r % headDim] = source[r];
+                var column = outputHeads[r / headDim] * headDim + r % headDim;
+                // Columns past the placed ones belong to window-Mamba heads, whose attention output is already there.
+                target[column] = r < placedColumns ? source[r] : target[column] + source[r];
             }
         }
     }

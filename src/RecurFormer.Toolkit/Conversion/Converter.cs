@@ -9,8 +9,9 @@ namespace RecurFormer.Toolkit.Conversion;
 
 /// <summary>
 /// Turns a plain Transformer checkpoint into a RecurFormer checkpoint: the selected KV groups become windowed
-/// (config only) or are computed by one new Mamba mixer per layer (q/k/v shrink to the kept groups, the mixer's
-/// weights are initialised by <see cref="MambaInitializer"/>). Every other weight is copied bit for bit.
+/// (config only), are computed by one new Mamba mixer per layer (q/k/v shrink to the kept groups), or both (window
+/// attention plus the mixer's output added; q/k/v unchanged). The mixer's weights are initialised by
+/// <see cref="MambaInitializer"/>; every other weight is copied bit for bit.
 /// </summary>
 public static class Converter
 {
@@ -29,7 +30,7 @@ public static class Converter
         using var scope = NewDisposeScope();
         using var model = CausalLMLoader.FromPretrained(sourceFolder, new ComputeTarget(CPU, dtype));
         var tensors = CheckpointFolder.StateDict(model);
-        if (plan.Kind == ReplacementKind.Mamba)
+        if (plan.Kind != ReplacementKind.Window)
         {
             using var generator = new Generator((ulong)plan.Seed);
             for (var layer = 0; layer < config.NumHiddenLayers; layer++)
@@ -45,7 +46,7 @@ public static class Converter
     private static void ReplaceWithMamba(Dictionary<string, Tensor> tensors, TransformerConfig config, int layer, Generator generator)
     {
         var heads = config.Heads(layer);
-        if (heads.MambaGroups.Length == 0)
+        if (heads.MixerGroups.Length == 0)
         {
             return;
         }

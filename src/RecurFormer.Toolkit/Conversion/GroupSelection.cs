@@ -46,7 +46,12 @@ public static class GroupSelection
         Enumerable.Range(0, layers).Select(l =>
         {
             var groups = selected.Where(c => c.Layer == l).Select(c => c.Group).Order().ToArray();
-            return kind == ReplacementKind.Mamba ? new LayerReplacement(groups, []) : new LayerReplacement([], groups);
+            return kind switch
+            {
+                ReplacementKind.Mamba => new LayerReplacement(groups, []),
+                ReplacementKind.Window => new LayerReplacement([], groups),
+                _ => new LayerReplacement([], []) { WindowMambaGroups = groups },
+            };
         }).ToArray();
 }
 
@@ -58,4 +63,10 @@ public enum ReplacementKind
 
     /// <summary>The group keeps its attention, restricted to sinks + a recent window (no new parameters).</summary>
     Window,
+
+    /// <summary>
+    /// Both, Samba-style: the group attends through the window and one Mamba-1 mixer per layer adds its output to
+    /// those heads, for what the window no longer sees. Starts as the window model (out_proj at zero); needs stage 2.
+    /// </summary>
+    WindowMamba,
 }

@@ -4,16 +4,17 @@ using static TorchSharp.torch;
 namespace RecurFormer.Toolkit.Conversion;
 
 /// <summary>
-/// Initial weights of the Mamba mixer that replaces some KV groups of one layer (float32, state-dict names under
+/// Initial weights of the Mamba mixer of some KV groups of one layer (Mamba or window-Mamba; float32, state-dict names under
 /// <c>mamba.</c>). The choice, explained in docs/conversion.md:
 /// <list type="bullet">
-/// <item>the first (output-width) channels of the SSM input read the replaced heads' value projections (each
+/// <item>the first (output-width) channels of the SSM input read the mixer heads' value projections (each
 /// channel the value dimension its head would have averaged), so the state starts in the subspace those heads read;
 /// the other channels and the gate start as in Mamba (uniform ±1/√fan-in);</item>
 /// <item>the convolution starts as the identity on the current token and the SSM with Mamba's usual A = 1..N,
 /// D = 1 and Δ in [0.001, 0.1]: the state is then a set of decaying averages of recent values, a recency head's job;</item>
 /// <item><c>out_proj</c> starts at zero: before any training the replaced heads contribute nothing, the known and
-/// stable starting point of head pruning, and training moves away from it smoothly.</item>
+/// stable starting point of head pruning, and training moves away from it smoothly. A window-Mamba model therefore
+/// starts as exactly the window model of the same groups.</item>
 /// </list>
 /// </summary>
 public static class MambaInitializer
@@ -33,7 +34,7 @@ public static class MambaInitializer
 
         var inProj = Uniform(2 * inner, hidden, 1 / Math.Sqrt(hidden));
         var values = valueWeight.to_type(ScalarType.Float32);
-        var replacedHeads = heads.HeadsOf(heads.MambaGroups);
+        var replacedHeads = heads.HeadsOf(heads.MixerGroups);
         for (var i = 0; i < replacedHeads.Length; i++)
         {
             var group = replacedHeads[i] / heads.GroupSize;

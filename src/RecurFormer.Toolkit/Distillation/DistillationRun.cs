@@ -35,6 +35,12 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     /// <summary>Stop (with a resumable checkpoint) after this many steps of this invocation: time-sliced runs, tests.</summary>
     public int? StopAfterSteps { get; init; }
 
+    /// <summary>
+    /// Stop (with a resumable checkpoint) at the first step that ends after this much training time of this invocation:
+    /// a run on a lent machine that must hand back what it has before the lease ends, whatever its speed turns out to be.
+    /// </summary>
+    public TimeSpan? StopAfterTime { get; init; }
+
     private readonly List<StageThroughput> _throughput = [];
 
     /// <summary>Training speed of each stage this invocation ran (after its first step, which pays for warm-up).</summary>
@@ -127,7 +133,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                     progress.Report(records.Count);
                 }
                 var last = step + 1 == steps;
-                var stopping = ++stepsThisRun == StopAfterSteps && !last;
+                var stopping = (++stepsThisRun == StopAfterSteps || clock.Elapsed >= StopAfterTime) && !last;
                 if ((step + 1) % options.CheckpointEvery == 0 || last || stopping)
                 {
                     var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records) : new ResumeState(stage, step + 1, data.Consumed, records);
@@ -136,7 +142,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 if (stopping)
                 {
-                    Log?.Invoke($"stopped after {stepsThisRun} steps; continue with --resume");
+                    Log?.Invoke($"stopped after {stepsThisRun} steps ({clock.Elapsed.TotalSeconds:F0} s); continue with --resume, or use {paths.Checkpoint}");
                     return records;
                 }
             }

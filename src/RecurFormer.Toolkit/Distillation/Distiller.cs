@@ -37,14 +37,20 @@ public sealed class Distiller : IDisposable
                 continue;
             }
             var heads = attention.Heads;
-            var columns = heads.HeadsOf(heads.MambaGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
+            if (heads.WindowMambaGroups.Length > 0 && options.Stage1Steps > 0)
+            {
+                // Stage 1's target is the teacher's output of the replaced heads; a window-Mamba mixer only adds what
+                // the window misses, a target stage 1 does not compute.
+                throw new ArgumentException("a window-Mamba student trains end to end only: give --stage1-steps 0");
+            }
+            var columns = heads.HeadsOf(heads.MixerGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
             var outputWeight = attention.OutputProjection.Weight;
             var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device)).DetachFromDisposeScope();
             _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32), columns, selected));
         }
         if (_layers.Count == 0)
         {
-            throw new ArgumentException("the student has no Mamba mixer: nothing to distill (convert with --kind mamba)");
+            throw new ArgumentException("the student has no Mamba mixer: nothing to distill (convert with --kind mamba or window-mamba)");
         }
     }
 

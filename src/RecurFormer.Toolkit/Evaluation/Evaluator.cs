@@ -101,13 +101,17 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     /// <summary>Sequences per perplexity forward.</summary>
     private static int PrefillBatch(int wanted) => Math.Max(1, wanted);
 
-    /// <summary>teacher (nothing replaced), mamba, window or mixed.</summary>
+    /// <summary>teacher (nothing replaced), mamba, window, window-mamba or mixed.</summary>
     public static string KindOf(TransformerConfig config)
     {
-        var heads = Enumerable.Range(0, config.NumHiddenLayers).Select(config.Heads).ToArray();
-        var mamba = heads.Any(h => h.MambaGroups.Length > 0);
-        var window = heads.Any(h => h.WindowGroups.Length > 0);
-        return (mamba, window) switch { (true, true) => "mixed", (true, false) => "mamba", (false, true) => "window", _ => "teacher" };
+        var layers = config.Hybrid.Layers;
+        var kinds = new[]
+        {
+            layers.Any(l => l.MambaGroups.Count > 0) ? "mamba" : null,
+            layers.Any(l => l.WindowGroups.Count > 0) ? "window" : null,
+            layers.Any(l => l.WindowMambaGroups.Count > 0) ? "window-mamba" : null,
+        }.OfType<string>().ToArray();
+        return kinds.Length switch { 0 => "teacher", 1 => kinds[0], _ => "mixed" };
     }
 
     private string Bucket((int Start, int End) bucket) => $"packed:{bucket.Start}-{bucket.End}";
