@@ -62,6 +62,10 @@ public sealed class CacheStorage : IDisposable
             }
         }
         BlockTables = Allocate([slots, maxBlocksPerSequence], ScalarType.Int64);
+        // Resolved now, on the creating thread: every kernel thread reads these, and resolving them lazily from the kernel
+        // threads let one thread read another's half-written struct (a null pool pointer: an access violation).
+        _memory = Enumerable.Range(0, layers).Select(layer => new PoolMemory(
+            View(_keys[layer]), View(_values[layer]), View(_ringKeys[layer]), View(_ringValues[layer]), View(_conv[layer]), View(_ssm[layer]))).ToArray();
     }
 
     private Tensor Allocate(long[] shape, ScalarType dtype) => zeros(shape, dtype, Device).DetachFromDisposeScope();
@@ -92,10 +96,9 @@ public sealed class CacheStorage : IDisposable
     public Tensor? Ssm(int layer) => _ssm[layer];
 
     /// <summary>The pools as the CPU kernels read them: (keys, values, ring keys, ring values, conv, SSM) of a layer, resolved once.</summary>
-    internal PoolMemory Memory(int layer) => (_memory ??= new PoolMemory?[Layout.Layers])[layer] ??= new PoolMemory(
-        View(_keys[layer]), View(_values[layer]), View(_ringKeys[layer]), View(_ringValues[layer]), View(_conv[layer]), View(_ssm[layer]));
+    internal PoolMemory Memory(int layer) => _memory[layer];
 
-    private PoolMemory?[]? _memory;
+    private readonly PoolMemory[] _memory;
 
     private static Values View(Tensor? pool) => pool is null || !Kernel.Supports(pool) ? default : Kernel.ValuesOf(pool);
 

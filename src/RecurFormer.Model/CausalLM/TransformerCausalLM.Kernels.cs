@@ -27,7 +27,7 @@ public sealed partial class TransformerCausalLM
     private DecodeWorkspace? _workspace;
     private MatVec? _tiedHead;
     private bool? _kernelsSupported;
-    private Values? _embeddings;
+    private Values _embeddings;
 
     private bool KernelsSupported => _kernelsSupported ??= Target.Device.type == DeviceType.CPU && Kernel.IsAccelerated
         && Kernel.Supports(model.EmbeddingWeight) && model.Norm.KernelsSupport && model.Layers.All(l => l.KernelsSupport)
@@ -48,6 +48,13 @@ public sealed partial class TransformerCausalLM
             _workspace?.Dispose();
             _workspace = new DecodeWorkspace(Sizes(), capacity, threadCount);
         }
+        // Resolved here, before the threads start: a struct field written by one kernel thread can be read half-written
+        // by another (that is how a lazily resolved cache view once crashed a decode step).
+        if (_embeddings.Data is null)
+        {
+            _embeddings = Kernel.ValuesOf(model.EmbeddingWeight);
+            _tiedHead = lm_head is null ? new MatVec(model.EmbeddingWeight, null) : null;
+        }
         var (cos, sin) = _rope.KernelTables(batch.Caches.Max(c => c.Length));
         var logits = empty(batch.SequenceCount, _config.VocabSize, ScalarType.Float32);
         var step = new DecodeStep(batch, _workspace, threads, (float*)cos, (float*)sin, TensorMemory.Pointer<float>(logits));
@@ -65,7 +72,7 @@ public sealed partial class TransformerCausalLM
     {
         var workspace = step.Workspace;
         var hidden = _config.HiddenSize;
-        var embeddings = _embeddings ??= Kernel.ValuesOf(model.EmbeddingWeight);
+        var embeddings = _embeddings;
         if (thread == 0)
         {
             step.StartProfile();
@@ -82,7 +89,7 @@ public sealed partial class TransformerCausalLM
         }
         var scratch = step.Scratch(thread);
         model.Norm.Normalize(workspace.Hidden, scratch.Normed, step.Batch, hidden);
-        var head = lm_head?.Kernel ?? (_tiedHead ??= new MatVec(model.EmbeddingWeight, null));
+        var head = lm_head?.Kernel ?? _tiedHead!;
         var input = head.PrepareInput(scratch.Normed, step.Batch, hidden, scratch.Input);
         var (start, end) = step.Threads.Share(thread, _config.VocabSize, 4);
         head.Compute(input, step.Logits, _config.VocabSize, start, end);

@@ -17,6 +17,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public RmsNorm(Tensor weight, double eps, string name = "norm") : base(name)
     {
         this.weight = new Parameter(weight, requires_grad: false);
+        _kernelWeight = new(() => Kernel.ValuesOf(this.weight));
         _eps = eps;
         RegisterComponents();
     }
@@ -33,7 +34,11 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         return (weight * x.to_type(input.dtype)).MoveToOuterDisposeScope();
     }
 
-    private Values? _kernelWeight;
+    /// <summary>
+    /// The weight as the kernels read it, resolved once by whichever kernel thread comes first. <see cref="Lazy{T}"/>,
+    /// not a nullable field: a struct written by one thread can be read half-written by another.
+    /// </summary>
+    private readonly Lazy<Values> _kernelWeight;
 
     internal bool KernelsSupport => Kernel.Supports(weight);
 
@@ -41,7 +46,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal unsafe void Normalize(float* x, float* y, int rows, int size)
     {
-        var w = _kernelWeight ??= Kernel.ValuesOf(weight);
+        var w = _kernelWeight.Value;
         for (var r = 0; r < rows; r++)
         {
             Kernel.RmsNorm(x + (long)r * size, w, y + (long)r * size, size, (float)_eps);
