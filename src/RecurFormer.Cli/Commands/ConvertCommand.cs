@@ -34,7 +34,7 @@ public static class ConvertCommand
         var output = new Option<string>("--out", "-o") { Description = "Output checkpoint folder.", Required = true };
         var force = Force();
 
-        var command = new Command("convert", "Replace the most recency-aware KV groups by Mamba mixers or windowed attention.")
+        var command = new Command("convert", "Replace the most recency-aware KV groups by Mamba mixers, windowed attention, or both (window-mamba).")
         {
             model, analysis, threshold, reduction, kind, window, sinks, rankWindow, expand, stateSize, convKernel, seed, output, force,
         };

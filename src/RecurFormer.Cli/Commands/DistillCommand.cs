@@ -18,7 +18,7 @@ public static class DistillCommand
     public static Command Create()
     {
         var teacher = new Option<string>("--teacher") { Description = "The source Transformer checkpoint.", Required = true };
-        var student = new Option<string>("--student") { Description = "The converted checkpoint (recurformer convert --kind mamba).", Required = true };
+        var student = new Option<string>("--student") { Description = "The converted checkpoint (recurformer convert --kind mamba or window-mamba).", Required = true };
         var data = new Option<string>("--data") { Description = "Training text: .jsonl or .jsonl.xz with a \"text\" field per line.", Required = true };
         var output = new Option<string>("--out", "-o") { Description = "Output folder: the distilled checkpoint, losses.json, losses.png, distill.json, checkpoint/.", Required = true };
         var force = Force();
