@@ -50,43 +50,60 @@ public static class BenchCommand
                 return await RunConversations(folders, target, ParseBytes(parse.GetValue(cacheMemory)!, "--cache-memory"), parse.GetValue(kvDType)!, parse.GetValue(maxBatched), parse.GetValue(json)!);
             }
 
-            var runs = new List<BenchmarkRun>();
-            SoakResult? soakResult = null;
-            var layouts = new List<CacheLayout>();
-            foreach (var folder in folders)
+            // Both engines at once, measured cell by cell in turn (BenchmarkRunner): the model and its baseline see the
+            // same machine, whatever else runs on it meanwhile.
+            var models = new List<ICausalLM>();
+            var engines = new List<LLMEngine>();
+            var subjects = new List<BenchmarkRunner.Subject>();
+            try
             {
-                var options = new EngineOptions
+                foreach (var folder in folders)
                 {
-                    CacheMemoryBytes = ParseBytes(parse.GetValue(cacheMemory)!, "--cache-memory"),
-                    KvCacheDType = parse.GetValue(kvDType)!,
-                    MaxNumBatchedTokens = parse.GetValue(maxBatched),
-                    MaxNumSeqs = Math.Max(64, concurrencies.Max()),
-                    MaxWaitingRequests = Math.Max(256, concurrencies.Max()),
-                    MaxModelLen = Math.Max(lengths.Max(), MemorySoak.LongestPrompt) + Math.Max(generate, MemorySoak.NewTokens) + 16,
-                    EnablePrefixCaching = !parse.GetValue(noPrefixCaching),
-                };
-                using var lm = CausalLMLoader.FromPretrained(folder, target);
-                var tokenizer = GenerateCommand.LoadTokenizerIfPresent(folder);
-                using var engine = new LLMEngine(lm, tokenizer, options);
-                layouts.Add(engine.Layout);
-                var prompts = new BenchPrompts(tokenizer, lm.Config.VocabSize);
-                var benchTarget = new EngineBenchTarget(folder, engine);
-                runs.AddRange(await BenchmarkRunner.Run(benchTarget, prompts.Make, concurrencies, lengths, generate, Console.Error));
-                if (parse.GetValue(soak) is > 0 and var soakRequests && soakResult is null)
-                {
-                    soakResult = await MemorySoak.Run(benchTarget, prompts.Make, soakRequests, 100, () => engine.Stats.LiveTensors, Console.Error);
+                    var options = new EngineOptions
+                    {
+                        CacheMemoryBytes = ParseBytes(parse.GetValue(cacheMemory)!, "--cache-memory"),
+                        KvCacheDType = parse.GetValue(kvDType)!,
+                        MaxNumBatchedTokens = parse.GetValue(maxBatched),
+                        MaxNumSeqs = Math.Max(64, concurrencies.Max()),
+                        MaxWaitingRequests = Math.Max(256, concurrencies.Max()),
+                        MaxModelLen = Math.Max(lengths.Max(), MemorySoak.LongestPrompt) + Math.Max(generate, MemorySoak.NewTokens) + 16,
+                        EnablePrefixCaching = !parse.GetValue(noPrefixCaching),
+                    };
+                    var lm = CausalLMLoader.FromPretrained(folder, target);
+                    models.Add(lm);
+                    var tokenizer = GenerateCommand.LoadTokenizerIfPresent(folder);
+                    var engine = new LLMEngine(lm, tokenizer, options);
+                    engines.Add(engine);
+                    subjects.Add(new(new EngineBenchTarget(folder, engine), new BenchPrompts(tokenizer, lm.Config.VocabSize).Make));
                 }
-                await engine.StopAsync(TimeSpan.Zero);
+                var runs = await BenchmarkRunner.Run(subjects, concurrencies, lengths, generate, Console.Error);
+                SoakResult? soakResult = null;
+                if (parse.GetValue(soak) is > 0 and var soakRequests)
+                {
+                    soakResult = await MemorySoak.Run(subjects[0].Target, subjects[0].Prompt, soakRequests, 100, () => engines[0].Stats.LiveTensors, Console.Error);
+                }
+                var layouts = engines.Select(e => e.Layout).ToList();
+                var capacityLength = parse.GetValue(capacityTokens);
+                var capacity = new CapacityResult(budget, capacityLength,
+                    Fit(layouts[0], budget, capacityLength), layouts.Count > 1 ? Fit(layouts[1], budget, capacityLength) : null,
+                    layouts[0].SequenceBytes(capacityLength), layouts.Count > 1 ? layouts[1].SequenceBytes(capacityLength) : null);
+                var report = new BenchmarkReport("engine", target.ToString(), runs, capacity) { Soak = soakResult };
+                report.PrintTable(Console.Out);
+                report.WriteJson(parse.GetValue(json)!);
+                return 0;
             }
-
-            var capacityLength = parse.GetValue(capacityTokens);
-            var capacity = new CapacityResult(budget, capacityLength,
-                Fit(layouts[0], budget, capacityLength), layouts.Count > 1 ? Fit(layouts[1], budget, capacityLength) : null,
-                layouts[0].SequenceBytes(capacityLength), layouts.Count > 1 ? layouts[1].SequenceBytes(capacityLength) : null);
-            var report = new BenchmarkReport("engine", target.ToString(), runs, capacity) { Soak = soakResult };
-            report.PrintTable(Console.Out);
-            report.WriteJson(parse.GetValue(json)!);
-            return 0;
+            finally
+            {
+                foreach (var engine in engines)
+                {
+                    await engine.StopAsync(TimeSpan.Zero);
+                    engine.Dispose();
+                }
+                foreach (var lm in models)
+                {
+                    lm.Dispose();
+                }
+            }
         });
         return command;
     }

@@ -48,7 +48,7 @@ public static class BenchHttpCommand
                 throw new UserError($"--url {baseUrl}: {error.Message}");
             }
             var prompts = new BenchPrompts(words, words.VocabSize);
-            var runs = await BenchmarkRunner.Run(new HttpBenchTarget($"{model} (http)", http), prompts.Make, concurrencies, lengths, parse.GetValue(maxTokens), Console.Error);
+            var runs = await BenchmarkRunner.Run([new(new HttpBenchTarget($"{model} (http)", http), prompts.Make)], concurrencies, lengths, parse.GetValue(maxTokens), Console.Error);
             var report = new BenchmarkReport("http", baseUrl, runs, null);
             report.PrintTable(Console.Out);
             report.WriteJson(parse.GetValue(json)!);
