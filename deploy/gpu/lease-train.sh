@@ -33,12 +33,16 @@ RF="dotnet /tmp/app/app/recurformer.dll"; T=/tmp/teacher; D=$here/train.jsonl.xz
 
 mapfile -t TABLE < <(grep -v '^#' "$RUNS" | grep -v '^[[:space:]]*$')
 field() { echo "$1" | cut -f$2; }
+# Waits for the given processes only: a bare `wait` (no pids left) would also wait for the GPU monitor, forever.
+wait_for() { for pid in "$@"; do wait "$pid"; done; }
+[ ${#TABLE[@]} -gt 0 ] || { echo "no runs in $RUNS"; exit 1; }
 pids=()
 for row in "${TABLE[@]}"; do
   name=$(field "$row" 1)
-  $RF convert --model $T --analysis $here/recency.json $(field "$row" 4) --out /tmp/init-$name > $L/convert-$name.log 2>&1 & pids+=($!)
+  rm -rf /tmp/probe-$name /tmp/$name   # nothing of an earlier call on a still-warm machine may pass for this one's
+  $RF convert --model $T --analysis $here/recency.json $(field "$row" 4) --out /tmp/init-$name --force > $L/convert-$name.log 2>&1 & pids+=($!)
 done
-wait "${pids[@]}"
+wait_for "${pids[@]}"
 echo "converted ${#TABLE[@]} students at +$(( $(date +%s) - T0 )) s"
 
 # The probe: 3 steps of each stage a run has, all runs side by side.
@@ -49,9 +53,10 @@ for row in "${TABLE[@]}"; do
   $RF distill --device $DEV --teacher $T --student /tmp/init-$name --data $D --out /tmp/probe-$name --force --stage1-steps $s1 \
     --stage2-steps $s2 --batch $batch --length $LENGTH --stage2-length $LENGTH $(field "$row" 5) --checkpoint-every 1000 > $L/probe-$name.log 2>&1 & pids+=($!)
 done
-wait "${pids[@]}"
+wait_for "${pids[@]}"
 NOW=$(date +%s); AVAIL=$((DEADLINE - NOW - 60))
 echo "probed at +$((NOW - T0)) s; $AVAIL s left for the runs"
+[ $AVAIL -ge 60 ] || { echo "too little time left for the runs (BUDGET too small, or slow probes)"; exit 1; }
 
 pids=()
 for row in "${TABLE[@]}"; do
@@ -65,13 +70,14 @@ steps = lambda stage, part: int(0.9 * part * avail * speed[stage] / (batch * len
 print(steps(1, share), steps(2, 1 - share))
 PY
 )
+  [ -n "$N1" ] && [ $((N1 + N2)) -gt 0 ] || { echo "$name: too slow to run a step in the time left, skipped"; continue; }
   echo "$name: $N1 + $N2 steps of $batch x $LENGTH"
   ( $RF distill --device $DEV --teacher $T --student /tmp/init-$name --data $D --out /tmp/$name --force --stage1-steps $N1 --stage2-steps $N2 \
       --batch $batch --length $LENGTH --stage2-length $LENGTH $(field "$row" 5) --checkpoint-every 100000 \
-      --stop-after-seconds $((AVAIL + 10)) > $L/$name.log 2>&1
+      --stop-after-seconds $((AVAIL - 10)) > $L/$name.log 2>&1
     echo "$name exit $? at +$(( $(date +%s) - T0 )) s" ) & pids+=($!)
 done
-wait "${pids[@]}"
+wait_for "${pids[@]}"
 
 # What each run trained, from its final model or, if it ran out of time, its last checkpoint.
 rm -rf /tmp/trained; mkdir -p /tmp/trained

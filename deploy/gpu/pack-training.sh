@@ -7,6 +7,7 @@
 #   machine, from the repository root: OUT=/some/folder BUDGET=seconds bash .gpu/train.sh
 # Nothing else of the working tree is needed there (see docs/conversion.md, "Training on a GPU").
 set -euo pipefail
+runs=$(realpath "${1:-$(dirname "$0")/runs/window-mamba.tsv}")
 cd "$(dirname "$0")/../.."
 data=${DATA:-../shared/data/dotnet-docs/train.jsonl.xz}
 [ -f "$data" ] || { echo "error: $data not found (set DATA=path/to/train.jsonl.xz)" >&2; exit 1; }
@@ -37,5 +38,5 @@ cp "$data" .gpu/train.jsonl.xz
 cp docs/results/analysis/recency.json .gpu/recency.json
 cp deploy/gpu/lease-train.sh .gpu/train.sh
 cp deploy/gpu/trained-tensors.py .gpu/
-cp "${1:-deploy/gpu/runs/window-mamba.tsv}" .gpu/runs.tsv
+cp "$runs" .gpu/runs.tsv
 du -sh .gpu | sed 's/^/packed: /'

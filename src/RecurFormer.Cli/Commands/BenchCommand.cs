@@ -96,8 +96,14 @@ public static class BenchCommand
             {
                 foreach (var engine in engines)
                 {
-                    await engine.StopAsync(TimeSpan.Zero);
-                    engine.Dispose();
+                    try
+                    {
+                        await engine.StopAsync(TimeSpan.Zero);
+                    }
+                    finally
+                    {
+                        engine.Dispose();
+                    }
                 }
                 foreach (var lm in models)
                 {

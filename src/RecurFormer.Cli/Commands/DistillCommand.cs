@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Runtime;
 using RecurFormer.Toolkit.Conversion;
 using RecurFormer.Toolkit.Data;
@@ -86,9 +87,15 @@ public static class DistillCommand
                 TeacherCache = parse.GetValue(teacherCache),
                 TeacherTopK = parse.GetValue(topK),
             };
-            if (parse.GetValue(stopAfterSeconds) is <= 0)
+            if (parse.GetValue(stopAfterSeconds) is { } limit && !(limit > 0 && limit <= TimeSpan.MaxValue.TotalSeconds / 2))
             {
-                throw new UserError("--stop-after-seconds must be > 0");
+                throw new UserError($"--stop-after-seconds must be a positive number of seconds, not {limit}");
+            }
+            if (options.Stage1Steps > 0 && ModelConfig.Load(studentFolder) is TransformerConfig { } studentConfig
+                && studentConfig.Hybrid.Layers.Any(l => l.WindowMambaGroups.Count > 0))
+            {
+                // Checked before any weight is loaded; the distiller refuses it too.
+                throw new UserError($"{studentFolder} is a window-mamba student: it trains end to end only, give --stage1-steps 0");
             }
             if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
             {

@@ -133,7 +133,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                     progress.Report(records.Count);
                 }
                 var last = step + 1 == steps;
-                var stopping = (++stepsThisRun == StopAfterSteps || clock.Elapsed >= StopAfterTime) && !last;
+                var stopping = (++stepsThisRun >= StopAfterSteps || clock.Elapsed >= StopAfterTime) && !last;
                 if ((step + 1) % options.CheckpointEvery == 0 || last || stopping)
                 {
                     var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records) : new ResumeState(stage, step + 1, data.Consumed, records);
