@@ -18,7 +18,7 @@ public sealed class DistillCommandTests
                 "--data", Directory.GetFiles(data, "*.jsonl")[0], "--out", output];
             var stage1 = await Run([.. common, "--stage1-steps", "5", "--stage2-steps", "0"]);
             Assert.Equal(1, stage1.ExitCode);
-            Assert.Contains("window-mamba student: it trains end to end only, give --stage1-steps 0", stage1.Stderr);
+            Assert.Contains("a window-mamba student trains end to end only: give --stage1-steps 0", stage1.Stderr);
             Assert.DoesNotContain("   at ", stage1.Stderr);
 
             var time = await Run([.. common, "--stage1-steps", "0", "--stage2-steps", "1", "--stop-after-seconds", "-3"]);

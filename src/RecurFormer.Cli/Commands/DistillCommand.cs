@@ -91,11 +91,9 @@ public static class DistillCommand
             {
                 throw new UserError($"--stop-after-seconds must be a positive number of seconds, not {limit}");
             }
-            if (options.Stage1Steps > 0 && ModelConfig.Load(studentFolder) is TransformerConfig { } studentConfig
-                && studentConfig.Hybrid.Layers.Any(l => l.WindowMambaGroups.Count > 0))
+            if (ModelConfig.Load(studentFolder) is TransformerConfig studentConfig && Distiller.Stage1Refusal(studentConfig, options.Stage1Steps) is { } refusal)
             {
-                // Checked before any weight is loaded; the distiller refuses it too.
-                throw new UserError($"{studentFolder} is a window-mamba student: it trains end to end only, give --stage1-steps 0");
+                throw new UserError($"{studentFolder}: {refusal}");
             }
             if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
             {

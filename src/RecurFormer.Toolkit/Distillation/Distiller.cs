@@ -1,4 +1,5 @@
 using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -29,6 +30,10 @@ public sealed class Distiller : IDisposable
         _student = student as TransformerCausalLM
             ?? throw new ArgumentException("the student must be a converted Transformer (recurformer convert --kind mamba)");
         _options = options;
+        if (Stage1Refusal((TransformerConfig)_student.Config, options.Stage1Steps) is { } refusal)
+        {
+            throw new ArgumentException(refusal);
+        }
         for (var layer = 0; layer < _student.Layers.Count; layer++)
         {
             var attention = _student.Layers[layer].SelfAttention;
@@ -37,12 +42,6 @@ public sealed class Distiller : IDisposable
                 continue;
             }
             var heads = attention.Heads;
-            if (heads.WindowMambaGroups.Length > 0 && options.Stage1Steps > 0)
-            {
-                // Stage 1's target is the teacher's output of the replaced heads; a window-Mamba mixer only adds what
-                // the window misses, a target stage 1 does not compute.
-                throw new ArgumentException("a window-Mamba student trains end to end only: give --stage1-steps 0");
-            }
             var columns = heads.HeadsOf(heads.MixerGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
             var outputWeight = attention.OutputProjection.Weight;
             var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device)).DetachFromDisposeScope();
@@ -55,6 +54,16 @@ public sealed class Distiller : IDisposable
     }
 
     public IReadOnlyList<int> Layers => _layers.Select(l => l.Layer).ToArray();
+
+    /// <summary>
+    /// Why a student cannot run <paramref name="stage1Steps"/> steps of stage 1, or null: stage 1's target is the
+    /// teacher's output of the replaced heads, and a window-Mamba mixer only adds what the window misses, a target
+    /// stage 1 does not compute. Reads the config alone, so that the CLI can refuse before loading any weight.
+    /// </summary>
+    public static string? Stage1Refusal(TransformerConfig student, int stage1Steps) =>
+        stage1Steps > 0 && student.Hybrid.Layers.Any(l => l.WindowMambaGroups.Count > 0)
+            ? "a window-mamba student trains end to end only: give --stage1-steps 0"
+            : null;
 
     /// <summary>Parameters trained in stage 1: the Mamba mixers.</summary>
     public IReadOnlyList<Parameter> Stage1Parameters() => _layers.SelectMany(l => l.Mixer.parameters()).ToArray();
