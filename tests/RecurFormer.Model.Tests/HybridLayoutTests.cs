@@ -30,6 +30,15 @@ public sealed class HybridLayoutTests : IDisposable
         return _folder;
     }
 
+    /// <summary>Changes <c>recurformer.layers</c> of the folder's config.json in place.</summary>
+    private void EditLayers(Action<JsonArray> change)
+    {
+        var path = Path.Combine(_folder, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        change(config["recurformer"]!["layers"]!.AsArray());
+        File.WriteAllText(path, config.ToJsonString());
+    }
+
     private static Tensor Logits(ICausalLM model, long[] ids)
     {
         using var cache = model.CreateCache(256);
@@ -75,10 +84,7 @@ public sealed class HybridLayoutTests : IDisposable
     public void A_group_both_windowed_and_window_mamba_is_rejected()
     {
         Windowed(8, 2, 1);
-        var path = Path.Combine(_folder, "config.json");
-        var config = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
-        config["recurformer"]!["layers"]![1]!["window_mamba_groups"] = new JsonArray(1);
-        File.WriteAllText(path, config.ToJsonString());
+        EditLayers(layers => layers[1]!["window_mamba_groups"] = new JsonArray(1));
         var error = Assert.Throws<ModelLoadException>(() => ModelConfig.Load(_folder));
         Assert.Contains("recurformer.layers[1] lists a KV group twice", error.Message);
     }
@@ -87,10 +93,7 @@ public sealed class HybridLayoutTests : IDisposable
     public void Window_mamba_groups_attend_through_the_window_and_feed_the_mixer()
     {
         Windowed(8, 2, 0);
-        var path = Path.Combine(_folder, "config.json");
-        var config = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
-        config["recurformer"]!["layers"]![2] = new JsonObject { ["window_mamba_groups"] = new JsonArray(1, 0) };
-        File.WriteAllText(path, config.ToJsonString());
+        EditLayers(layers => layers[2] = new JsonObject { ["window_mamba_groups"] = new JsonArray(1, 0) });
         var parsed = (TransformerConfig)ModelConfig.Load(_folder);
         var heads = parsed.Heads(2);
         Assert.Equal([0, 1], heads.WindowGroups);

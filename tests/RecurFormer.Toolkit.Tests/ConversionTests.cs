@@ -51,11 +51,7 @@ public sealed class ConversionTests : IDisposable
         var folder = TestData.Convert(_temp, ReplacementKind.Window, [(0, 1), (1, 0), (2, 1)], window);
         using var model = TestData.Load(folder);
         var config = (TransformerConfig)model.Config;
-        using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
-        using (var cache = model.CreateCache(Prompt.Length))
-        {
-            model.Forward(new ForwardBatch([Prompt], cache.Sequences) { Capture = capture }).Dispose();
-        }
+        using var capture = CaptureLayers(model);
         using var source = new SourceWeights(TestData.QwenTiny);
         for (var layer = 0; layer < config.NumHiddenLayers; layer++)
         {
@@ -63,6 +59,15 @@ public sealed class ConversionTests : IDisposable
             var difference = (capture.HeadOutputs(layer) - expected).abs().max().item<float>();
             Assert.True(difference < 1e-5, $"layer {layer}: max |Δ| = {difference}");
         }
+    }
+
+    /// <summary>Every layer's input and head outputs for the prompt.</summary>
+    private static AttentionCapture CaptureLayers(ICausalLM model)
+    {
+        var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
+        using var cache = model.CreateCache(Prompt.Length);
+        model.Forward(new ForwardBatch([Prompt], cache.Sequences) { Capture = capture }).Dispose();
+        return capture;
     }
 
     /// <summary>
@@ -180,11 +185,7 @@ public sealed class ConversionTests : IDisposable
         GiveTheMixersOutputs(folder);
         using var model = TestData.Load(folder);
         var config = (TransformerConfig)model.Config;
-        using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
-        using (var cache = model.CreateCache(Prompt.Length))
-        {
-            model.Forward(new ForwardBatch([Prompt], cache.Sequences) { Capture = capture }).Dispose();
-        }
+        using var capture = CaptureLayers(model);
         using var source = new SourceWeights(TestData.QwenTiny);
         var transformer = (TransformerCausalLM)model;
         foreach (var layer in new[] { 0, 2 })

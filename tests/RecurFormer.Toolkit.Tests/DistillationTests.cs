@@ -87,13 +87,10 @@ public sealed class DistillationTests : IDisposable
     public void A_short_run_writes_the_student_losses_and_a_resumable_checkpoint()
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 1)]);
-        var texts = Enumerable.Range(0, 200).Select(i => string.Join(' ', Enumerable.Range(i, 12).Select(j => $"w{j % 37}"))).ToArray();
-        // qwen2-tiny has no tokenizer: use the demo model's (its ids exceed the tiny vocabulary, so fold them).
+        // qwen2-tiny has no tokenizer: RunFolder gives the student a byte-level one that fits its vocabulary.
         var options = new DistillOptions { Stage1Steps = 2, Stage2Steps = 2, BatchSize = 2, SequenceLength = 24, CheckpointEvery = 1, WarmupSteps = 1 };
-        var paths = new DistillationPaths(_temp.Sub("run"));
-        Directory.CreateDirectory(paths.Out);
-        CopyTokenizer(student);
-        var run = new DistillationRun(TestData.QwenTiny, student, () => texts, options, RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" }));
+        var paths = RunFolder("run", student);
+        var run = new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options, RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" }));
         var records = run.Run(paths, resume: false, ScalarType.Float32);
 
         Assert.Equal([1, 1, 2, 2], records.Select(r => r.Stage));
@@ -108,18 +105,15 @@ public sealed class DistillationTests : IDisposable
     public void A_run_out_of_time_leaves_a_checkpoint_that_resumes_to_the_end()
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 1)]);
-        var texts = Enumerable.Range(0, 200).Select(i => string.Join(' ', Enumerable.Range(i, 12).Select(j => $"w{j % 37}"))).ToArray();
         var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 1, BatchSize = 2, SequenceLength = 24, CheckpointEvery = 100, WarmupSteps = 1 };
-        var paths = new DistillationPaths(_temp.Sub("timed"));
-        Directory.CreateDirectory(paths.Out);
-        CopyTokenizer(student);
+        var paths = RunFolder("timed", student);
         var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
         // No time at all: the first step still runs, then the run stops with a checkpoint (CheckpointEvery is far off).
-        var first = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target) { StopAfterTime = TimeSpan.Zero }.Run(paths, false, ScalarType.Float32);
+        var first = new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options, target) { StopAfterTime = TimeSpan.Zero }.Run(paths, false, ScalarType.Float32);
         Assert.Single(first);
         Assert.Equal((1, 1), (ResumeState.Load(paths.State).Stage, ResumeState.Load(paths.State).Step));
         Assert.True(File.Exists(Path.Combine(paths.Checkpoint, "model.safetensors")));
-        var rest = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(paths, true, ScalarType.Float32);
+        var rest = new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options, target).Run(paths, true, ScalarType.Float32);
         Assert.Equal([1, 1, 1, 2], rest.Select(r => r.Stage));
         Assert.True(File.Exists(Path.Combine(paths.Out, "model.safetensors")));
     }
@@ -179,6 +173,18 @@ public sealed class DistillationTests : IDisposable
         Assert.Equal((2L, 0L), (read.Hits, read.Misses));   // sequences 6 and 7 fill shard 3, which the first run wrote
         Assert.Equal(computed.Kl, read.Kl);
         Assert.Equal(full.Kl, everyToken.Kl, 4);
+    }
+
+    /// <summary>200 short lines of 12 words from a 37-word vocabulary: enough for a few steps of a short run.</summary>
+    private static readonly string[] WordTexts = Enumerable.Range(0, 200).Select(i => string.Join(' ', Enumerable.Range(i, 12).Select(j => $"w{j % 37}"))).ToArray();
+
+    /// <summary>A run's output folder, made, with the student given a tokenizer (qwen2-tiny has none).</summary>
+    private DistillationPaths RunFolder(string name, string student)
+    {
+        var paths = new DistillationPaths(_temp.Sub(name));
+        Directory.CreateDirectory(paths.Out);
+        CopyTokenizer(student);
+        return paths;
     }
 
     /// <summary>A byte-level tokenizer whose ids fit qwen2-tiny's vocabulary of 320: the demo model's first 256 tokens.</summary>
