@@ -26,10 +26,11 @@ public sealed class ComputeOptions(bool training = false)
         command.Options.Add(Threads);
     }
 
-    public ComputeTarget Initialize(ParseResult parse) => TorchRuntime.Initialize(new TorchOptions
+    /// <param name="threads">libtorch threads when the command decides them (distill's workers share --threads); null: --threads.</param>
+    public ComputeTarget Initialize(ParseResult parse, int? threads = null) => TorchRuntime.Initialize(new TorchOptions
     {
         Device = parse.GetValue(Device)!,
         DType = training && parse.GetValue(DType) == "auto" ? "float32" : parse.GetValue(DType)!,
-        Threads = parse.GetValue(Threads),
+        Threads = threads ?? parse.GetValue(Threads),
     });
 }

@@ -8,7 +8,7 @@ public sealed class DistillCommandTests
     private static string Models(string name) => Path.Combine(RepositoryRoot, "models", name);
 
     [Fact]
-    public async Task A_window_mamba_student_is_refused_stage_1_and_a_bad_time_limit_is_refused()
+    public async Task A_window_mamba_student_is_refused_stage_1_and_a_bad_time_limit_or_worker_count_is_refused()
     {
         var data = Path.Combine(RepositoryRoot, "tests", "RecurFormer.Toolkit.Tests", "Data");
         var output = Path.Combine(Path.GetTempPath(), $"recurformer-distill-{Guid.NewGuid():N}");
@@ -24,6 +24,11 @@ public sealed class DistillCommandTests
             var time = await Run([.. common, "--stage1-steps", "0", "--stage2-steps", "1", "--stop-after-seconds", "-3"]);
             Assert.Equal(1, time.ExitCode);
             Assert.Contains("--stop-after-seconds must be a positive number of seconds, not -3", time.Stderr);
+
+            var workers = await Run([.. common, "--stage1-steps", "0", "--stage2-steps", "1", "--batch", "2", "--workers", "3"]);
+            Assert.Equal(1, workers.ExitCode);
+            Assert.Contains("--workers must be between 1 and --batch (2), and 1 off the CPU; not 3", workers.Stderr);
+            Assert.False(Directory.Exists(output)); // refused before it made anything
         }
         finally
         {

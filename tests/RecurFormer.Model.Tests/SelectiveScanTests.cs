@@ -138,7 +138,7 @@ public sealed class SelectiveScanTests
         }
     }
 
-    private static void AssertClose(string what, Tensor expected, Tensor actual)
+    internal static void AssertClose(string what, Tensor expected, Tensor actual)
     {
         var scale = Math.Max(1f, expected.abs().max().item<float>());
         var difference = (expected - actual).abs().max().item<float>() / scale;

@@ -118,16 +118,20 @@ public sealed class DistillationTests : IDisposable
         Assert.True(File.Exists(Path.Combine(paths.Out, "model.safetensors")));
     }
 
-    /// <summary>Also with the bfloat16 teacher and products (stage 2 through the low-precision copy of the student).</summary>
+    /// <summary>
+    /// Also with the bfloat16 teacher and products (stage 2 through low-precision copies of the student), and with two
+    /// workers sharing each batch (their gradients summed in worker order: the same result whichever finishes first).
+    /// </summary>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped(bool bfloat16)
+    [InlineData(false, 1)]
+    [InlineData(true, 1)]
+    [InlineData(true, 2)]
+    public void A_resumed_run_continues_exactly_where_the_interrupted_one_stopped(bool bfloat16, int workers)
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 0), (2, 1)]);
         CopyTokenizer(student);
         var texts = Enumerable.Range(0, 100).Select(i => $"text {i} about the type T{i % 7}").ToArray();
-        var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1 };
+        var options = new DistillOptions { Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1, Workers = workers };
         if (bfloat16)
         {
             options = options with { TeacherDType = ScalarType.BFloat16, MatmulDType = ScalarType.BFloat16 };
@@ -141,6 +145,52 @@ public sealed class DistillationTests : IDisposable
         var resumed = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(sliced, true, ScalarType.Float32);
 
         Assert.Equal(whole.Select(r => (r.Stage, r.Step, r.Loss)), resumed.Select(r => (r.Stage, r.Step, r.Loss)));
+    }
+
+    /// <summary>
+    /// Two workers, each with its own teacher and student (the second a replica), on a batch of three sequences split
+    /// 1 + 2: the same loss and the same gradients in the master's parameters as one worker on the whole batch.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Two_workers_sharing_a_batch_give_the_loss_and_gradients_of_one(int stage)
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 1), (1, 0), (2, 1)]);
+        var prompt = TestData.ReferenceIds(TestData.QwenTiny, "prompt_2");
+        long[][] batch = [TestData.ReferenceIds(TestData.QwenTiny, "prompt_1")[..20], prompt[..20], prompt[5..25]];
+        var options = new DistillOptions();
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var secondTeacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        using var single = new Distiller(teacher, model, options);
+        var parameters = stage == 1 ? single.Stage1Parameters() : single.Stage2Parameters(TrainedParts.Mamba | TrainedParts.OutputProjection);
+        foreach (var parameter in ((nn.Module)model).parameters())
+        {
+            parameter.requires_grad = false;
+        }
+        foreach (var parameter in parameters)
+        {
+            parameter.requires_grad = true;
+        }
+
+        var one = stage == 1 ? single.Stage1Backward(batch).Loss : single.Stage2Backward(batch).Loss;
+        var expected = parameters.Select(p => p.grad!.clone()).ToArray();
+        foreach (var parameter in parameters)
+        {
+            parameter.grad = null;
+        }
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
+        using var team = new DistillTeam([teacher, secondTeacher], model, student, target, lowPrecision: false, parameters, options, cache: null);
+        var two = stage == 1 ? team.Stage1Backward(batch).Loss : team.Stage2Backward(batch, [0, 1, 2]).Loss;
+
+        Assert.Equal(one, two, 5);
+        for (var i = 0; i < parameters.Count; i++)
+        {
+            var scale = Math.Max(1e-6f, expected[i].abs().max().item<float>());
+            var difference = (expected[i] - parameters[i].grad!).abs().max().item<float>() / scale;
+            Assert.True(difference < 1e-4, $"parameter {i}: max |Δ| / scale = {difference}");
+        }
     }
 
     [Fact]

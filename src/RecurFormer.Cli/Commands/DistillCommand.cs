@@ -45,7 +45,7 @@ public static class DistillCommand
         };
         var matmulDType = new Option<string>("--matmul-dtype")
         {
-            Description = "dtype of the matrix products in training (stage 1: the mixers' in_proj and out_proj; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
+            Description = "dtype of the matrix products in training (stage 1: the mixers' projections; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
             DefaultValueFactory = _ => "auto",
         };
         var teacherCache = new Option<string?>("--teacher-cache")
@@ -54,12 +54,17 @@ public static class DistillCommand
         };
         var topK = new Option<int>("--teacher-top-k") { Description = "Tokens per position in the teacher cache.", DefaultValueFactory = _ => 64 };
         var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };
+        var workers = new Option<int?>("--workers")
+        {
+            Description = "Workers that each run a share of every batch on their own thread with one libtorch thread (CPU); their gradients are summed. "
+                + "Default: on the CPU one per --threads (one per core), at most --batch; on CUDA 1.",
+        };
         var onBadLine = OnBadLine();
         var compute = new ComputeOptions(training: true);
 
         var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
         {
-            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, stopAfterSeconds, teacherDType, matmulDType, teacherCache, topK, saveDType, onBadLine,
+            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, stopAfterSeconds, teacherDType, matmulDType, teacherCache, topK, saveDType, workers, onBadLine,
         };
         compute.AddTo(command);
         command.SetAction(parse => Run(() =>
@@ -107,6 +112,13 @@ public static class DistillCommand
             {
                 throw new UserError("--batch, --checkpoint-every ≥ 1, --length, --stage2-length ≥ 2 and learning rates > 0");
             }
+            var onCpu = parse.GetValue(compute.Device) == "cpu";
+            var threads = parse.GetValue(compute.Threads) ?? Environment.ProcessorCount;
+            var workerCount = parse.GetValue(workers) ?? (onCpu ? Math.Clamp(threads, 1, options.BatchSize) : 1);
+            if (workerCount < 1 || workerCount > options.BatchSize || (!onCpu && workerCount > 1))
+            {
+                throw new UserError($"--workers must be between 1 and --batch ({options.BatchSize}), and 1 off the CPU; not {workerCount}");
+            }
             var dtype = parse.GetValue(saveDType)!.ToLowerInvariant() switch
             {
                 "bfloat16" or "bf16" => TorchSharp.torch.ScalarType.BFloat16,
@@ -129,9 +141,11 @@ public static class DistillCommand
                 CheckpointFolder.Prepare(outFolder, parse.GetValue(force));
             }
             var policy = Policy(parse.GetValue(onBadLine)!);
-            var target = compute.Initialize(parse);
+            // The workers share the threads: each runs its own libtorch operations and scan kernels on its share.
+            var target = compute.Initialize(parse, threads: onCpu ? Math.Max(1, threads / workerCount) : null);
             options = options with
             {
+                Workers = workerCount,
                 TeacherDType = LowPrecision(parse.GetValue(teacherDType)!, target, "--teacher-dtype"),
                 MatmulDType = LowPrecision(parse.GetValue(matmulDType)!, target, "--matmul-dtype"),
             };

@@ -70,9 +70,9 @@ public sealed class ForwardBatch
     public AttentionCapture? Capture { get; init; }
 
     /// <summary>
-    /// Run the decoder layers up to this one only and return its output hidden state [T, hidden] instead of logits
-    /// (the caches do not advance; Transformer models): distillation's stage 1 needs the teacher only up to the last
-    /// replaced layer.
+    /// Run the decoder layers up to this one's attention block only and return the hidden state after that block
+    /// [T, hidden] instead of logits (the caches do not advance; Transformer models): distillation's stage 1 needs the
+    /// teacher only up to the attention of the last replaced layer (its MLP would feed only layers that do not run).
     /// </summary>
     public int? LastLayer { get; init; }
 

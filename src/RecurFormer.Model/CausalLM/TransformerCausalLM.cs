@@ -104,11 +104,18 @@ internal sealed class TransformerBackbone : nn.Module
     {
         using var scope = NewDisposeScope();
         var hidden = embed_tokens.forward(tokens); // [T, hidden]
-        var last = context.Batch.LastLayer ?? layers.Count - 1;
-        for (var i = 0; i <= last; i++)
+        if (context.Batch.LastLayer is { } last)
         {
-            hidden = layers[i].Forward(hidden, context);
+            for (var i = 0; i < last; i++)
+            {
+                hidden = layers[i].Forward(hidden, context);
+            }
+            return layers[last].AttentionBlock(hidden, context).MoveToOuterDisposeScope();
         }
-        return (context.Batch.LastLayer is null ? norm.forward(hidden) : hidden).MoveToOuterDisposeScope();
+        foreach (var layer in layers)
+        {
+            hidden = layer.Forward(hidden, context);
+        }
+        return norm.forward(hidden).MoveToOuterDisposeScope();
     }
 }

@@ -122,12 +122,13 @@ public sealed partial class Attention
     }
 
     /// <summary>
-    /// Whether a prefill chunk's full-group attention runs on the kernels: on the CPU, for inference (no autograd,
-    /// no recorded probabilities). libtorch's CPU attention costs 3 ms per layer at 128 tokens and 140 ms at 1,024
-    /// here; the kernel reads each query's keys from the cache pool, causal by construction.
+    /// Whether a prefill chunk's full-group attention runs on the kernels: on the CPU, without autograd and without
+    /// recorded probabilities (a capture of layer inputs and head outputs, distillation's teacher, is fine: the heads
+    /// are recorded from whichever path computed them). libtorch's CPU attention costs 3 ms per layer at 128 tokens
+    /// and 140 ms at 1,024 here; the kernel reads each query's keys from the cache pool, causal by construction.
     /// </summary>
     private bool PrefillsWithKernels(ForwardContext context) =>
-        Kernel.IsAccelerated && context.Storage.KernelsSupport && !context.Batch.Training && context.Batch.Capture is null
+        Kernel.IsAccelerated && context.Storage.KernelsSupport && !context.Batch.Training && context.Batch.Capture is not { RecordsProbabilities: true }
         && _heads.GroupSize <= PrefillAttentionKernel.Lanes;
 
     /// <summary>

@@ -31,7 +31,10 @@ public sealed partial class DecoderLayer : nn.Module
     public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.forward(x), context);
+        var h = AttentionBlock(x, context);
         return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The first half of the block, x + attn(norm(x)): where a forward that stops at this layer stops.</summary>
+    public Tensor AttentionBlock(Tensor x, ForwardContext context) => x + self_attn.Forward(input_layernorm.forward(x), context);
 }

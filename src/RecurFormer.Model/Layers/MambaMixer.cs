@@ -162,8 +162,7 @@ public sealed partial class MambaMixer : nn.Module
     {
         var sequences = context.Batch.SequenceCount;
         var inner = Shape.InnerSize;
-        var padded = nn.functional.pad(u.view(sequences, -1, inner).transpose(1, 2), [Shape.ConvKernel - 1, 0]); // [B, dI, L+K-1]
-        var xc = nn.functional.silu(nn.functional.conv1d(padded, conv1d_weight, conv1d_bias, groups: inner)).transpose(1, 2); // [B, L, dI]
+        var xc = CausalConvolution.Training(u.view(sequences, -1, inner), conv1d_weight, conv1d_bias, context.Batch.KernelThreads); // [B, L, dI]
         var (dt, bInput, cOutput) = SelectiveParameters(xc);
         return TensorScan.Training(xc, dt, bInput, cOutput, a, D, context.Batch.KernelThreads);
     }

@@ -47,8 +47,8 @@ public sealed record DistillOptions
     public TorchSharp.torch.ScalarType? TeacherDType { get; init; }
 
     /// <summary>
-    /// dtype of the big matrix products, forward and backward; null: float32. Stage 1: the mixers' in_proj and
-    /// out_proj. Stage 2: the whole student, through a copy in this dtype (<see cref="LowPrecisionCopy"/>). The trained
+    /// dtype of the matrix products, forward and backward; null: float32. Stage 1: the mixers' projections and the
+    /// loss's. Stage 2: the whole student, through copies in this dtype (<see cref="StudentReplica"/>). The trained
     /// weights, their optimiser state and checkpoints stay float32 either way.
     /// </summary>
     public TorchSharp.torch.ScalarType? MatmulDType { get; init; }
@@ -62,6 +62,13 @@ public sealed record DistillOptions
     /// <summary>Tokens per position kept in the teacher cache (the KL's buckets, plus one for the rest).</summary>
     public int TeacherTopK { get; init; } = 64;
     public long Seed { get; init; } = 0;
+
+    /// <summary>
+    /// Workers that each run a share of every batch on their own thread, with their own teacher and student copy
+    /// (<see cref="DistillTeam"/>); their gradients are summed, so the batch, the losses and (up to rounding) the
+    /// steps are those of one worker. For the CPU, with one libtorch thread each.
+    /// </summary>
+    public int Workers { get; init; } = 1;
 
     /// <summary>Write a resumable checkpoint every this many steps (and at the end of each stage).</summary>
     public int CheckpointEvery { get; init; } = 50;

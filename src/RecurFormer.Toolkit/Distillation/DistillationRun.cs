@@ -55,7 +55,10 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
         var records = state.Records.ToList();
         var source = resume ? paths.Checkpoint : studentFolder;
-        using var teacher = CausalLMLoader.FromPretrained(teacherFolder, target with { DType = options.TeacherDType ?? target.DType });
+        // One teacher per worker: each worker's models are its own (DistillTeam).
+        using var teachers = new Teachers(Enumerable.Range(0, options.Workers)
+            .Select(_ => CausalLMLoader.FromPretrained(teacherFolder, target with { DType = options.TeacherDType ?? target.DType })).ToArray());
+        var teacher = teachers.Models[0];
         using var student = CausalLMLoader.FromPretrained(source, target);
         var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
         using var data = new TrainingSequences(texts, tokenizer, options.SequenceLength, options.Seed);
@@ -89,9 +92,10 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             {
                 optimizer.load_state_dict(paths.Optimizer);
             }
-            // Stage 2 runs the whole student: in bfloat16 products when asked, on a copy (float32 master weights here).
+            // Stage 2 runs the whole student: in bfloat16 products when asked, on copies (float32 master weights here).
             var lowPrecision = stage == 2 && options.MatmulDType is { } low && low != target.DType ? low : (ScalarType?)null;
-            using var copy = lowPrecision is { } dtype ? new LowPrecisionCopy(student, source, target with { DType = dtype }, parameters) : null;
+            using var team = new DistillTeam(teachers.Models, student, source, target with { DType = lowPrecision ?? target.DType }, lowPrecision is not null,
+                parameters, options, distiller.TeacherCache);
             var tokensPerStep = (long)options.BatchSize * (stage == 1 ? options.SequenceLength : Math.Min(options.SequenceLength, options.Stage2SequenceLength));
             var throughput = new StageThroughput(stage, tokensPerStep);
             _throughput.Add(throughput);
@@ -108,15 +112,13 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 LossRecord record;
                 if (stage == 1)
                 {
-                    var (loss, layers) = distiller.Stage1Backward(batch);
+                    var (loss, layers) = team.Stage1Backward(batch);
                     record = new LossRecord(1, step + 1, loss, null, null, layers, rate, clock.Elapsed.TotalSeconds);
                 }
                 else
                 {
-                    copy?.PullWeights();
-                    var (loss, kl, ce) = distiller.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(), copy?.Model,
+                    var (loss, kl, ce) = team.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(),
                         Enumerable.Range(0, batch.Length).Select(i => firstSequence + i).ToArray());
-                    copy?.PushGradients();
                     record = new LossRecord(2, step + 1, loss, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
                 }
                 if (options.ClipNorm > 0)
@@ -173,6 +175,18 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     }
 
     /// <summary>Linear warm-up over the first steps, then cosine decay to a tenth of the peak.</summary>
+    /// <summary>The teachers of a run's workers, disposed together.</summary>
+    private sealed record Teachers(ICausalLM[] Models) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var model in Models)
+            {
+                model.Dispose();
+            }
+        }
+    }
+
     public double LearningRate(double peak, int step, int steps)
     {
         if (step < options.WarmupSteps)

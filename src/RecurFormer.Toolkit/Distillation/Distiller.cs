@@ -91,6 +91,17 @@ public sealed class Distiller : IDisposable
     /// <summary>Stage-1 loss and gradients for one batch; returns the mean relative loss over layers and each layer's.</summary>
     public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> sequences)
     {
+        using var targets = Stage1Teacher(sequences);
+        var perLayer = Stage1Backward(targets, Stage1Targets.Reference([targets]));
+        return (perLayer.Values.Average(), perLayer);
+    }
+
+    /// <summary>
+    /// Stage 1's first half: the teacher's forward over <paramref name="sequences"/> (one share of a batch), kept as
+    /// each replaced layer's input and target, with the energy of the targets for the loss's reference.
+    /// </summary>
+    public Stage1Targets Stage1Teacher(IReadOnlyList<long[]> sequences)
+    {
         if (sequences.Any(s => s.Length != sequences[0].Length))
         {
             throw new ArgumentException("stage 1 trains on sequences of equal length");
@@ -101,28 +112,44 @@ public sealed class Distiller : IDisposable
         {
             _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture, LastLayer = _layers[^1].Layer });
         }
-        var perLayer = new Dictionary<int, double>();
+        var matmul = _options.MatmulDType ?? ScalarType.Float32;
+        var layers = new List<Stage1Targets.Layer>();
         foreach (var layer in _layers)
         {
-            // One layer at a time, backward at once: only one layer's scan graph is alive.
-            using var layerScope = NewDisposeScope();
             // The teacher may compute in bfloat16 (--teacher-dtype): the student trains in float32.
             var input = capture.LayerInput(layer.Layer).to_type(ScalarType.Float32);
             var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
                 .to_type(ScalarType.Float32);
-            var output = layer.Function.Forward(input, sequences.Count);
-            var matmul = _options.MatmulDType ?? ScalarType.Float32;
-            var error = MixerFunction.Linear(output - target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
-            Tensor reference;
-            using (no_grad())
-            {
-                reference = MixerFunction.Linear(target, layer.OutputColumns, null, matmul).pow(2).mean().clamp_min(1e-12);
-            }
-            var loss = error.pow(2).mean() / reference;
+            using var _ = no_grad();
+            var projected = MixerFunction.Linear(target, layer.OutputColumns, null, matmul);   // [T, hidden], as o_proj sees it
+            layers.Add(new Stage1Targets.Layer(layer.Layer, input.DetachFromDisposeScope(), target.DetachFromDisposeScope(),
+                projected.pow(2).sum().item<float>(), projected.numel()));
+        }
+        return new Stage1Targets(sequences.Count, layers);
+    }
+
+    /// <summary>
+    /// Stage 1's second half: each mixer's loss on its share of the batch and its gradients, one layer at a time. The
+    /// loss is the squared error after o_proj (so that directions o_proj ignores cost nothing) relative to the
+    /// teacher's contribution over the whole batch (<paramref name="reference"/>: mean squared target per layer); a
+    /// share's parts sum to the batch's loss. Returns each layer's part.
+    /// </summary>
+    public Dictionary<int, double> Stage1Backward(Stage1Targets targets, IReadOnlyDictionary<int, (double Energy, long Elements)> reference)
+    {
+        var perLayer = new Dictionary<int, double>();
+        var matmul = _options.MatmulDType ?? ScalarType.Float32;
+        foreach (var (layer, data) in _layers.Zip(targets.Layers))
+        {
+            // One layer at a time, backward at once: only one layer's scan graph is alive.
+            using var layerScope = NewDisposeScope();
+            var output = layer.Function.Forward(data.Input, targets.Sequences);
+            var error = MixerFunction.Linear(output - data.Target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
+            var (energy, elements) = reference[layer.Layer];
+            var loss = error.pow(2).sum() / (Math.Max(energy / elements, 1e-12) * elements);
             (loss / _layers.Count).backward();
             perLayer[layer.Layer] = loss.item<float>();
         }
-        return (perLayer.Values.Average(), perLayer);
+        return perLayer;
     }
 
     /// <summary>
@@ -134,9 +161,12 @@ public sealed class Distiller : IDisposable
     /// <summary>
     /// Stage-2 loss and gradients for one batch: (total, KL, CE). <paramref name="student"/>: the model that runs
     /// forward and backward, when not the student itself (its low-precision copy). <paramref name="streamIndices"/>:
-    /// each sequence's index in the training stream (the teacher cache's key).
+    /// each sequence's index in the training stream (the teacher cache's key). <paramref name="batch"/>: the whole
+    /// batch when <paramref name="sequences"/> is one share of it: the means are then taken over the batch's tokens,
+    /// so that the shares' losses and gradients sum to the batch's.
     /// </summary>
-    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null, IReadOnlyList<long>? streamIndices = null)
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null,
+        IReadOnlyList<long>? streamIndices = null, IReadOnlyList<long[]>? batch = null)
     {
         using var scope = NewDisposeScope();
         var studentLogits = Logits(student ?? _student, sequences, training: true);
@@ -147,22 +177,25 @@ public sealed class Distiller : IDisposable
 
         var (rows, targets) = Data.NextTokenTargets.Of(sequences);
         var device = studentLog.device;
-        var ce = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1)).mean();
-        var loss = _options.KlWeight * kl + _options.CeWeight * ce;
+        var ce = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1));
+        batch ??= sequences;
+        var meanKl = kl.sum() / batch.Sum(s => s.Length);                      // KL per position, every position
+        var meanCe = ce.sum() / batch.Sum(s => Math.Max(0, s.Length - 1));    // CE per next-token target
+        var loss = _options.KlWeight * meanKl + _options.CeWeight * meanCe;
         loss.backward();
-        return (loss.item<float>(), kl.item<float>(), ce.item<float>());
+        return (loss.item<float>(), meanKl.item<float>(), meanCe.item<float>());
     }
 
-    /// <summary>KL(teacher ‖ student) over the whole vocabulary, mean over tokens.</summary>
+    /// <summary>KL(teacher ‖ student) over the whole vocabulary, per position [T].</summary>
     private Tensor FullDivergence(IReadOnlyList<long[]> sequences, Tensor studentLog)
     {
         var teacherLog = nn.functional.log_softmax(Logits(_teacher, sequences, training: false), 1);
-        return (teacherLog.exp() * (teacherLog - studentLog)).sum(1).mean();
+        return (teacherLog.exp() * (teacherLog - studentLog)).sum(1);
     }
 
     /// <summary>
     /// KL between the teacher's and the student's distributions over k + 1 buckets: the teacher's top-k tokens, and
-    /// the rest of the vocabulary as one; mean over tokens.
+    /// the rest of the vocabulary as one; per position [T].
     /// </summary>
     private Tensor TopKDivergence(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices, Tensor studentLog)
     {
@@ -172,7 +205,7 @@ public sealed class Distiller : IDisposable
         var teacherTopProbabilities = teacherTop.exp();
         var teacherRest = (1 - teacherTopProbabilities.sum(1)).clamp_min(1e-8);
         var studentRest = (1 - studentTop.exp().sum(1)).clamp_min(1e-8);
-        return ((teacherTopProbabilities * (teacherTop - studentTop)).sum(1) + teacherRest * (teacherRest.log() - studentRest.log())).mean();
+        return (teacherTopProbabilities * (teacherTop - studentTop)).sum(1) + teacherRest * (teacherRest.log() - studentRest.log());
     }
 
     /// <summary>The teacher's top-k log-probabilities and token ids [T, k] of the packed sequences: cached, or computed and cached.</summary>

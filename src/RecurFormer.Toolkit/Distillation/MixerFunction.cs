@@ -21,8 +21,9 @@ public sealed class MixerFunction
     private readonly ScalarType _matmul;
 
     /// <param name="matmulDType">
-    /// dtype of the in_proj and out_proj products (the big ones), forward and backward; the weights, their gradients and
-    /// everything else stay float32. bfloat16 is ~4–6× faster on a CPU with bfloat16 instructions (docs/conversion.md).
+    /// dtype of the products (in_proj, x_proj, dt_proj, out_proj), forward and backward; the weights, their gradients,
+    /// the convolution, the scan and the gate stay float32. bfloat16 is ~4–6× faster for in_proj and out_proj on a CPU
+    /// with bfloat16 instructions, ~1.4× for the two small ones (docs/conversion.md).
     /// </param>
     public MixerFunction(MambaMixer mixer, ScalarType matmulDType = ScalarType.Float32)
     {
@@ -53,13 +54,12 @@ public sealed class MixerFunction
         var gate = projected.narrow(2, inner, inner).to_type(ScalarType.Float32);
 
         // Causal depthwise convolution: output t sees inputs t-K+1..t (zeros before the start).
-        var padded = nn.functional.pad(u.transpose(1, 2), [_shape.ConvKernel - 1, 0]);    // [B, dI, L+K-1]
-        var xc = nn.functional.silu(nn.functional.conv1d(padded, _convWeight, _convBias, groups: inner)).transpose(1, 2); // [B, L, dI]
+        var xc = CausalConvolution.Training(u, _convWeight, _convBias);                  // [B, L, dI]
 
-        var parameters = nn.functional.linear(xc, _xProj);
+        var parameters = Project(xc, _xProj, null);
         var rank = _shape.TimeStepRank;
         var state = _shape.StateSize;
-        var dt = nn.functional.softplus(nn.functional.linear(parameters.narrow(2, 0, rank), _dtWeight, _dtBias)); // [B, L, dI]
+        var dt = nn.functional.softplus(Project(parameters.narrow(2, 0, rank), _dtWeight, _dtBias)); // [B, L, dI]
         var b = parameters.narrow(2, rank, state);                                       // [B, L, N]
         var c = parameters.narrow(2, rank + state, state);
         var a = -_aLog.exp();                                                            // [dI, N]

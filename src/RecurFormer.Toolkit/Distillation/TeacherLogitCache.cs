@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using static TorchSharp.torch;
@@ -10,6 +11,7 @@ namespace RecurFormer.Toolkit.Distillation;
 /// written when all its sequences have been seen; later runs over the same teacher, data, lengths and seed (another
 /// learning rate, another student of the same teacher, a resumed run) read it instead of running the teacher. The
 /// folder holds one sub-folder per such key. Per token: k float32 log-probabilities and k int32 token ids.
+/// Safe to share between the workers of a run (<see cref="DistillTeam"/>): one reader or writer at a time.
 /// </summary>
 public sealed class TeacherLogitCache
 {
@@ -18,6 +20,7 @@ public sealed class TeacherLogitCache
     private readonly int _shardSize;
     private readonly Dictionary<long, (float[] LogProbs, int[] Ids, int Tokens)[]> _loaded = [];
     private readonly Dictionary<long, (float[] LogProbs, int[] Ids, int Tokens)?[]> _pending = [];
+    private readonly Lock _lock = new();
 
     /// <param name="key">Everything the targets depend on (teacher, its dtype, data, lengths, seed); hashed into the sub-folder name.</param>
     /// <param name="shardSize">Sequences per shard file (by default the shuffling block of <see cref="TrainingSequences"/>).</param>
@@ -39,6 +42,7 @@ public sealed class TeacherLogitCache
     /// <summary>The cached targets of sequence <paramref name="index"/> of the stream: log-probabilities [tokens, k], ids [tokens, k].</summary>
     public bool TryGet(long index, out Tensor logProbs, out Tensor ids)
     {
+        using var _ = _lock.EnterScope();
         var shard = index / _shardSize;
         if (!_loaded.TryGetValue(shard, out var entries))
         {
@@ -67,6 +71,7 @@ public sealed class TeacherLogitCache
     /// <summary>Records the targets of sequence <paramref name="index"/>; writes its shard once all of it is known.</summary>
     public void Put(long index, Tensor logProbs, Tensor ids)
     {
+        using var _ = _lock.EnterScope();
         var shard = index / _shardSize;
         if (!_pending.TryGetValue(shard, out var entries))
         {
@@ -92,14 +97,8 @@ public sealed class TeacherLogitCache
             foreach (var (logProbs, ids, tokens) in entries)
             {
                 writer.Write(tokens);
-                foreach (var value in logProbs)
-                {
-                    writer.Write(value);
-                }
-                foreach (var id in ids)
-                {
-                    writer.Write(id);
-                }
+                writer.Write(MemoryMarshal.AsBytes(logProbs.AsSpan())); // little-endian, as BinaryWriter writes numbers
+                writer.Write(MemoryMarshal.AsBytes(ids.AsSpan()));
             }
         }
         File.Move(temporary, path, overwrite: true); // a shard appears whole or not at all
@@ -114,14 +113,8 @@ public sealed class TeacherLogitCache
             var tokens = reader.ReadInt32();
             var logProbs = new float[tokens * _k];
             var ids = new int[tokens * _k];
-            for (var j = 0; j < logProbs.Length; j++)
-            {
-                logProbs[j] = reader.ReadSingle();
-            }
-            for (var j = 0; j < ids.Length; j++)
-            {
-                ids[j] = reader.ReadInt32();
-            }
+            reader.BaseStream.ReadExactly(MemoryMarshal.AsBytes(logProbs.AsSpan()));
+            reader.BaseStream.ReadExactly(MemoryMarshal.AsBytes(ids.AsSpan()));
             entries[i] = (logProbs, ids, tokens);
         }
         return entries;

@@ -7,18 +7,19 @@ using static TorchSharp.torch;
 namespace RecurFormer.Toolkit.Distillation;
 
 /// <summary>
-/// Mixed-precision training on the CPU, as on GPUs: stage 2 runs forward and backward through a bfloat16 copy of the
-/// student (oneDNN's bfloat16 products take half the time of float32 ones on a CPU with bfloat16 instructions),
-/// while the student itself keeps the float32 master weights that AdamW updates and checkpoints save. Before each
-/// step the trained parameters are copied in (rounded); after it their gradients are copied back (widened) for
-/// clipping and the optimiser. The Mamba state, convolution and scan stay float32 in the copy too.
+/// A copy of the student that runs forward and backward in place of the float32 master weights, which AdamW updates
+/// and checkpoints save. Two uses: mixed precision, as on GPUs (stage 2 through a bfloat16 copy: oneDNN's bfloat16
+/// products take half the time of float32 ones on a CPU with bfloat16 instructions), and data parallelism (each
+/// worker of a <see cref="DistillTeam"/> runs its own copy). Before each step the trained parameters are copied in
+/// (rounded to the copy's dtype); after it their gradients are added to the master's (widened). The Mamba state,
+/// convolution and scan stay float32 in a bfloat16 copy too.
 /// </summary>
-internal sealed class LowPrecisionCopy : IDisposable
+internal sealed class StudentReplica : IDisposable
 {
     private readonly (Parameter Master, Parameter Copy)[] _trained;
 
     /// <param name="folder">A checkpoint of the student's architecture (its weights are replaced by the master's).</param>
-    public LowPrecisionCopy(ICausalLM master, string folder, ComputeTarget target, IReadOnlyList<Parameter> trained)
+    public StudentReplica(ICausalLM master, string folder, ComputeTarget target, IReadOnlyList<Parameter> trained)
     {
         Model = CausalLMLoader.FromPretrained(folder, target);
         // Same model class, same state-dict names: parameters pair up name for name.
@@ -58,14 +59,25 @@ internal sealed class LowPrecisionCopy : IDisposable
         }
     }
 
-    /// <summary>The copy's gradients (of one backward) into the master parameters, widened; the copy's are cleared.</summary>
+    /// <summary>
+    /// The copy's gradients (of one step) added to the master parameters', widened; the copy's are cleared. Replicas
+    /// add in a fixed order, so the sum does not depend on which worker finished first.
+    /// </summary>
     public void PushGradients()
     {
+        using var _ = no_grad();
         foreach (var (master, copy) in _trained)
         {
             if (copy.grad is { } gradient)
             {
-                master.grad = gradient.to_type(master.dtype);
+                if (master.grad is { } sum)
+                {
+                    sum.add_(gradient.to_type(master.dtype));
+                }
+                else
+                {
+                    master.grad = gradient.to_type(master.dtype);
+                }
                 copy.grad = null;
             }
         }

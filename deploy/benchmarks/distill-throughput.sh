@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Training throughput of `recurformer distill`, builds side by side in one run (issue 11's "stage 1 ≥ 10×, stage 2 ≥ 20×
+# at the same batch and length"): each build converts its own 50% Mamba student of the demo teacher, then runs
+# STAGE1_STEPS steps of 4 × 256 tokens (stage 1) and STAGE2_STEPS of 4 × 128 (stage 2) at each --threads, the builds in
+# turn within each repetition, all in one raised-priority scheduler group. tokens/s is counted after the first SKIP
+# steps of each stage (JIT tiering and oneDNN's kernel generation), from each run's losses.json (older builds have no
+# throughput field). CACHE_BUILDS also run with stage 2 reading the teacher cache (--teacher-cache; written by one
+# unmeasured run of whole cache shards first). Prints a table (median and range over repetitions) and writes OUT/distill-throughput.json.
+#   bash deploy/benchmarks/distill-throughput.sh OUT NAME=CHECKOUT [NAME=CHECKOUT ...]
+# A CHECKOUT is a source tree (e.g. `git worktree add /tmp/before c2cebb2`); it is built in Release. The first is the
+# baseline of the × column. Env: THREADS ("1 2"), REPS (3), STAGE1_STEPS (20), STAGE2_STEPS (20), SKIP (5),
+# CACHE_BUILDS (names, space-separated; default none).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+out=$(mkdir -p "$1" && cd "$1" && pwd); shift
+[ $# -ge 1 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
+threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-20}; s2=${STAGE2_STEPS:-20}; skip=${SKIP:-5}
+cache_builds=" ${CACHE_BUILDS:-} "
+teacher=$repo/models/dotnet-docs-qwen2-16m; data=$repo/../shared/data/dotnet-docs/train.jsonl.xz
+[ -f "$data" ] || { echo "error: no training data (../shared/data/dotnet-docs/train.jsonl.xz)" >&2; exit 1; }
+raised() { setsid --wait bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; exec "$@"' _ "$@"; }
+
+names=(); dlls=()
+for spec in "$@"; do
+  name=${spec%%=*}; tree=$(cd "${spec#*=}" && pwd)
+  dotnet build "$tree/src/RecurFormer.Cli" -c Release -v q -nologo >/dev/null
+  names+=("$name"); dlls+=("$tree/src/RecurFormer.Cli/bin/Release/net10.0/recurformer.dll")
+  rm -rf "${out:?}/$name"; mkdir -p "$out/$name"
+  dotnet "${dlls[-1]}" convert --model "$teacher" --analysis "$repo/docs/results/analysis/recency.json" --kv-reduction 0.5 \
+    --kind mamba --out "$out/$name/student" >/dev/null
+done
+
+# tokens/s of one stage of a run: steps after the first SKIP of that stage, from the losses' wall-clock seconds.
+rate() { jq --argjson stage "$1" --argjson tokens "$2" --argjson skip "$skip" \
+  '[.[] | select(.stage == $stage)] | .[$skip - 1:] | if length < 2 then null else (length - 1) * $tokens / (.[-1].seconds - .[0].seconds) end' "$3"; }
+
+distill() { # NAME DLL THREADS RUN_DIR STAGE1 STAGE2 [extra]
+  local name=$1 dll=$2 threads=$3 dir=$4 stage1=$5 stage2=$6; shift 6
+  raised dotnet "$dll" distill --teacher "$teacher" --student "$out/$name/student" --data "$data" --out "$dir" --force \
+    --stage1-steps "$stage1" --stage2-steps "$stage2" --batch 4 --length 256 --stage2-length 128 --checkpoint-every 100000 \
+    --threads "$threads" "$@" > "$dir.log" 2>&1 || { echo "error: $name --threads $threads failed, see $dir.log" >&2; exit 1; }
+}
+
+for name in "${names[@]}"; do
+  [[ $cache_builds == *" $name "* ]] || continue
+  i=$(printf '%s\n' "${names[@]}" | grep -nx "$name" | cut -d: -f1)
+  # the cache writes a shard once all its 256 sequences are known: fill whole shards, as far as the measured runs read
+  distill "$name" "${dlls[$((i - 1))]}" 2 "$out/$name/cache-fill" 0 $(( ((s1 + s2) * 4 + 255) / 256 * 64 )) --teacher-cache "$out/$name/teacher-cache"
+done
+
+runs=$out/runs.jsonl; : > "$runs"
+for rep in $(seq 1 "$reps"); do
+  for threads in $threads_list; do
+    for i in "${!names[@]}"; do
+      name=${names[$i]}; dir=$out/$name/t$threads-r$rep
+      distill "$name" "${dlls[$i]}" "$threads" "$dir" "$s1" "$s2"
+      jq -nc --arg build "$name" --argjson threads "$threads" --argjson rep "$rep" --argjson s1 "$(rate 1 1024 "$dir/losses.json")" \
+        --argjson s2 "$(rate 2 512 "$dir/losses.json")" '{build: $build, threads: $threads, rep: $rep, cache: false, stage1: $s1, stage2: $s2}' >> "$runs"
+      if [[ $cache_builds == *" $name "* ]]; then
+        # stage 1 first as in the other runs (its steps warm the process up; stage 2 then reads the sequences after them)
+        distill "$name" "${dlls[$i]}" "$threads" "$dir-cache" "$s1" "$s2" --teacher-cache "$out/$name/teacher-cache"
+        jq -nc --arg build "$name" --argjson threads "$threads" --argjson rep "$rep" --argjson s2 "$(rate 2 512 "$dir-cache/losses.json")" \
+          '{build: $build, threads: $threads, rep: $rep, cache: true, stage1: null, stage2: $s2}' >> "$runs"
+      fi
+    done
+  done
+done
+
+jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson order "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
+  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  def summary: [.[] | select(. != null)] | {median: median, min: min, max: max};
+  . as $all
+  | [group_by([.build, .threads, .cache])[] | {build: .[0].build, threads: .[0].threads, teacher_cache: .[0].cache,
+      stage1: ([.[].stage1] | summary), stage2: ([.[].stage2] | summary)}]
+  | map(. as $row | ($all | map(select(.build == $base and .threads == $row.threads and .cache == false))) as $b
+      | . + {stage1_x: (if $row.stage1.median and ($b | length) > 0 then $row.stage1.median / ([$b[].stage1 | select(. != null)] | median) else null end),
+             stage2_x: (if $row.stage2.median and ($b | length) > 0 then $row.stage2.median / ([$b[].stage2 | select(. != null)] | median) else null end)})
+  | sort_by(.build as $b | [($order | index($b)), .threads, .teacher_cache])
+  | {batch: 4, stage1_length: 256, stage2_length: 128, skipped_steps: $skip, baseline: $base, rows: ., runs: $all}' "$runs" > "$out/distill-throughput.json"
+
+jq -r '"| build | --threads | teacher cache | stage 1 tokens/s (median, range) | × | stage 2 tokens/s (median, range) | × |",
+  "|---|---:|---|---|---:|---|---:|",
+  (.rows[] | "| \(.build) | \(.threads) | \(if .teacher_cache then "read" else "–" end) | "
+    + (if .stage1.median then "\(.stage1.median | floor) (\(.stage1.min | floor)–\(.stage1.max | floor))" else "–" end)
+    + " | \(if .stage1_x then (.stage1_x * 10 | round / 10) else "–" end) | "
+    + "\(.stage2.median | floor) (\(.stage2.min | floor)–\(.stage2.max | floor)) | \(if .stage2_x then (.stage2_x * 10 | round / 10) else "–" end) |")' \
+  "$out/distill-throughput.json"

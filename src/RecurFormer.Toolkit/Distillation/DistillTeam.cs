@@ -1,0 +1,154 @@
+using System.Runtime.ExceptionServices;
+using RecurFormer.Model.CausalLM;
+using RecurFormer.Model.Kernels;
+using RecurFormer.Model.Runtime;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>
+/// The workers of one stage: data parallelism inside one process, as DistributedDataParallel does across GPUs. Each
+/// worker runs its share of every batch on its own thread with its own teacher and its own student (the master
+/// itself for worker 0 when no lower precision is asked, else a <see cref="StudentReplica"/>), so no model is touched
+/// by two threads; the replicas' gradients are added to the master's in worker order, so a step's result does not
+/// depend on which worker finishes first, and the losses are means over the whole batch whatever the split.
+/// Why: on a small CPU two sequences on two cores, one libtorch thread each, beat one batch on two libtorch threads
+/// (most of a step is operations too small to split well; docs/conversion.md, "Training on a CPU").
+/// </summary>
+internal sealed class DistillTeam : IDisposable
+{
+    private readonly Distiller[] _workers;
+    private readonly StudentReplica?[] _replicas;
+    private readonly KernelThreads _threads;
+
+    /// <param name="teachers">One teacher per worker (the first is the run's).</param>
+    /// <param name="student">The master student (float32 weights that the optimiser updates).</param>
+    /// <param name="folder">A checkpoint of the student's architecture, which replicas load before taking the master's weights.</param>
+    /// <param name="replicaTarget">Where and in which dtype the replicas run.</param>
+    /// <param name="lowPrecision">Whether every worker, the first included, runs a replica in a lower dtype than the master's.</param>
+    /// <param name="trained">The parameters this stage trains (the ones replicas take before each step and give gradients for).</param>
+    public DistillTeam(IReadOnlyList<ICausalLM> teachers, ICausalLM student, string folder, ComputeTarget replicaTarget, bool lowPrecision,
+        IReadOnlyList<Parameter> trained, DistillOptions options, TeacherLogitCache? cache)
+    {
+        var count = teachers.Count;
+        _replicas = new StudentReplica?[count];
+        _workers = new Distiller[count];
+        try
+        {
+            for (var w = 0; w < count; w++)
+            {
+                _replicas[w] = w > 0 || lowPrecision ? new StudentReplica(student, folder, replicaTarget, trained) : null;
+                _workers[w] = new Distiller(teachers[w], _replicas[w]?.Model ?? student, options) { TeacherCache = cache };
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+        _threads = count == 1 ? KernelThreads.Single : new KernelThreads(count);
+    }
+
+    public int Count => _workers.Length;
+
+    /// <summary>Stage-1 loss and gradients (into the master's mixers) for one batch: the mean relative loss over layers and each layer's.</summary>
+    public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> batch)
+    {
+        var shares = Shares(batch);
+        PullWeights();
+        // Two rounds: every share's teacher forward first, since each layer's loss is relative to the energy of its
+        // targets over the whole batch.
+        var targets = Run(shares.Length, w => _workers[w].Stage1Teacher(shares[w]));
+        try
+        {
+            var reference = Stage1Targets.Reference(targets);
+            var parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w], reference));
+            PushGradients();
+            var perLayer = parts[0].Keys.ToDictionary(layer => layer, layer => parts.Sum(p => p[layer]));
+            return (perLayer.Values.Average(), perLayer);
+        }
+        finally
+        {
+            foreach (var share in targets)
+            {
+                share.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Stage-2 loss and gradients (into the master's trained parameters) for one batch: (total, KL, CE).</summary>
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> batch, IReadOnlyList<long> streamIndices)
+    {
+        var shares = Shares(batch);
+        var indices = Shares(streamIndices);
+        PullWeights();
+        var parts = Run(shares.Length, w => _workers[w].Stage2Backward(shares[w], null, indices[w], batch));
+        PushGradients();
+        return (parts.Sum(p => p.Loss), parts.Sum(p => p.Kl), parts.Sum(p => p.Ce));
+    }
+
+    /// <summary>The batch cut into one contiguous share per worker (fewer when the batch is smaller), sizes differing by at most one.</summary>
+    private T[][] Shares<T>(IReadOnlyList<T> batch)
+    {
+        var count = Math.Min(Count, batch.Count);
+        return Enumerable.Range(0, count).Select(w =>
+        {
+            var (start, end) = ((int)((long)batch.Count * w / count), (int)((long)batch.Count * (w + 1) / count));
+            return batch.Skip(start).Take(end - start).ToArray();
+        }).ToArray();
+    }
+
+    private void PullWeights()
+    {
+        foreach (var replica in _replicas)
+        {
+            replica?.PullWeights();
+        }
+    }
+
+    private void PushGradients()
+    {
+        foreach (var replica in _replicas)
+        {
+            replica?.PushGradients();
+        }
+    }
+
+    /// <summary>Runs work(w) for workers 0..count-1 at once (worker 0 on the calling thread) and returns their results in order.</summary>
+    private T[] Run<T>(int count, Func<int, T> work)
+    {
+        var results = new T[count];
+        try
+        {
+            _threads.Run(w =>
+            {
+                if (w < count)
+                {
+                    results[w] = work(w);
+                }
+            });
+        }
+        catch (InvalidOperationException error) when (error.InnerException is { } cause)
+        {
+            ExceptionDispatchInfo.Throw(cause); // the worker's own error, not the team's wrapper
+        }
+        return results;
+    }
+
+    public void Dispose()
+    {
+        if (_threads is not null && _threads != KernelThreads.Single)
+        {
+            _threads.Dispose();
+        }
+        foreach (var worker in _workers)
+        {
+            worker?.Dispose();
+        }
+        foreach (var replica in _replicas)
+        {
+            replica?.Dispose();
+        }
+    }
+}
