@@ -2,7 +2,7 @@
 # Training throughput of `recurformer distill`, builds side by side in one run (issue 11's "stage 1 ≥ 10×, stage 2 ≥ 20×
 # at the same batch and length"): each build converts its own 50% Mamba student of the demo teacher, then runs
 # STAGE1_STEPS steps of 4 × 256 tokens (stage 1) and STAGE2_STEPS of 4 × 128 (stage 2) at each --threads, the builds in
-# turn within each repetition, all in one raised-priority scheduler group. tokens/s is counted after the first SKIP
+# turn within each repetition, each run in a raised-priority scheduler group (where the session may raise it). tokens/s is counted after the first SKIP
 # steps of each stage (JIT tiering and oneDNN's kernel generation), from each run's losses.json (older builds have no
 # throughput field). CACHE_BUILDS also run with stage 2 reading the teacher cache (--teacher-cache; written by one
 # unmeasured run of whole cache shards first). Prints a table (median and range over repetitions) and writes OUT/distill-throughput.json.
@@ -12,9 +12,10 @@
 # CACHE_BUILDS (names, space-separated; default none).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+[ $# -ge 2 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
 out=$(mkdir -p "$1" && cd "$1" && pwd); shift
-[ $# -ge 1 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
 threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-20}; s2=${STAGE2_STEPS:-20}; skip=${SKIP:-5}
+[ "$skip" -ge 1 ] && [ "$s1" -gt "$skip" ] && [ "$s2" -gt "$skip" ] || { echo "error: need 1 ≤ SKIP < STAGE1_STEPS, STAGE2_STEPS" >&2; exit 2; }
 cache_builds=" ${CACHE_BUILDS:-} "
 teacher=$repo/models/dotnet-docs-qwen2-16m; data=$repo/../shared/data/dotnet-docs/train.jsonl.xz
 [ -f "$data" ] || { echo "error: no training data (../shared/data/dotnet-docs/train.jsonl.xz)" >&2; exit 1; }
@@ -23,7 +24,10 @@ raised() { setsid --wait bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; e
 names=(); dlls=()
 for spec in "$@"; do
   name=${spec%%=*}; tree=$(cd "${spec#*=}" && pwd)
-  dotnet build "$tree/src/RecurFormer.Cli" -c Release -v q -nologo >/dev/null
+  [[ $name =~ ^[A-Za-z0-9._-]+$ && $spec == *=* ]] || { echo "error: '$spec' is not NAME=CHECKOUT" >&2; exit 2; }
+  [[ " ${names[*]} " != *" $name "* ]] || { echo "error: build name '$name' given twice" >&2; exit 2; }
+  dotnet build "$tree/src/RecurFormer.Cli" -c Release -v q -nologo > "$out/build-$name.log" 2>&1 \
+    || { echo "error: building $tree failed, see $out/build-$name.log" >&2; exit 1; }
   names+=("$name"); dlls+=("$tree/src/RecurFormer.Cli/bin/Release/net10.0/recurformer.dll")
   rm -rf "${out:?}/$name"; mkdir -p "$out/$name"
   dotnet "${dlls[-1]}" convert --model "$teacher" --analysis "$repo/docs/results/analysis/recency.json" --kv-reduction 0.5 \
@@ -41,11 +45,11 @@ distill() { # NAME DLL THREADS RUN_DIR STAGE1 STAGE2 [extra]
     --threads "$threads" "$@" > "$dir.log" 2>&1 || { echo "error: $name --threads $threads failed, see $dir.log" >&2; exit 1; }
 }
 
-for name in "${names[@]}"; do
+for i in "${!names[@]}"; do
+  name=${names[$i]}
   [[ $cache_builds == *" $name "* ]] || continue
-  i=$(printf '%s\n' "${names[@]}" | grep -nx "$name" | cut -d: -f1)
   # the cache writes a shard once all its 256 sequences are known: fill whole shards, as far as the measured runs read
-  distill "$name" "${dlls[$((i - 1))]}" 2 "$out/$name/cache-fill" 0 $(( ((s1 + s2) * 4 + 255) / 256 * 64 )) --teacher-cache "$out/$name/teacher-cache"
+  distill "$name" "${dlls[$i]}" 2 "$out/$name/cache-fill" 0 $(( ((s1 + s2) * 4 + 255) / 256 * 64 )) --teacher-cache "$out/$name/teacher-cache"
 done
 
 runs=$out/runs.jsonl; : > "$runs"
@@ -67,14 +71,14 @@ for rep in $(seq 1 "$reps"); do
 done
 
 jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson order "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
-  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  def median: [.[] | select(. != null)] | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
   def summary: [.[] | select(. != null)] | {median: median, min: min, max: max};
+  def ratio($value; $base): if $value != null and $base != null and $base > 0 then $value / $base else null end;
   . as $all
   | [group_by([.build, .threads, .cache])[] | {build: .[0].build, threads: .[0].threads, teacher_cache: .[0].cache,
       stage1: ([.[].stage1] | summary), stage2: ([.[].stage2] | summary)}]
   | map(. as $row | ($all | map(select(.build == $base and .threads == $row.threads and .cache == false))) as $b
-      | . + {stage1_x: (if $row.stage1.median and ($b | length) > 0 then $row.stage1.median / ([$b[].stage1 | select(. != null)] | median) else null end),
-             stage2_x: (if $row.stage2.median and ($b | length) > 0 then $row.stage2.median / ([$b[].stage2 | select(. != null)] | median) else null end)})
+      | . + {stage1_x: ratio($row.stage1.median; [$b[].stage1] | median), stage2_x: ratio($row.stage2.median; [$b[].stage2] | median)})
   | sort_by(.build as $b | [($order | index($b)), .threads, .teacher_cache])
   | {batch: 4, stage1_length: 256, stage2_length: 128, skipped_steps: $skip, baseline: $base, rows: ., runs: $all}' "$runs" > "$out/distill-throughput.json"
 
@@ -83,5 +87,6 @@ jq -r '"| build | --threads | teacher cache | stage 1 tokens/s (median, range) |
   (.rows[] | "| \(.build) | \(.threads) | \(if .teacher_cache then "read" else "–" end) | "
     + (if .stage1.median then "\(.stage1.median | floor) (\(.stage1.min | floor)–\(.stage1.max | floor))" else "–" end)
     + " | \(if .stage1_x then (.stage1_x * 10 | round / 10) else "–" end) | "
-    + "\(.stage2.median | floor) (\(.stage2.min | floor)–\(.stage2.max | floor)) | \(if .stage2_x then (.stage2_x * 10 | round / 10) else "–" end) |")' \
+    + (if .stage2.median then "\(.stage2.median | floor) (\(.stage2.min | floor)–\(.stage2.max | floor))" else "–" end)
+    + " | \(if .stage2_x then (.stage2_x * 10 | round / 10) else "–" end) |")' \
   "$out/distill-throughput.json"

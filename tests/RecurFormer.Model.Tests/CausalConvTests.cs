@@ -11,6 +11,7 @@ public sealed class CausalConvTests
     [InlineData(1, 1, 16, 4, 1, true)]     // one token: only the last tap sees an input
     [InlineData(3, 37, 40, 4, 1, true)]    // three sequences, a partial vector of channels
     [InlineData(2, 64, 96, 2, 3, false)]   // kernel 2, no bias, three threads
+    [InlineData(2, 3, 40, 4, 2, true)]     // fewer tokens than taps, a partial vector, two threads
     public void The_convolution_and_its_gradients_equal_libtorch(int sequences, int tokens, int inner, int kernel, int threadCount, bool withBias)
     {
         using var scope = NewDisposeScope();

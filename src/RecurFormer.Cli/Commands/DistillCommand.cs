@@ -45,7 +45,7 @@ public static class DistillCommand
         };
         var matmulDType = new Option<string>("--matmul-dtype")
         {
-            Description = "dtype of the matrix products in training (stage 1: the mixers' projections; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
+            Description = "dtype of the matrix products in training (stage 1: the mixers' in_proj and out_proj; stage 2: the whole student, through a copy; weights and optimiser stay float32): auto (bfloat16 on CUDA and on CPUs with bfloat16 instructions, where it is faster; else float32), float32 or bfloat16.",
             DefaultValueFactory = _ => "auto",
         };
         var teacherCache = new Option<string?>("--teacher-cache")
@@ -56,8 +56,8 @@ public static class DistillCommand
         var saveDType = new Option<string>("--save-dtype") { Description = "dtype of the final checkpoint: bfloat16, float16 or float32.", DefaultValueFactory = _ => "bfloat16" };
         var workers = new Option<int?>("--workers")
         {
-            Description = "Workers that each run a share of every batch on their own thread with one libtorch thread (CPU); their gradients are summed. "
-                + "Default: on the CPU one per --threads (one per core), at most --batch; on CUDA 1.",
+            Description = "Workers that each run a share of every batch on their own thread (CPU), sharing --threads; their gradients are summed. "
+                + "Each holds its own copy of the teacher and the student in memory. Default: 2 on a CPU with 2 or more threads (at most --batch), else 1.",
         };
         var onBadLine = OnBadLine();
         var compute = new ComputeOptions(training: true);
@@ -112,9 +112,11 @@ public static class DistillCommand
             {
                 throw new UserError("--batch, --checkpoint-every ≥ 1, --length, --stage2-length ≥ 2 and learning rates > 0");
             }
-            var onCpu = parse.GetValue(compute.Device) == "cpu";
-            var threads = parse.GetValue(compute.Threads) ?? Environment.ProcessorCount;
-            var workerCount = parse.GetValue(workers) ?? (onCpu ? Math.Clamp(threads, 1, options.BatchSize) : 1);
+            var onCpu = IsCpu(parse.GetValue(compute.Device)!);
+            var threads = parse.GetValue(compute.Threads) is > 0 and var given ? given : Environment.ProcessorCount;
+            // Two workers take the small operations of a small model's step onto both cores; more would mostly add
+            // copies of the models, and a larger model's operations split well over libtorch's threads anyway.
+            var workerCount = parse.GetValue(workers) ?? (onCpu ? Math.Clamp(threads, 1, Math.Min(2, options.BatchSize)) : 1);
             if (workerCount < 1 || workerCount > options.BatchSize || (!onCpu && workerCount > 1))
             {
                 throw new UserError($"--workers must be between 1 and --batch ({options.BatchSize}), and 1 off the CPU; not {workerCount}");
@@ -193,6 +195,9 @@ public static class DistillCommand
     }
 
     /// <summary>auto: bfloat16 where inference's auto picks it (measured faster there), else the training dtype.</summary>
+    /// <summary>Whether --device names the CPU, spelled as the runtime accepts it (before libtorch is loaded).</summary>
+    private static bool IsCpu(string device) => device.Trim().Equals("cpu", StringComparison.OrdinalIgnoreCase);
+
     private static TorchSharp.torch.ScalarType LowPrecision(string text, RecurFormer.Model.Runtime.ComputeTarget target, string option)
     {
         try

@@ -97,7 +97,7 @@ public sealed class KernelThreads : IDisposable
         _body = null;
         if (_failure is { } failure)
         {
-            throw new InvalidOperationException($"a kernel thread failed: {failure.Message}", failure);
+            throw new KernelThreadException(failure);
         }
     }
 
@@ -214,3 +214,7 @@ public sealed class KernelThreads : IDisposable
         }
     }
 }
+
+/// <summary>What <see cref="KernelThreads.Run"/> throws when one of its threads failed: that thread's exception is the inner one.</summary>
+public sealed class KernelThreadException(Exception failure)
+    : InvalidOperationException($"a kernel thread failed: {failure.Message}", failure);

@@ -47,8 +47,8 @@ public sealed record DistillOptions
     public TorchSharp.torch.ScalarType? TeacherDType { get; init; }
 
     /// <summary>
-    /// dtype of the matrix products, forward and backward; null: float32. Stage 1: the mixers' projections and the
-    /// loss's. Stage 2: the whole student, through copies in this dtype (<see cref="StudentReplica"/>). The trained
+    /// dtype of the big matrix products, forward and backward; null: float32. Stage 1: the mixers' in_proj and out_proj
+    /// and the loss's projection. Stage 2: the whole student, through copies in this dtype (<see cref="StudentReplica"/>). The trained
     /// weights, their optimiser state and checkpoints stay float32 either way.
     /// </summary>
     public TorchSharp.torch.ScalarType? MatmulDType { get; init; }

@@ -20,6 +20,7 @@ internal sealed class DistillTeam : IDisposable
 {
     private readonly Distiller[] _workers;
     private readonly StudentReplica?[] _replicas;
+    private readonly KernelThreads?[] _kernelThreads;
     private readonly KernelThreads _threads;
 
     /// <param name="teachers">One teacher per worker (the first is the run's).</param>
@@ -33,13 +34,17 @@ internal sealed class DistillTeam : IDisposable
     {
         var count = teachers.Count;
         _replicas = new StudentReplica?[count];
+        _kernelThreads = new KernelThreads?[count];
         _workers = new Distiller[count];
         try
         {
             for (var w = 0; w < count; w++)
             {
                 _replicas[w] = w > 0 || lowPrecision ? new StudentReplica(student, folder, replicaTarget, trained) : null;
-                _workers[w] = new Distiller(teachers[w], _replicas[w]?.Model ?? student, options) { TeacherCache = cache };
+                // Each worker its own team for the CPU kernels (as many threads as libtorch gives each), so that
+                // workers do not queue for the process's one team.
+                _kernelThreads[w] = count > 1 ? new KernelThreads(get_num_threads()) : null;
+                _workers[w] = new Distiller(teachers[w], _replicas[w]?.Model ?? student, options) { TeacherCache = cache, Threads = _kernelThreads[w] };
             }
         }
         catch
@@ -59,11 +64,12 @@ internal sealed class DistillTeam : IDisposable
         PullWeights();
         // Two rounds: every share's teacher forward first, since each layer's loss is relative to the energy of its
         // targets over the whole batch.
-        var targets = Run(shares.Length, w => _workers[w].Stage1Teacher(shares[w]));
+        var targets = new Stage1Targets?[shares.Length];
         try
         {
-            var reference = Stage1Targets.Reference(targets);
-            var parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w], reference));
+            Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]));
+            var reference = Stage1Targets.Reference(targets!);
+            var parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w]!, reference));
             PushGradients();
             var perLayer = parts[0].Keys.ToDictionary(layer => layer, layer => parts.Sum(p => p[layer]));
             return (perLayer.Values.Average(), perLayer);
@@ -72,7 +78,7 @@ internal sealed class DistillTeam : IDisposable
         {
             foreach (var share in targets)
             {
-                share.Dispose();
+                share?.Dispose(); // all of them, also when a worker failed
             }
         }
     }
@@ -129,9 +135,9 @@ internal sealed class DistillTeam : IDisposable
                 }
             });
         }
-        catch (InvalidOperationException error) when (error.InnerException is { } cause)
+        catch (KernelThreadException error)
         {
-            ExceptionDispatchInfo.Throw(cause); // the worker's own error, not the team's wrapper
+            ExceptionDispatchInfo.Throw(error.InnerException!); // the worker's own error, not the team's wrapper
         }
         return results;
     }
@@ -141,6 +147,10 @@ internal sealed class DistillTeam : IDisposable
         if (_threads is not null && _threads != KernelThreads.Single)
         {
             _threads.Dispose();
+        }
+        foreach (var threads in _kernelThreads ?? [])
+        {
+            threads?.Dispose();
         }
         foreach (var worker in _workers)
         {

@@ -51,6 +51,10 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
 
     public IReadOnlyList<LossRecord> Run(DistillationPaths paths, bool resume, ScalarType saveDType, ProgressLine? progress = null)
     {
+        if (options.Workers < 1 || (options.Workers > 1 && target.Device.type != DeviceType.CPU))
+        {
+            throw new ArgumentException($"workers: at least 1, and 1 off the CPU (not {options.Workers} on {target.Device})");
+        }
         manual_seed(options.Seed);
         var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
         var records = state.Records.ToList();
@@ -174,7 +178,6 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         return new TeacherLogitCache(folder, key, options.TeacherTopK);
     }
 
-    /// <summary>Linear warm-up over the first steps, then cosine decay to a tenth of the peak.</summary>
     /// <summary>The teachers of a run's workers, disposed together.</summary>
     private sealed record Teachers(ICausalLM[] Models) : IDisposable
     {
@@ -187,6 +190,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         }
     }
 
+    /// <summary>Linear warm-up over the first steps, then cosine decay to a tenth of the peak.</summary>
     public double LearningRate(double peak, int step, int steps)
     {
         if (step < options.WarmupSteps)

@@ -1,5 +1,6 @@
 using RecurFormer.Model.CausalLM;
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -54,6 +55,9 @@ public sealed class Distiller : IDisposable
     }
 
     public IReadOnlyList<int> Layers => _layers.Select(l => l.Layer).ToArray();
+
+    /// <summary>Threads for the CPU kernels of this distiller's forwards and mixers (a worker's own); null: the process's.</summary>
+    public KernelThreads? Threads { get; init; }
 
     /// <summary>
     /// Why a student cannot run <paramref name="stage1Steps"/> steps of stage 1, or null: stage 1's target is the
@@ -110,7 +114,7 @@ public sealed class Distiller : IDisposable
         using var capture = new AttentionCapture { RecordsProbabilities = false, RecordsLayers = true };
         using (var teacherCaches = _teacher.CreateCache(sequences.Max(s => s.Length), sequences.Count))
         {
-            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture, LastLayer = _layers[^1].Layer });
+            _teacher.Forward(new ForwardBatch(sequences, teacherCaches.Sequences) { Capture = capture, LastLayer = _layers[^1].Layer, Threads = Threads });
         }
         var matmul = _options.MatmulDType ?? ScalarType.Float32;
         var layers = new List<Stage1Targets.Layer>();
@@ -122,8 +126,13 @@ public sealed class Distiller : IDisposable
                 .to_type(ScalarType.Float32);
             using var _ = no_grad();
             var projected = MixerFunction.Linear(target, layer.OutputColumns, null, matmul);   // [T, hidden], as o_proj sees it
-            layers.Add(new Stage1Targets.Layer(layer.Layer, input.DetachFromDisposeScope(), target.DetachFromDisposeScope(),
-                projected.pow(2).sum().item<float>(), projected.numel()));
+            layers.Add(new Stage1Targets.Layer(layer.Layer, input, target, projected.pow(2).sum().item<float>(), projected.numel()));
+        }
+        // Only now out of the scope: if a layer failed above, the scope frees what the earlier ones made.
+        foreach (var layer in layers)
+        {
+            layer.Input.DetachFromDisposeScope();
+            layer.Target.DetachFromDisposeScope();
         }
         return new Stage1Targets(sequences.Count, layers);
     }
@@ -142,7 +151,7 @@ public sealed class Distiller : IDisposable
         {
             // One layer at a time, backward at once: only one layer's scan graph is alive.
             using var layerScope = NewDisposeScope();
-            var output = layer.Function.Forward(data.Input, targets.Sequences);
+            var output = layer.Function.Forward(data.Input, targets.Sequences, Threads);
             var error = MixerFunction.Linear(output - data.Target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
             var (energy, elements) = reference[layer.Layer];
             var loss = error.pow(2).sum() / (Math.Max(energy / elements, 1e-12) * elements);
@@ -238,10 +247,10 @@ public sealed class Distiller : IDisposable
         return (cat(logProbs, 0), cat(ids, 0));
     }
 
-    private static Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)
+    private Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)
     {
         using var caches = model.CreateCache(sequences.Max(s => s.Length), sequences.Count);
-        return model.Forward(new ForwardBatch(sequences, caches.Sequences) { AllLogits = true, Training = training });
+        return model.Forward(new ForwardBatch(sequences, caches.Sequences) { AllLogits = true, Training = training, Threads = Threads });
     }
 
     public void Dispose()

@@ -1,3 +1,4 @@
+using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Configuration;
 using RecurFormer.Model.Layers;
 using TorchSharp;
@@ -21,9 +22,8 @@ public sealed class MixerFunction
     private readonly ScalarType _matmul;
 
     /// <param name="matmulDType">
-    /// dtype of the products (in_proj, x_proj, dt_proj, out_proj), forward and backward; the weights, their gradients,
-    /// the convolution, the scan and the gate stay float32. bfloat16 is ~4–6× faster for in_proj and out_proj on a CPU
-    /// with bfloat16 instructions, ~1.4× for the two small ones (docs/conversion.md).
+    /// dtype of the in_proj and out_proj products (the big ones), forward and backward; the weights, their gradients and
+    /// everything else stay float32. bfloat16 is ~4–6× faster on a CPU with bfloat16 instructions (docs/conversion.md).
     /// </param>
     public MixerFunction(MambaMixer mixer, ScalarType matmulDType = ScalarType.Float32)
     {
@@ -44,7 +44,8 @@ public sealed class MixerFunction
     }
 
     /// <summary>x [B × L, input] (B sequences of L tokens, packed, each from an empty state) → [B × L, output].</summary>
-    public Tensor Forward(Tensor x, int sequences)
+    /// <param name="threads">Threads for the convolution and scan kernels (a worker's own); null: the process's.</param>
+    public Tensor Forward(Tensor x, int sequences, KernelThreads? threads = null)
     {
         using var scope = NewDisposeScope();
         var length = x.shape[0] / sequences;
@@ -54,17 +55,18 @@ public sealed class MixerFunction
         var gate = projected.narrow(2, inner, inner).to_type(ScalarType.Float32);
 
         // Causal depthwise convolution: output t sees inputs t-K+1..t (zeros before the start).
-        var xc = CausalConvolution.Training(u, _convWeight, _convBias);                  // [B, L, dI]
+        var xc = CausalConvolution.Training(u, _convWeight, _convBias, threads);                  // [B, L, dI]
 
-        var parameters = Project(xc, _xProj, null);
+        // x_proj and dt_proj stay float32, as in the model (its bfloat16 copies and inference keep them float32 too).
+        var parameters = nn.functional.linear(xc, _xProj);
         var rank = _shape.TimeStepRank;
         var state = _shape.StateSize;
-        var dt = nn.functional.softplus(Project(parameters.narrow(2, 0, rank), _dtWeight, _dtBias)); // [B, L, dI]
+        var dt = nn.functional.softplus(nn.functional.linear(parameters.narrow(2, 0, rank), _dtWeight, _dtBias)); // [B, L, dI]
         var b = parameters.narrow(2, rank, state);                                       // [B, L, N]
         var c = parameters.narrow(2, rank + state, state);
         var a = -_aLog.exp();                                                            // [dI, N]
 
-        var y = TensorScan.Training(xc, dt, b, c, a, _d).view(sequences, length, inner);  // [B, L, dI]
+        var y = TensorScan.Training(xc, dt, b, c, a, _d, threads).view(sequences, length, inner);  // [B, L, dI]
         y = y * nn.functional.silu(gate);
         return Project(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
     }

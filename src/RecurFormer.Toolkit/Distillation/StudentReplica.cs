@@ -66,6 +66,8 @@ internal sealed class StudentReplica : IDisposable
     public void PushGradients()
     {
         using var _ = no_grad();
+        // The gradient wrappers and the widened temporaries are freed here, not when a finalizer gets to them.
+        using var scope = NewDisposeScope();
         foreach (var (master, copy) in _trained)
         {
             if (copy.grad is { } gradient)
@@ -76,7 +78,7 @@ internal sealed class StudentReplica : IDisposable
                 }
                 else
                 {
-                    master.grad = gradient.to_type(master.dtype);
+                    master.grad = gradient.to_type(master.dtype); // the parameter keeps its own reference
                 }
                 copy.grad = null;
             }
