@@ -41,9 +41,10 @@ internal sealed class DistillTeam : IDisposable
             for (var w = 0; w < count; w++)
             {
                 _replicas[w] = w > 0 || lowPrecision ? new StudentReplica(student, folder, replicaTarget, trained) : null;
-                // Each worker its own team for the CPU kernels (as many threads as libtorch gives each), so that
-                // workers do not queue for the process's one team.
-                _kernelThreads[w] = count > 1 ? new KernelThreads(get_num_threads()) : null;
+                // With more than one libtorch thread per worker, each worker gets its own team for the CPU kernels, so
+                // that workers do not queue for the process's one team; with one (the default here) the process's
+                // team runs inline on each worker's thread anyway.
+                _kernelThreads[w] = count > 1 && get_num_threads() > 1 ? new KernelThreads(get_num_threads()) : null;
                 _workers[w] = new Distiller(teachers[w], _replicas[w]?.Model ?? student, options) { TeacherCache = cache, Threads = _kernelThreads[w] };
             }
         }
