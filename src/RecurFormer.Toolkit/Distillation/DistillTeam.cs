@@ -90,7 +90,7 @@ internal sealed class DistillTeam : IDisposable
         var shares = Shares(batch);
         var indices = Shares(streamIndices);
         PullWeights();
-        var parts = Run(shares.Length, w => _workers[w].Stage2Backward(shares[w], null, indices[w], batch));
+        var parts = Run(shares.Length, w => _workers[w].Stage2Backward(shares[w], indices[w], batch));
         PushGradients();
         return (parts.Sum(p => p.Loss), parts.Sum(p => p.Kl), parts.Sum(p => p.Ce));
     }

@@ -168,17 +168,17 @@ public sealed class Distiller : IDisposable
     public TeacherLogitCache? TeacherCache { get; init; }
 
     /// <summary>
-    /// Stage-2 loss and gradients for one batch: (total, KL, CE). <paramref name="student"/>: the model that runs
-    /// forward and backward, when not the student itself (its low-precision copy). <paramref name="streamIndices"/>:
+    /// Stage-2 loss and gradients for one batch: (total, KL, CE), through this distiller's student (a worker's replica
+    /// when the student is a <see cref="StudentReplica"/>'s model). <paramref name="streamIndices"/>:
     /// each sequence's index in the training stream (the teacher cache's key). <paramref name="batch"/>: the whole
     /// batch when <paramref name="sequences"/> is one share of it: the means are then taken over the batch's tokens,
     /// so that the shares' losses and gradients sum to the batch's.
     /// </summary>
-    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, ICausalLM? student = null,
-        IReadOnlyList<long>? streamIndices = null, IReadOnlyList<long[]>? batch = null)
+    public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices = null,
+        IReadOnlyList<long[]>? batch = null)
     {
         using var scope = NewDisposeScope();
-        var studentLogits = Logits(student ?? _student, sequences, training: true);
+        var studentLogits = Logits(_student, sequences, training: true);
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
         var kl = TeacherCache is { } cache
             ? TopKDivergence(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"), studentLog)
