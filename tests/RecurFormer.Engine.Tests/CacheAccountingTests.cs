@@ -62,11 +62,19 @@ public sealed class CacheAccountingTests : IDisposable
 
         var prompt = Tokenizer.Encode(ChatPrompt("Explain System.Threading.CancellationToken.Equals."));
         using var gate = new CancellationTokenSource();
-        var events = engine.Submit(Request("held", prompt, Greedy(200) with { IgnoreEos = true }), gate.Token);
-        await events.ReadAsync(); // scheduled
-        await events.ReadAsync(); // first token: the sequence holds its blocks and ring buffers
+        // Generates up to the context (seconds of decoding), so that a test thread the loaded CI machine delays still
+        // finds the sequence running: with 200 tokens it once came back after the request had finished.
+        var events = engine.Submit(Request("held", prompt, Greedy(2048 - prompt.Length) with { IgnoreEos = true }), gate.Token);
+        Assert.IsType<ScheduledEvent>(await events.ReadAsync());
+        Assert.IsType<TokenEvent>(await events.ReadAsync()); // the sequence holds its blocks and ring buffers
 
         var usage = (await WaitFor(engine, s => s.Cache.Sequences == 1)).Cache; // stats are published at the end of the step
+        if (usage.Sequences != 1)
+        {
+            gate.Cancel();
+            var rest = await Collect(events);
+            Assert.Fail($"the request was no longer running when observed; it ended with {rest.Error ?? rest.Reasons[0]?.ToString() ?? "nothing"} after {rest.Tokens[0].Count} more tokens");
+        }
         var reserved = usage.BlocksInUse * 16;
         Assert.Equal(1, usage.Sequences);
         Assert.Equal(usage.BlocksInUse * layout.BlockBytes, usage.KvBytes);
