@@ -148,6 +148,44 @@ public sealed class DistillationTests : IDisposable
     }
 
     /// <summary>
+    /// A step whose forward or backward fails inside libtorch is run again from the same batch, once: the replicas'
+    /// half-summed gradients of the failed attempt are dropped, so the run ends exactly as one that never failed.
+    /// </summary>
+    [Fact]
+    public void A_step_that_fails_once_is_run_again_and_the_run_ends_as_if_it_had_not()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 0), (2, 1)]);
+        CopyTokenizer(student);
+        var texts = Enumerable.Range(0, 100).Select(i => $"text {i} about the type T{i % 7}").ToArray();
+        var options = new DistillOptions
+        {
+            Stage1Steps = 3, Stage2Steps = 2, BatchSize = 2, SequenceLength = 16, CheckpointEvery = 10, WarmupSteps = 1, Workers = 2,
+            TeacherDType = ScalarType.BFloat16, MatmulDType = ScalarType.BFloat16,
+        };
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
+        var whole = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(new DistillationPaths(_temp.Sub("clean")), false, ScalarType.Float32);
+
+        var failed = new HashSet<(int, int)>();
+        var log = new List<string>();
+        var retried = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target)
+        {
+            FailAfterWorkers = (stage, step) => (stage, step) is (1, 2) or (2, 1) && failed.Add((stage, step)),
+            Log = log.Add,
+        }.Run(new DistillationPaths(_temp.Sub("failing")), false, ScalarType.Float32);
+
+        Assert.Equal(2, failed.Count);
+        Assert.Contains(log, line => line.StartsWith("stage 1 step 2 failed (injected failure", StringComparison.Ordinal));
+        Assert.Equal(whole.Select(r => (r.Stage, r.Step, r.Loss)), retried.Select(r => (r.Stage, r.Step, r.Loss)));
+
+        // A step that fails again stops the run with its error.
+        var error = Assert.Throws<System.Runtime.InteropServices.ExternalException>(() => new DistillationRun(TestData.QwenTiny, student, () => texts, options, target)
+        {
+            FailAfterWorkers = (stage, step) => (stage, step) == (1, 2),
+        }.Run(new DistillationPaths(_temp.Sub("failing-twice")), false, ScalarType.Float32));
+        Assert.Contains("stage 1 step 2", error.Message);
+    }
+
+    /// <summary>
     /// Two workers, each with its own teacher and student (the second a replica), on a batch of three sequences split
     /// 1 + 2: the same loss and the same gradients in the master's parameters as one worker on the whole batch.
     /// </summary>

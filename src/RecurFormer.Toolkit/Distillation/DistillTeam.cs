@@ -58,6 +58,12 @@ internal sealed class DistillTeam : IDisposable
 
     public int Count => _workers.Length;
 
+    /// <summary>Testing only: runs after the workers of a step, before their gradients are summed (a failure there leaves them half summed).</summary>
+    internal Action? AfterWorkers { get; set; }
+
+    /// <summary>Where the phases of each step are timed (pull, workers, push).</summary>
+    public StepPhases Phases { get; init; } = new();
+
     /// <summary>Stage-1 loss and gradients (into the master's mixers) for one batch: the mean relative loss over layers and each layer's.</summary>
     public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> batch)
     {
@@ -68,9 +74,14 @@ internal sealed class DistillTeam : IDisposable
         var targets = new Stage1Targets?[shares.Length];
         try
         {
-            Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]));
-            var reference = Stage1Targets.Reference(targets!);
-            var parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w]!, reference));
+            Dictionary<int, double>[] parts;
+            using (Phases.Time("workers"))
+            {
+                Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]));
+                var reference = Stage1Targets.Reference(targets!);
+                parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w]!, reference));
+            }
+            AfterWorkers?.Invoke();
             PushGradients();
             var perLayer = parts[0].Keys.ToDictionary(layer => layer, layer => parts.Sum(p => p[layer]));
             return (perLayer.Values.Average(), perLayer);
@@ -90,7 +101,12 @@ internal sealed class DistillTeam : IDisposable
         var shares = Shares(batch);
         var indices = Shares(streamIndices);
         PullWeights();
-        var parts = Run(shares.Length, w => _workers[w].Stage2Backward(shares[w], indices[w], batch));
+        (double Loss, double Kl, double Ce)[] parts;
+        using (Phases.Time("workers"))
+        {
+            parts = Run(shares.Length, w => _workers[w].Stage2Backward(shares[w], indices[w], batch));
+        }
+        AfterWorkers?.Invoke();
         PushGradients();
         return (parts.Sum(p => p.Loss), parts.Sum(p => p.Kl), parts.Sum(p => p.Ce));
     }
@@ -106,8 +122,18 @@ internal sealed class DistillTeam : IDisposable
         }).ToArray();
     }
 
+    /// <summary>Drops the replicas' gradients, which a failed step may have left (the master's are zeroed by the optimiser).</summary>
+    public void ClearGradients()
+    {
+        foreach (var replica in _replicas)
+        {
+            replica?.ClearGradients();
+        }
+    }
+
     private void PullWeights()
     {
+        using var _ = Phases.Time("pull");
         foreach (var replica in _replicas)
         {
             replica?.PullWeights();
@@ -116,6 +142,7 @@ internal sealed class DistillTeam : IDisposable
 
     private void PushGradients()
     {
+        using var _ = Phases.Time("push");
         foreach (var replica in _replicas)
         {
             replica?.PushGradients();

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using RecurFormer.Model.CausalLM;
@@ -98,11 +99,11 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             }
             // Stage 2 runs the whole student: in bfloat16 products when asked, on copies (float32 master weights here).
             var lowPrecision = stage == 2 && options.MatmulDType is { } low && low != target.DType ? low : (ScalarType?)null;
-            using var team = new DistillTeam(teachers.Models, student, source, target with { DType = lowPrecision ?? target.DType }, lowPrecision is not null,
-                parameters, options, distiller.TeacherCache);
             var tokensPerStep = (long)options.BatchSize * (stage == 1 ? options.SequenceLength : Math.Min(options.SequenceLength, options.Stage2SequenceLength));
             var throughput = new StageThroughput(stage, tokensPerStep);
             _throughput.Add(throughput);
+            using var team = new DistillTeam(teachers.Models, student, source, target with { DType = lowPrecision ?? target.DType }, lowPrecision is not null,
+                parameters, options, distiller.TeacherCache) { Phases = throughput.Phases };
             for (var step = startStep; step < steps; step++)
             {
                 var rate = LearningRate(peak, step, steps);
@@ -112,24 +113,36 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 var firstSequence = data.Consumed;
                 var batch = Enumerable.Range(0, options.BatchSize).Select(_ => data.Next()).ToArray();
-                optimizer.zero_grad();
                 LossRecord record;
-                if (stage == 1)
+                for (var attempt = 1; ; attempt++)
                 {
-                    var (loss, layers) = team.Stage1Backward(batch);
-                    record = new LossRecord(1, step + 1, loss, null, null, layers, rate, clock.Elapsed.TotalSeconds);
+                    using (throughput.Phases.Time("optimizer"))
+                    {
+                        optimizer.zero_grad();
+                    }
+                    team.ClearGradients(); // of a failed attempt
+                    try
+                    {
+                        record = Backward(team, stage, step, batch, firstSequence, rate, clock);
+                        break;
+                    }
+                    catch (ExternalException error) when (attempt == 1)
+                    {
+                        // libtorch failed inside the forward or backward, before the optimiser touched anything: the
+                        // step is redone once from the same batch. TorchSharp 0.107 frees a temporary Scalar in its
+                        // finalizer, which can run while the native operation that was given it still reads it
+                        // (docs/conversion.md); a real error fails again and stops the run.
+                        Log?.Invoke($"stage {stage} step {step + 1} failed ({error.Message.Split('\n')[0]}); running it again");
+                    }
                 }
-                else
+                using (throughput.Phases.Time("optimizer"))
                 {
-                    var (loss, kl, ce) = team.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(),
-                        Enumerable.Range(0, batch.Length).Select(i => firstSequence + i).ToArray());
-                    record = new LossRecord(2, step + 1, loss, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
+                    if (options.ClipNorm > 0)
+                    {
+                        nn.utils.clip_grad_norm_(parameters, options.ClipNorm);
+                    }
+                    optimizer.step();
                 }
-                if (options.ClipNorm > 0)
-                {
-                    nn.utils.clip_grad_norm_(parameters, options.ClipNorm);
-                }
-                optimizer.step();
                 records.Add(record);
                 throughput.StepDone(clock.Elapsed.TotalSeconds);
                 if (progress is not null)
@@ -162,6 +175,25 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             Log?.Invoke($"teacher cache: {cache.Hits} sequences read, {cache.Misses} computed");
         }
         return records;
+    }
+
+    /// <summary>Testing only: throws a libtorch-like error after the workers of the given (stage, step) attempt, while gradients are half summed.</summary>
+    internal Func<int, int, bool>? FailAfterWorkers { get; init; }
+
+    /// <summary>One step's forward and backward over the team: the loss record, gradients in the master's trained parameters.</summary>
+    private LossRecord Backward(DistillTeam team, int stage, int step, long[][] batch, long firstSequence, double rate, Stopwatch clock)
+    {
+        team.AfterWorkers = FailAfterWorkers is { } fail && fail(stage, step + 1)
+            ? () => throw new ExternalException($"injected failure at stage {stage} step {step + 1}")
+            : null;
+        if (stage == 1)
+        {
+            var (loss, layers) = team.Stage1Backward(batch);
+            return new LossRecord(1, step + 1, loss, null, null, layers, rate, clock.Elapsed.TotalSeconds);
+        }
+        var (total, kl, ce) = team.Stage2Backward(batch.Select(b => b[..Math.Min(b.Length, options.Stage2SequenceLength)]).ToArray(),
+            Enumerable.Range(0, batch.Length).Select(i => firstSequence + i).ToArray());
+        return new LossRecord(2, step + 1, total, kl, ce, null, rate, clock.Elapsed.TotalSeconds);
     }
 
     /// <summary>The teacher cache of this run's teacher, data, lengths and seed, when asked for.</summary>
@@ -267,9 +299,13 @@ public sealed class StageThroughput(int stage, long tokensPerStep)
     public long TokensPerStep => tokensPerStep;
     public int Steps { get; private set; }
 
+    /// <summary>Where the steps' time went (after the first step), by phase: a profile of a step in every run's distill.json.</summary>
+    public StepPhases Phases { get; } = new();
+
     public void StepDone(double seconds)
     {
         Steps++;
+        Phases.StepDone();
         _firstStepEnd ??= seconds;
         _lastStepEnd = seconds;
     }
@@ -284,5 +320,44 @@ public sealed class StageThroughput(int stage, long tokensPerStep)
         ["tokens_per_step"] = tokensPerStep,
         ["tokens_per_second"] = TokensPerSecond is { } rate ? Math.Round(rate, 1) : null,
         ["seconds_per_step"] = TokensPerSecond is { } r ? Math.Round(tokensPerStep / r, 4) : null,
+        ["seconds_per_step_by_phase"] = Phases.ToJson(),
     };
+}
+
+/// <summary>
+/// Seconds per step spent in each named phase of a step (the workers' forward and backward, copying weights to the
+/// replicas, summing their gradients, the optimiser), counted from the second step on like <see cref="StageThroughput"/>.
+/// The phases outside the workers run on one thread while the other cores wait: they are what limits more workers.
+/// </summary>
+public sealed class StepPhases
+{
+    private readonly Dictionary<string, double> _seconds = [];
+    private readonly Dictionary<string, double> _thisStep = [];
+    private int _counted;
+    private bool _first = true;
+
+    /// <summary>Times the phase until the returned handle is disposed (phases may repeat within a step; they add up).</summary>
+    public IDisposable Time(string phase) => new Timing(this, phase, Stopwatch.GetTimestamp());
+
+    public void StepDone()
+    {
+        if (!_first)
+        {
+            foreach (var (phase, seconds) in _thisStep)
+            {
+                _seconds[phase] = _seconds.GetValueOrDefault(phase) + seconds;
+            }
+            _counted++;
+        }
+        _first = false;
+        _thisStep.Clear();
+    }
+
+    public JsonObject? ToJson() => _counted == 0 ? null
+        : new JsonObject(_seconds.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)Math.Round(p.Value / _counted, 4))));
+
+    private sealed class Timing(StepPhases owner, string phase, long start) : IDisposable
+    {
+        public void Dispose() => owner._thisStep[phase] = owner._thisStep.GetValueOrDefault(phase) + Stopwatch.GetElapsedTime(start).TotalSeconds;
+    }
 }

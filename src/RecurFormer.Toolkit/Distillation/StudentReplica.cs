@@ -85,5 +85,13 @@ internal sealed class StudentReplica : IDisposable
         }
     }
 
+    public void ClearGradients()
+    {
+        foreach (var (_, copy) in _trained)
+        {
+            copy.grad = null;
+        }
+    }
+
     public void Dispose() => Model.Dispose();
 }
