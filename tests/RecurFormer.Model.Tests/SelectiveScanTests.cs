@@ -138,6 +138,50 @@ public sealed class SelectiveScanTests
         }
     }
 
+    /// <summary>
+    /// The fused training scan (softplus on Δ's way in, y · SiLU(gate) out, inside the kernels) against the plain
+    /// training scan with those two written as libtorch operations around it: outputs and the gradients of all seven
+    /// inputs (Δ before its softplus, and the gate) within 1e-4. Raw Δ spans both sides of zero and the linear range.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1, 16, 16, 1)]
+    [InlineData(3, 37, 40, 16, 1)]   // three sequences, a partial vector of channels
+    [InlineData(2, 64, 96, 8, 3)]    // a state size below 16, three threads
+    public void The_fused_training_scan_equals_softplus_scan_and_gate_as_separate_operations(int sequences, int tokens, int inner, int state, int threadCount)
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(29);
+        var total = sequences * tokens;
+        var inputs = new[]
+        {
+            randn([total, inner], generator: generator),                 // x
+            randn([total, inner], generator: generator) * 3 - 2,         // Δ before softplus
+            randn([total, state], generator: generator),                 // B
+            randn([total, state], generator: generator),                 // C
+            -rand([inner, state], generator: generator) * 2 - 0.05,      // A
+            randn([inner], generator: generator),                        // D
+            randn([total, inner], generator: generator) * 2,             // gate
+        };
+        var upstream = randn([total, inner], generator: generator);
+        using var threads = new KernelThreads(threadCount);
+
+        var plain = inputs.Select(t => t.clone().requires_grad_(true)).ToArray();
+        var expected = SelectiveScanFunction.Apply(plain[0], nn.functional.softplus(plain[1]), plain[2], plain[3], plain[4], plain[5], sequences, threads: threads)
+            * nn.functional.silu(plain[6]);
+        (expected * upstream).sum().backward();
+
+        var fused = inputs.Select(t => t.clone().requires_grad_(true)).ToArray();
+        var actual = SelectiveScanFunction.ApplyFused(fused[0], fused[1], fused[2], fused[3], fused[4], fused[5], fused[6], sequences, threads);
+        (actual * upstream).sum().backward();
+
+        AssertClose("y", expected, actual);
+        string[] names = ["x", "Δ (raw)", "B", "C", "A", "D", "gate"];
+        for (var i = 0; i < names.Length; i++)
+        {
+            AssertClose($"∂{names[i]}", plain[i].grad ?? zeros_like(plain[i]), fused[i].grad ?? zeros_like(fused[i]));
+        }
+    }
+
     internal static void AssertClose(string what, Tensor expected, Tensor actual)
     {
         var scale = Math.Max(1f, expected.abs().max().item<float>());

@@ -20,7 +20,11 @@ public static unsafe class SelectiveScan
     /// x, dt [T, dInner]; b, c [T, dState]; a [dInner, dState] (negative); d [dInner]; state [dInner, dState], read as
     /// h_0 and overwritten with h_T; all float32, contiguous, on the CPU. Returns y [T, dInner].
     /// </summary>
-    public static Tensor Forward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor state, KernelThreads? threads = null)
+    /// <param name="fused">
+    /// Training's element-wise work done in the kernel instead of separate libtorch operations: <paramref name="dt"/> is
+    /// taken before its softplus (Δ = softplus(dt)), and y leaves multiplied by SiLU(<see cref="Fusion.Gate"/>).
+    /// </param>
+    public static Tensor Forward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor state, KernelThreads? threads = null, Fusion? fused = null)
     {
         var inputs = new Inputs(x, dt, b, c, a, d);
         var (tokens, inner) = (inputs.Tokens, inputs.Inner);
@@ -29,18 +33,36 @@ public static unsafe class SelectiveScan
         var aPointer = TensorMemory.Pointer<float>(inputs.A);
         var dPointer = TensorMemory.Pointer<float>(inputs.D);
         var statePointer = TensorMemory.Pointer<float>(state);
-        var deltas = new GivenDeltas(TensorMemory.Pointer<float>(inputs.Dt), inner);
+        var dtPointer = TensorMemory.Pointer<float>(inputs.Dt);
+        var gate = fused?.Gate.contiguous();
+        var gatePointer = gate is null ? null : TensorMemory.Pointer<float>(gate);
         threads ??= KernelThreads.Single;
         threads.Run(thread =>
         {
             var (start, end) = threads.Share(thread, inner, Lanes);
+            var lane = stackalloc float[Lanes];
             for (var first = start; first < end; first += Lanes)
             {
-                Channels(rows, deltas, negativeA: true, aPointer, dPointer, statePointer, first, Math.Min(Lanes, end - first));
+                var count = Math.Min(Lanes, end - first);
+                if (fused is null)
+                {
+                    Channels(rows, new GivenDeltas(dtPointer, inner), negativeA: true, aPointer, dPointer, statePointer, first, count);
+                    continue;
+                }
+                Channels(rows, new SoftplusDeltas(dtPointer, inner), negativeA: true, aPointer, dPointer, statePointer, first, count);
+                for (var t = 0; t < tokens; t++) // while these channels' rows are still in cache
+                {
+                    var at = (long)t * inner + first;
+                    Store(Load(rows.Y + at, count, lane) * FastExp.Silu(Load(gatePointer + at, count, lane)), rows.Y + at, count, lane);
+                }
             }
         });
+        GC.KeepAlive(gate);
         return y;
     }
+
+    /// <summary>What a fused training scan does beyond the scan: softplus on Δ's way in, the SiLU gate on y's way out.</summary>
+    public sealed record Fusion(Tensor Gate);
 
     /// <summary>
     /// The gradients of <see cref="Forward"/> for one sequence from the state <paramref name="initialState"/> (zeros when
@@ -52,13 +74,15 @@ public static unsafe class SelectiveScan
     /// ∂A = Σ_t r_t Δ_t e_t h_{t−1}; ∂B_t = Σ_channels r_t Δ_t x_t; ∂C_t = Σ_channels gy_t h_t; ∂D = Σ_t gy_t x_t.
     /// The sums over channels run in the vector lanes of a per-thread table and are folded once at the end.
     /// </summary>
-    public static ScanGradients Backward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor? initialState, Tensor gradY, KernelThreads? threads = null)
+    /// <param name="fused">As in <see cref="Forward"/>: then ∂Δ is the gradient of dt before its softplus, and the gate's is returned too.</param>
+    public static ScanGradients Backward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor? initialState, Tensor gradY, KernelThreads? threads = null, Fusion? fused = null)
     {
         var inputs = new Inputs(x, dt, b, c, a, d);
         var (tokens, inner, stateSize) = (inputs.Tokens, inputs.Inner, inputs.State);
         gradY = gradY.contiguous();
+        var gate = fused?.Gate.contiguous();
         var gradients = new ScanGradients(zeros(tokens, inner), zeros(tokens, inner), zeros(tokens, stateSize), zeros(tokens, stateSize),
-            zeros(inner, stateSize), zeros(inner));
+            zeros(inner, stateSize), zeros(inner), gate is null ? null : empty(tokens, inner));
         threads ??= KernelThreads.Single;
         var table = (long)tokens * stateSize;
         var scratch = TensorMemory.Allocate<Vector512<float>>(threads.Count * 3 * table); // per thread: states, ∂B lanes, ∂C lanes
@@ -66,7 +90,8 @@ public static unsafe class SelectiveScan
         {
             var rows = inputs.Rows(null);
             var into = new GradientRows(TensorMemory.Pointer<float>(gradY), TensorMemory.Pointer<float>(gradients.X), TensorMemory.Pointer<float>(gradients.Dt),
-                TensorMemory.Pointer<float>(gradients.A), TensorMemory.Pointer<float>(gradients.D));
+                TensorMemory.Pointer<float>(gradients.A), TensorMemory.Pointer<float>(gradients.D),
+                gate is null ? null : TensorMemory.Pointer<float>(gate), gradients.Gate is null ? null : TensorMemory.Pointer<float>(gradients.Gate));
             var dtPointer = TensorMemory.Pointer<float>(inputs.Dt);
             var aPointer = TensorMemory.Pointer<float>(inputs.A);
             var dPointer = TensorMemory.Pointer<float>(inputs.D);
@@ -97,6 +122,7 @@ public static unsafe class SelectiveScan
         finally
         {
             TensorMemory.Free(scratch);
+            GC.KeepAlive(gate);
         }
         return gradients;
     }
@@ -113,13 +139,17 @@ public static unsafe class SelectiveScan
             y is null ? null : TensorMemory.Pointer<float>(y), Tokens, Inner, State);
     }
 
-    /// <summary>The gradients of one scan: x and Δ [T, dInner], B and C [T, dState], A [dInner, dState], D [dInner].</summary>
-    public sealed record ScanGradients(Tensor X, Tensor Dt, Tensor B, Tensor C, Tensor A, Tensor D);
+    /// <summary>The gradients of one scan: x and Δ [T, dInner], B and C [T, dState], A [dInner, dState], D [dInner]; the gate's [T, dInner] when fused.</summary>
+    public sealed record ScanGradients(Tensor X, Tensor Dt, Tensor B, Tensor C, Tensor A, Tensor D, Tensor? Gate = null);
 
-    /// <summary>Where a backward scan reads ∂L/∂y and writes the gradients of x, Δ (rows of dInner), A and D.</summary>
-    private readonly struct GradientRows(float* gradY, float* gradX, float* gradDt, float* gradA, float* gradD)
+    /// <summary>
+    /// Where a backward scan reads ∂L/∂y and writes the gradients of x, Δ (rows of dInner), A and D; with a gate (fused),
+    /// where it reads the gate and writes its gradient, and Δ is taken before its softplus.
+    /// </summary>
+    private readonly struct GradientRows(float* gradY, float* gradX, float* gradDt, float* gradA, float* gradD, float* gate, float* gradGate)
     {
-        public readonly float* GradY = gradY, GradX = gradX, GradDt = gradDt, GradA = gradA, GradD = gradD;
+        public readonly float* GradY = gradY, GradX = gradX, GradDt = gradDt, GradA = gradA, GradD = gradD, Gate = gate, GradGate = gradGate;
+        public bool Fused => Gate != null;
     }
 
     /// <summary>Backward through up to 16 channels from <paramref name="first"/>: re-runs their forward, then walks back.</summary>
@@ -147,9 +177,11 @@ public static unsafe class SelectiveScan
 
         // Forward again, keeping every h_t of these channels.
         var previous = h0;
+        var fused = into.Fused;
         for (var t = 0; t < rows.Tokens; t++)
         {
             var delta = Load(dt + (long)t * inner + first, count, lane);
+            delta = fused ? FastExp.Softplus(delta) : delta;
             var drive = delta * Load(rows.X + (long)t * inner + first, count, lane);
             var bt = rows.B + (long)t * rows.BcStride;
             var current = states + (long)t * n;
@@ -164,9 +196,20 @@ public static unsafe class SelectiveScan
         var gradD = Vector512<float>.Zero;
         for (var t = rows.Tokens - 1; t >= 0; t--)
         {
-            var delta = Load(dt + (long)t * inner + first, count, lane);
-            var input = Load(rows.X + (long)t * inner + first, count, lane);
-            var gy = Load(into.GradY + (long)t * inner + first, count, lane);
+            var at = (long)t * inner + first;
+            var raw = Load(dt + at, count, lane);
+            var delta = fused ? FastExp.Softplus(raw) : raw;
+            var input = Load(rows.X + at, count, lane);
+            var gy = Load(into.GradY + at, count, lane);
+            var gated = gy; // ∂L/∂(gated y)
+            var sigmoid = Vector512<float>.Zero;
+            var z = Vector512<float>.Zero;
+            if (fused)
+            {
+                z = Load(into.Gate + at, count, lane);
+                sigmoid = Vector512<float>.One / (Vector512<float>.One + FastExp.Exp(-z));
+                gy = gated * z * sigmoid;                              // through y · SiLU(z)
+            }
             var bt = rows.B + (long)t * rows.BcStride;
             var ct = rows.C + (long)t * rows.BcStride;
             var current = states + (long)t * n;
@@ -174,9 +217,11 @@ public static unsafe class SelectiveScan
             var tableRow = (long)t * n;
             var sumRb = Vector512<float>.Zero;     // Σ_n r B_t
             var sumDecayTerm = Vector512<float>.Zero; // Σ_n A r e h_{t−1}
+            var output = Vector512<float>.Zero;    // Σ_n C_t h_t: y before D·x and the gate (fused only)
             var deltaInput = delta * input;
             for (var s = 0; s < n; s++)
             {
+                output = fused ? Vector512.FusedMultiplyAdd(Vector512.Create(ct[s]), current[s], output) : output;
                 var bs = Vector512.Create(bt[s]);
                 var r = Vector512.FusedMultiplyAdd(gy, Vector512.Create(ct[s]), adjoint[s]);
                 var e = FastExp.Exp(delta * decay[s]);
@@ -188,8 +233,16 @@ public static unsafe class SelectiveScan
                 lanesC[tableRow + s] = Vector512.FusedMultiplyAdd(gy, current[s], lanesC[tableRow + s]);
                 adjoint[s] = r * e;
             }
-            Store(Vector512.FusedMultiplyAdd(skip, gy, delta * sumRb), into.GradX + (long)t * inner + first, count, lane);
-            Store(Vector512.FusedMultiplyAdd(input, sumRb, sumDecayTerm), into.GradDt + (long)t * inner + first, count, lane);
+            Store(Vector512.FusedMultiplyAdd(skip, gy, delta * sumRb), into.GradX + at, count, lane);
+            var gradDelta = Vector512.FusedMultiplyAdd(input, sumRb, sumDecayTerm);
+            if (fused)
+            {
+                // softplus′ = σ(raw); SiLU′(z) = σ(z) (1 + z (1 − σ(z))).
+                gradDelta *= Vector512<float>.One / (Vector512<float>.One + FastExp.Exp(-raw));
+                var y = Vector512.FusedMultiplyAdd(skip, input, output);
+                Store(gated * y * sigmoid * (Vector512<float>.One + z * (Vector512<float>.One - sigmoid)), into.GradGate + at, count, lane);
+            }
+            Store(gradDelta, into.GradDt + at, count, lane);
             gradD = Vector512.FusedMultiplyAdd(gy, input, gradD);
         }
         for (var s = 0; s < n; s++)
@@ -238,6 +291,23 @@ public static unsafe class SelectiveScan
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly Vector512<float> At(int token) => Load(dt + (long)token * inner + _first, _count, _lane);
+    }
+
+    /// <summary>Δ = softplus of a given [T, dInner] table (the fused training scan).</summary>
+    internal struct SoftplusDeltas(float* raw, int inner) : IDeltas
+    {
+        private int _first, _count;
+        private float* _lane;
+
+        public void Start(int first, int count, float* lane)
+        {
+            _first = first;
+            _count = count;
+            _lane = lane;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly Vector512<float> At(int token) => FastExp.Softplus(Load(raw + (long)token * inner + _first, _count, _lane));
     }
 
     /// <summary>

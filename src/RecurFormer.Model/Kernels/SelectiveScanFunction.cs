@@ -32,10 +32,18 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
         // Non-tensor arguments after the tensors: autograd gives gradients to the tensors only.
         // The initial state is kept as values: backward runs after the caller's dispose scopes have freed its tensors.
         var h0 = initialState?.detach().to_type(ScalarType.Float32).contiguous().data<float>().ToArray();
-        return apply(x, dt, b, c, a, d, new Options(sequences, h0, finalState, threads ?? KernelThreads.ForThisProcess));
+        return apply(x, dt, b, c, a, d, new Options(sequences, h0, finalState, threads ?? KernelThreads.ForThisProcess, Fused: false));
     }
 
-    private sealed record Options(int Sequences, float[]? InitialState, Tensor? FinalState, KernelThreads Threads)
+    /// <summary>
+    /// The training scan with its element-wise neighbours inside the kernels: softplus(<paramref name="dtRaw"/>) → Δ,
+    /// and y · SiLU(<paramref name="gate"/>) out ([S × L, dInner] each), every sequence from a zero state. Saves the
+    /// half-dozen full-size libtorch operations forward and backward that these cost each layer.
+    /// </summary>
+    public static Tensor ApplyFused(Tensor x, Tensor dtRaw, Tensor b, Tensor c, Tensor a, Tensor d, Tensor gate, int sequences, KernelThreads? threads = null) =>
+        apply(x, dtRaw, b, c, a, d, gate, new Options(sequences, null, null, threads ?? KernelThreads.ForThisProcess, Fused: true));
+
+    private sealed record Options(int Sequences, float[]? InitialState, Tensor? FinalState, KernelThreads Threads, bool Fused)
     {
         public Tensor? InitialTensor(Tensor a) => InitialState is null ? null : tensor(InitialState).view(a.shape[0], a.shape[1]);
     }
@@ -43,8 +51,9 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (x, dt, b, c, a, d) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Tensor)vars[3], (Tensor)vars[4], (Tensor)vars[5]);
-        var options = (Options)vars[6];
-        ctx.save_for_backward([x, dt, b, c, a, d]);
+        var options = (Options)vars[^1];
+        var gate = options.Fused ? (Tensor)vars[6] : null;
+        ctx.save_for_backward(gate is null ? [x, dt, b, c, a, d] : [x, dt, b, c, a, d, gate]);
         ctx.save_data("options", options);
         var length = x.shape[0] / options.Sequences;
         var outputs = new Tensor[options.Sequences];
@@ -52,7 +61,7 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
         {
             var state = options.InitialTensor(a) ?? zeros(a.shape[0], a.shape[1]);
             outputs[s] = SelectiveScan.Forward(x.narrow(0, s * length, length), dt.narrow(0, s * length, length), b.narrow(0, s * length, length),
-                c.narrow(0, s * length, length), a, d, state, options.Threads);
+                c.narrow(0, s * length, length), a, d, state, options.Threads, gate is null ? null : new SelectiveScan.Fusion(gate.narrow(0, s * length, length)));
             options.FinalState?.copy_(state);
         }
         return outputs.Length == 1 ? outputs[0] : cat(outputs, 0);
@@ -63,20 +72,25 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
         var saved = ctx.get_saved_variables();
         var (x, dt, b, c, a, d) = (saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]);
         var options = (Options)ctx.get_data("options");
+        var gate = options.Fused ? saved[6] : null;
         var length = x.shape[0] / options.Sequences;
         var parts = new List<SelectiveScan.ScanGradients>(options.Sequences);
         var initial = options.InitialTensor(a);
         for (var s = 0; s < options.Sequences; s++)
         {
             parts.Add(SelectiveScan.Backward(x.narrow(0, s * length, length), dt.narrow(0, s * length, length), b.narrow(0, s * length, length),
-                c.narrow(0, s * length, length), a, d, initial, grad_output.narrow(0, s * length, length), options.Threads));
+                c.narrow(0, s * length, length), a, d, initial, grad_output.narrow(0, s * length, length), options.Threads,
+                gate is null ? null : new SelectiveScan.Fusion(gate.narrow(0, s * length, length))));
         }
-        if (parts.Count == 1)
+        List<Tensor> gradients = parts.Count == 1
+            ? [parts[0].X, parts[0].Dt, parts[0].B, parts[0].C, parts[0].A, parts[0].D]
+            : [cat(parts.Select(p => p.X).ToArray(), 0), cat(parts.Select(p => p.Dt).ToArray(), 0), cat(parts.Select(p => p.B).ToArray(), 0),
+                cat(parts.Select(p => p.C).ToArray(), 0), stack(parts.Select(p => p.A).ToArray()).sum(dim: 0), stack(parts.Select(p => p.D).ToArray()).sum(dim: 0)];
+        if (gate is not null)
         {
-            var g = parts[0];
-            return [g.X, g.Dt, g.B, g.C, g.A, g.D, null!];
+            gradients.Add(parts.Count == 1 ? parts[0].Gate! : cat(parts.Select(p => p.Gate!).ToArray(), 0));
         }
-        return [cat(parts.Select(p => p.X).ToArray(), 0), cat(parts.Select(p => p.Dt).ToArray(), 0), cat(parts.Select(p => p.B).ToArray(), 0),
-            cat(parts.Select(p => p.C).ToArray(), 0), stack(parts.Select(p => p.A).ToArray()).sum(dim: 0), stack(parts.Select(p => p.D).ToArray()).sum(dim: 0), null!];
+        gradients.Add(null!); // the options
+        return gradients;
     }
 }

@@ -59,9 +59,10 @@ public sealed partial class MambaMixer : nn.Module
         var gate = projected[1];
         var a = -A_log.exp();                              // [dInner, dState], negative: the state decays
 
-        var y = Recur(u, a, context);                      // [T, dInner] float32
-        y = (y * nn.functional.silu(gate.to_type(ScalarType.Float32))).to_type(x.dtype);
-        return out_proj.forward(y).MoveToOuterDisposeScope();
+        var y = context.Prefilling.Length > 0 && IsWholeSequenceTraining(context)
+            ? TrainingScan(u, gate.to_type(ScalarType.Float32), a, context)          // gated inside the scan
+            : Recur(u, a, context) * nn.functional.silu(gate.to_type(ScalarType.Float32)); // [T, dInner] float32
+        return out_proj.forward(y.to_type(x.dtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>u [T, dInner] → y [T, dInner]: decoding sequences in one batched step, prefill chunks one by one.</summary>
@@ -70,10 +71,6 @@ public sealed partial class MambaMixer : nn.Module
         if (context.Prefilling.Length == 0)
         {
             return DecodeStep(u, a, context);
-        }
-        if (IsWholeSequenceTraining(context))
-        {
-            return TrainingScan(u, a, context);
         }
         if (context.Decoding.Length == 0)
         {
@@ -157,24 +154,27 @@ public sealed partial class MambaMixer : nn.Module
             && batch.Caches.All(c => c.Length == 0) && batch.Tokens.All(t => t.Length == batch.Tokens[0].Length);
     }
 
-    /// <summary>u [B × L, dInner] of B empty sequences of L tokens → y [B × L, dInner]: the CPU scan kernels, or <see cref="TensorScan"/>.</summary>
-    private Tensor TrainingScan(Tensor u, Tensor a, ForwardContext context)
+    /// <summary>
+    /// u, gate [B × L, dInner] of B empty sequences of L tokens → y · SiLU(gate) [B × L, dInner]: the CPU scan kernels
+    /// with softplus and the gate inside, or <see cref="TensorScan"/>.
+    /// </summary>
+    private Tensor TrainingScan(Tensor u, Tensor gate, Tensor a, ForwardContext context)
     {
         var sequences = context.Batch.SequenceCount;
         var inner = Shape.InnerSize;
         var xc = CausalConvolution.Training(u.view(sequences, -1, inner), conv1d_weight, conv1d_bias, context.Batch.KernelThreads); // [B, L, dI]
-        var (dt, bInput, cOutput) = SelectiveParameters(xc);
-        return TensorScan.Training(xc, dt, bInput, cOutput, a, D, context.Batch.KernelThreads);
+        var (dtRaw, bInput, cOutput) = SelectiveParameters(xc, softplus: false);
+        return TensorScan.TrainingGated(xc, dtRaw, bInput, cOutput, a, D, gate.view(sequences, -1, inner), context.Batch.KernelThreads);
     }
 
-    /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])), B and C: the input-dependent SSM parameters.</summary>
-    private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc)
+    /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])) (or what goes into the softplus), B and C: the input-dependent SSM parameters.</summary>
+    private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc, bool softplus = true)
     {
         var parameters = x_proj.forward(xc);
         var rank = Shape.TimeStepRank;
         var state = Shape.StateSize;
-        var dt = nn.functional.softplus(dt_proj.forward(parameters.narrow(-1, 0, rank)));
-        return (dt, parameters.narrow(-1, rank, state), parameters.narrow(-1, rank + state, state));
+        var dt = dt_proj.forward(parameters.narrow(-1, 0, rank));
+        return (softplus ? nn.functional.softplus(dt) : dt, parameters.narrow(-1, rank, state), parameters.narrow(-1, rank + state, state));
     }
 
     /// <summary>

@@ -27,6 +27,20 @@ public static class TensorScan
     }
 
     /// <summary>
+    /// <see cref="Training"/> with Δ = softplus(<paramref name="dtRaw"/>) and the output gated, y · SiLU(<paramref name="gate"/>):
+    /// on the CPU inside the scan kernels (<see cref="SelectiveScanFunction.ApplyFused"/>), elsewhere as tensor
+    /// operations. x, dtRaw, gate [B, L, dI]; b, c [B, L, N]. → [B × L, dI].
+    /// </summary>
+    public static Tensor TrainingGated(Tensor x, Tensor dtRaw, Tensor b, Tensor c, Tensor a, Tensor d, Tensor gate, KernelThreads? threads = null)
+    {
+        var (sequences, inner, state) = ((int)x.shape[0], x.shape[2], b.shape[2]);
+        return SelectiveScanFunction.Supports(x.device)
+            ? SelectiveScanFunction.ApplyFused(x.reshape(-1, inner), dtRaw.reshape(-1, inner), b.reshape(-1, state), c.reshape(-1, state), a, d,
+                gate.reshape(-1, inner), sequences, threads)
+            : Training(x, nn.functional.softplus(dtRaw), b, c, a, d, threads) * nn.functional.silu(gate.reshape(-1, inner));
+    }
+
+    /// <summary>
     /// x, Δ [B, L, dI]; b, c [B, L, N]; a [dI, N] (negative); every sequence from a zero state.
     /// → y [B, L, dI] without the D·x skip, and the last state [B, dI, N].
     /// </summary>

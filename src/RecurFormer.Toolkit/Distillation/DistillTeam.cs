@@ -153,15 +153,22 @@ internal sealed class DistillTeam : IDisposable
     private T[] Run<T>(int count, Func<int, T> work)
     {
         var results = new T[count];
+        var seconds = new double[count];
         try
         {
             _threads.Run(w =>
             {
                 if (w < count)
                 {
+                    var start = System.Diagnostics.Stopwatch.GetTimestamp();
                     results[w] = work(w);
+                    seconds[w] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
                 }
             });
+            for (var w = 0; w < count; w++)
+            {
+                Phases.Add($"worker {w}", seconds[w]); // a gap between them is time the faster one waits
+            }
         }
         catch (KernelThreadException error)
         {

@@ -339,6 +339,8 @@ public sealed class StepPhases
     /// <summary>Times the phase until the returned handle is disposed (phases may repeat within a step; they add up).</summary>
     public IDisposable Time(string phase) => new Timing(this, phase, Stopwatch.GetTimestamp());
 
+    public void Add(string phase, double seconds) => _thisStep[phase] = _thisStep.GetValueOrDefault(phase) + seconds;
+
     public void StepDone()
     {
         if (!_first)
@@ -358,6 +360,6 @@ public sealed class StepPhases
 
     private sealed class Timing(StepPhases owner, string phase, long start) : IDisposable
     {
-        public void Dispose() => owner._thisStep[phase] = owner._thisStep.GetValueOrDefault(phase) + Stopwatch.GetElapsedTime(start).TotalSeconds;
+        public void Dispose() => owner.Add(phase, Stopwatch.GetElapsedTime(start).TotalSeconds);
     }
 }

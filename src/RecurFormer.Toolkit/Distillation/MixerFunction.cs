@@ -9,7 +9,7 @@ namespace RecurFormer.Toolkit.Distillation;
 /// <summary>
 /// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
 /// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
-/// all sequences of the batch at once. The scan is <see cref="TensorScan.Training"/>, as in the mixer's own training
+/// all sequences of the batch at once. The scan is <see cref="TensorScan.TrainingGated"/>, as in the mixer's own training
 /// forward: on the CPU the forward and backward kernels, linear in the length, one autograd node per layer. A test
 /// pins it to the model's mixer (same outputs within float32 rounding), so the trained parameters mean the same thing
 /// in both.
@@ -61,14 +61,14 @@ public sealed class MixerFunction
         var parameters = nn.functional.linear(xc, _xProj);
         var rank = _shape.TimeStepRank;
         var state = _shape.StateSize;
-        var dt = nn.functional.softplus(nn.functional.linear(parameters.narrow(2, 0, rank), _dtWeight, _dtBias)); // [B, L, dI]
+        var dtRaw = nn.functional.linear(parameters.narrow(2, 0, rank), _dtWeight, _dtBias);  // [B, L, dI], Δ = softplus of it
         var b = parameters.narrow(2, rank, state);                                       // [B, L, N]
         var c = parameters.narrow(2, rank + state, state);
         var a = -_aLog.exp();                                                            // [dI, N]
 
-        var y = TensorScan.Training(xc, dt, b, c, a, _d, threads).view(sequences, length, inner);  // [B, L, dI]
-        y = y * nn.functional.silu(gate);
-        return Project(y, _outProj, _outBias).reshape(sequences * length, -1).MoveToOuterDisposeScope();
+        // softplus on Δ's way in and the SiLU(gate) on y's way out run inside the scan kernels.
+        var y = TensorScan.TrainingGated(xc, dtRaw, b, c, a, _d, gate, threads);         // [B × L, dI]
+        return Project(y, _outProj, _outBias).MoveToOuterDisposeScope();
     }
 
     private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => Linear(x, weight, bias, _matmul);
