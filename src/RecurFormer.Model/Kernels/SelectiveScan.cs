@@ -44,12 +44,11 @@ public static unsafe class SelectiveScan
             for (var first = start; first < end; first += Lanes)
             {
                 var count = Math.Min(Lanes, end - first);
+                Channels(rows, new GivenDeltas(dtPointer, inner, softplus: fused is not null), negativeA: true, aPointer, dPointer, statePointer, first, count);
                 if (fused is null)
                 {
-                    Channels(rows, new GivenDeltas(dtPointer, inner), negativeA: true, aPointer, dPointer, statePointer, first, count);
                     continue;
                 }
-                Channels(rows, new SoftplusDeltas(dtPointer, inner), negativeA: true, aPointer, dPointer, statePointer, first, count);
                 for (var t = 0; t < tokens; t++) // while these channels' rows are still in cache
                 {
                     var at = (long)t * inner + first;
@@ -276,8 +275,8 @@ public static unsafe class SelectiveScan
         Vector512<float> At(int token);
     }
 
-    /// <summary>Δ given as a [T, dInner] table.</summary>
-    internal struct GivenDeltas(float* dt, int inner) : IDeltas
+    /// <summary>Δ given as a [T, dInner] table, or as what goes into its softplus (the fused training scan).</summary>
+    internal struct GivenDeltas(float* dt, int inner, bool softplus = false) : IDeltas
     {
         private int _first, _count;
         private float* _lane;
@@ -290,24 +289,11 @@ public static unsafe class SelectiveScan
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly Vector512<float> At(int token) => Load(dt + (long)token * inner + _first, _count, _lane);
-    }
-
-    /// <summary>Δ = softplus of a given [T, dInner] table (the fused training scan).</summary>
-    internal struct SoftplusDeltas(float* raw, int inner) : IDeltas
-    {
-        private int _first, _count;
-        private float* _lane;
-
-        public void Start(int first, int count, float* lane)
+        public readonly Vector512<float> At(int token)
         {
-            _first = first;
-            _count = count;
-            _lane = lane;
+            var given = Load(dt + (long)token * inner + _first, _count, _lane);
+            return softplus ? FastExp.Softplus(given) : given;
         }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly Vector512<float> At(int token) => FastExp.Softplus(Load(raw + (long)token * inner + _first, _count, _lane));
     }
 
     /// <summary>
