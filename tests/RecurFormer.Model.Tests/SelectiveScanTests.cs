@@ -147,6 +147,7 @@ public sealed class SelectiveScanTests
     [InlineData(1, 1, 16, 16, 1)]
     [InlineData(3, 37, 40, 16, 1)]   // three sequences, a partial vector of channels
     [InlineData(2, 64, 96, 8, 3)]    // a state size below 16, three threads
+    [InlineData(3, 37, 40, 16, 3)]   // a partial vector, three threads
     public void The_fused_training_scan_equals_softplus_scan_and_gate_as_separate_operations(int sequences, int tokens, int inner, int state, int threadCount)
     {
         using var scope = NewDisposeScope();
@@ -160,18 +161,19 @@ public sealed class SelectiveScanTests
             randn([total, state], generator: generator),                 // C
             -rand([inner, state], generator: generator) * 2 - 0.05,      // A
             randn([inner], generator: generator),                        // D
-            randn([total, inner], generator: generator) * 2,             // gate
+            randn([total, 2 * inner], generator: generator) * 2,         // z | gate: the gate is the strided second half, as of in_proj's output
         };
+        static Tensor Gate(Tensor projected) => projected.narrow(1, projected.shape[1] / 2, projected.shape[1] / 2);
         var upstream = randn([total, inner], generator: generator);
         using var threads = new KernelThreads(threadCount);
 
         var plain = inputs.Select(t => t.clone().requires_grad_(true)).ToArray();
         var expected = SelectiveScanFunction.Apply(plain[0], nn.functional.softplus(plain[1]), plain[2], plain[3], plain[4], plain[5], sequences, threads: threads)
-            * nn.functional.silu(plain[6]);
+            * nn.functional.silu(Gate(plain[6]));
         (expected * upstream).sum().backward();
 
         var fused = inputs.Select(t => t.clone().requires_grad_(true)).ToArray();
-        var actual = SelectiveScanFunction.ApplyFused(fused[0], fused[1], fused[2], fused[3], fused[4], fused[5], fused[6], sequences, threads);
+        var actual = SelectiveScanFunction.ApplyFused(fused[0], fused[1], fused[2], fused[3], fused[4], fused[5], Gate(fused[6]), sequences, threads);
         (actual * upstream).sum().backward();
 
         AssertClose("y", expected, actual);

@@ -286,6 +286,35 @@ public sealed class DistillationTests : IDisposable
     }
 }
 
+/// <summary>The teacher cache when a step is run again after a failure: what it wrote is read back, not asked for again.</summary>
+public sealed class TeacherLogitCacheTests : IDisposable
+{
+    private readonly TemporaryFolder _temp = new();
+
+    public TeacherLogitCacheTests() => TestData.EnsureTorch();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void A_shard_written_after_it_was_read_as_missing_is_served_and_not_collected_again()
+    {
+        using var scope = NewDisposeScope();
+        var cache = new TeacherLogitCache(_temp.Sub("cache"), "key", k: 2, shardSize: 2);
+        var logProbs = tensor(new float[] { -0.1f, -2.5f, -0.2f, -1.9f }).view(2, 2);
+        var ids = tensor(new long[] { 3, 5, 4, 6 }).view(2, 2);
+        Assert.False(cache.TryGet(0, out _, out _)); // the first attempt: not cached yet, so it computes both
+        cache.Put(0, logProbs, ids);
+        cache.Put(1, logProbs, ids);                 // the shard is complete and written
+
+        // The attempt run again finds both sequences, and putting them again leaves nothing pending.
+        Assert.True(cache.TryGet(0, out var read, out var readIds));
+        Assert.Equal(logProbs.data<float>().ToArray(), read.data<float>().ToArray());
+        Assert.Equal(ids.data<long>().ToArray(), readIds.data<long>().ToArray());
+        Assert.True(cache.TryGet(1, out _, out _));
+        Assert.Equal(1, cache.Misses);
+    }
+}
+
 public sealed class MixerFunctionTests : IDisposable
 {
     private readonly TemporaryFolder _temp = new();

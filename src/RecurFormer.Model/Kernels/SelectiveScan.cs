@@ -56,6 +56,7 @@ public static unsafe class SelectiveScan
                 }
             }
         });
+        inputs.KeepAlive(); // contiguous() may have made copies that only their pointers reference
         GC.KeepAlive(gate);
         return y;
     }
@@ -94,7 +95,8 @@ public static unsafe class SelectiveScan
             var dtPointer = TensorMemory.Pointer<float>(inputs.Dt);
             var aPointer = TensorMemory.Pointer<float>(inputs.A);
             var dPointer = TensorMemory.Pointer<float>(inputs.D);
-            var h0 = initialState is null ? null : TensorMemory.Pointer<float>(initialState.contiguous());
+            initialState = initialState?.contiguous();
+            var h0 = initialState is null ? null : TensorMemory.Pointer<float>(initialState);
             threads.Run(thread =>
             {
                 var states = scratch + thread * 3 * table;
@@ -121,7 +123,10 @@ public static unsafe class SelectiveScan
         finally
         {
             TensorMemory.Free(scratch);
+            inputs.KeepAlive();
             GC.KeepAlive(gate);
+            GC.KeepAlive(gradY);
+            GC.KeepAlive(initialState);
         }
         return gradients;
     }
@@ -133,6 +138,16 @@ public static unsafe class SelectiveScan
         public int Tokens => (int)X.shape[0];
         public int Inner => (int)X.shape[1];
         public int State => (int)A.shape[1];
+
+        public void KeepAlive()
+        {
+            GC.KeepAlive(X);
+            GC.KeepAlive(Dt);
+            GC.KeepAlive(B);
+            GC.KeepAlive(C);
+            GC.KeepAlive(A);
+            GC.KeepAlive(D);
+        }
 
         public ScanRows Rows(Tensor? y) => new(TensorMemory.Pointer<float>(X), TensorMemory.Pointer<float>(B), TensorMemory.Pointer<float>(C), State,
             y is null ? null : TensorMemory.Pointer<float>(y), Tokens, Inner, State);

@@ -40,8 +40,15 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
     /// and y · SiLU(<paramref name="gate"/>) out ([S × L, dInner] each), every sequence from a zero state. Saves the
     /// half-dozen full-size libtorch operations forward and backward that these cost each layer.
     /// </summary>
-    public static Tensor ApplyFused(Tensor x, Tensor dtRaw, Tensor b, Tensor c, Tensor a, Tensor d, Tensor gate, int sequences, KernelThreads? threads = null) =>
-        apply(x, dtRaw, b, c, a, d, gate, new Options(sequences, null, null, threads ?? KernelThreads.ForThisProcess, Fused: true));
+    public static Tensor ApplyFused(Tensor x, Tensor dtRaw, Tensor b, Tensor c, Tensor a, Tensor d, Tensor gate, int sequences, KernelThreads? threads = null)
+    {
+        // The kernels read raw float32 memory: another dtype would be read past the end of its buffer.
+        if (new[] { x, dtRaw, b, c, a, d, gate }.Any(t => t.dtype != ScalarType.Float32))
+        {
+            throw new ArgumentException("the fused scan takes float32 tensors");
+        }
+        return apply(x, dtRaw, b, c, a, d, gate, new Options(sequences, null, null, threads ?? KernelThreads.ForThisProcess, Fused: true));
+    }
 
     private sealed record Options(int Sequences, float[]? InitialState, Tensor? FinalState, KernelThreads Threads, bool Fused)
     {

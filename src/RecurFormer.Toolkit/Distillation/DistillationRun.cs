@@ -133,6 +133,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                         // finalizer, which can run while the native operation that was given it still reads it
                         // (docs/conversion.md); a real error fails again and stops the run.
                         Log?.Invoke($"stage {stage} step {step + 1} failed ({error.Message.Split('\n')[0]}); running it again");
+                        throughput.Phases.DiscardStep(); // the profile times the attempt that counts
                     }
                 }
                 using (throughput.Phases.Time("optimizer"))
@@ -340,6 +341,9 @@ public sealed class StepPhases
     public IDisposable Time(string phase) => new Timing(this, phase, Stopwatch.GetTimestamp());
 
     public void Add(string phase, double seconds) => _thisStep[phase] = _thisStep.GetValueOrDefault(phase) + seconds;
+
+    /// <summary>Forgets what this step has timed so far (an attempt that failed and is run again).</summary>
+    public void DiscardStep() => _thisStep.Clear();
 
     public void StepDone()
     {

@@ -73,6 +73,10 @@ public sealed class TeacherLogitCache
     {
         using var _ = _lock.EnterScope();
         var shard = index / _shardSize;
+        if (_loaded.TryGetValue(shard, out var known) && index % _shardSize < known.Length)
+        {
+            return; // already written (a step run again after a failure asks for what it had computed)
+        }
         if (!_pending.TryGetValue(shard, out var entries))
         {
             _pending[shard] = entries = new (float[], int[], int)?[_shardSize];
@@ -81,8 +85,13 @@ public sealed class TeacherLogitCache
             ids.to_type(ScalarType.Int32).contiguous().data<int>().ToArray(), (int)logProbs.shape[0]);
         if (entries.All(e => e is not null))
         {
-            Write(ShardPath(shard), entries.Select(e => e!.Value).ToArray());
+            var written = entries.Select(e => e!.Value).ToArray();
+            Write(ShardPath(shard), written);
             _pending.Remove(shard);
+            if (_loaded.ContainsKey(shard))
+            {
+                _loaded[shard] = written; // it was read as missing before it existed
+            }
         }
     }
 
