@@ -100,30 +100,47 @@ public sealed class OperationsTests
     }
 
     [Fact]
-    public async Task QueueTimeout_Answers503_AndRequestTimeout_EndsTheStreamWithAnErrorEvent()
+    public async Task QueueTimeout_Answers503_WithRetryAfter_WhileTheOnlySlotIsBusy()
     {
+        // The request timeout stays at its default (minutes): with both set near each other, a loaded CI machine once
+        // ran B's request timeout before its queue timeout (504 instead of 503). Each timeout has a test of its own.
         var server = await TestServer.StartAsync(new Dictionary<string, string>
         {
             ["RecurFormer:Engine:MaxNumSeqs"] = "1",
             ["RecurFormer:QueueTimeout"] = "00:00:00.250",
-            ["RecurFormer:RequestTimeout"] = "00:00:01",
         });
         try
         {
-            // A holds the only running slot until its request timeout cancels it: 2,000 tokens take 1.4 s or more on
-            // this machine's kernels, and B's queue timeout (0.25 s after it is sent, once A streams) comes first
-            // unless A's first token takes longer than 0.75 s.
+            // A holds the only running slot: 2,000 tokens take 1.4 s or more on this machine's kernels, and B's queue
+            // timeout comes 0.25 s after it is sent, once A streams.
             using var a = await OpenStream(server, LongChat(2000));
             using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
-            var aBlocks = await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
+            await SseBlocks.Read(aReader, SseBlocks.IsContentDelta);
 
             // B waits behind A longer than the queue timeout: 503 with Retry-After, nothing generated.
             var b = await server.PostAsync("v1/chat/completions", new { messages = TestServer.ReferenceMessages, max_tokens = 2 });
             await ErrorAssert.IsOpenAiError(b, 503, "queue_timeout");
             Assert.NotNull(b.Headers.RetryAfter);
+        }
+        finally
+        {
+            await server.DisposeAsync(); // A is still streaming: stopping the server ends it
+        }
+    }
 
-            // A's stream began, so its timeout arrives as an SSE error event, then [DONE].
-            aBlocks.AddRange(await SseBlocks.Read(aReader));
+    [Fact]
+    public async Task RequestTimeout_EndsAStreamThatBegan_WithAnErrorEvent_AndFreesItsCache()
+    {
+        var server = await TestServer.StartAsync(new Dictionary<string, string>
+        {
+            ["RecurFormer:RequestTimeout"] = "00:00:01",
+        });
+        try
+        {
+            // 2,000 tokens take 1.4 s or more: the timeout ends the stream after it began, so as an SSE error event.
+            using var a = await OpenStream(server, LongChat(2000));
+            using var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
+            var aBlocks = await SseBlocks.Read(aReader);
             Assert.Equal("data: [DONE]", aBlocks[^1]);
             Assert.StartsWith("event: error", aBlocks[^2]);
             var error = JsonDocument.Parse(aBlocks[^2][(aBlocks[^2].IndexOf("data: ", StringComparison.Ordinal) + "data: ".Length)..]).RootElement.GetProperty("error");
