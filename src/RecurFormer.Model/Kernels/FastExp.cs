@@ -57,6 +57,10 @@ internal static class FastExp
         return Vector512.Max(x, Vector512<float>.Zero) + Vector512.Create(2f) * s * series;
     }
 
+    /// <summary>σ(x) = 1 / (1 + e^−x): softplus′ and part of SiLU′ in the training scan's backward.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Sigmoid(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + Exp(-x));
+
     /// <summary>SiLU, x · σ(x) = x / (1 + e^−x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Silu(Vector512<float> x) => x / (Vector512<float>.One + Exp(-x));

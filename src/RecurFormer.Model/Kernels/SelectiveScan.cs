@@ -20,11 +20,11 @@ public static unsafe class SelectiveScan
     /// x, dt [T, dInner]; b, c [T, dState]; a [dInner, dState] (negative); d [dInner]; state [dInner, dState], read as
     /// h_0 and overwritten with h_T; all float32, contiguous, on the CPU. Returns y [T, dInner].
     /// </summary>
-    /// <param name="fused">
-    /// Training's element-wise work done in the kernel instead of separate libtorch operations: <paramref name="dt"/> is
-    /// taken before its softplus (Δ = softplus(dt)), and y leaves multiplied by SiLU(<see cref="Fusion.Gate"/>).
+    /// <param name="gate">
+    /// When given, training's element-wise work is done in the kernel instead of separate libtorch operations (fused):
+    /// <paramref name="dt"/> is taken before its softplus (Δ = softplus(dt)), and y leaves multiplied by SiLU(gate).
     /// </param>
-    public static Tensor Forward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor state, KernelThreads? threads = null, Fusion? fused = null)
+    public static Tensor Forward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor state, KernelThreads? threads = null, Tensor? gate = null)
     {
         var inputs = new Inputs(x, dt, b, c, a, d);
         var (tokens, inner) = (inputs.Tokens, inputs.Inner);
@@ -34,7 +34,7 @@ public static unsafe class SelectiveScan
         var dPointer = TensorMemory.Pointer<float>(inputs.D);
         var statePointer = TensorMemory.Pointer<float>(state);
         var dtPointer = TensorMemory.Pointer<float>(inputs.Dt);
-        var gate = fused?.Gate.contiguous();
+        gate = gate?.contiguous();
         var gatePointer = gate is null ? null : TensorMemory.Pointer<float>(gate);
         threads ??= KernelThreads.Single;
         threads.Run(thread =>
@@ -44,8 +44,8 @@ public static unsafe class SelectiveScan
             for (var first = start; first < end; first += Lanes)
             {
                 var count = Math.Min(Lanes, end - first);
-                Channels(rows, new GivenDeltas(dtPointer, inner, softplus: fused is not null), negativeA: true, aPointer, dPointer, statePointer, first, count);
-                if (fused is null)
+                Channels(rows, new GivenDeltas(dtPointer, inner, softplus: gatePointer != null), negativeA: true, aPointer, dPointer, statePointer, first, count);
+                if (gatePointer == null)
                 {
                     continue;
                 }
@@ -61,9 +61,6 @@ public static unsafe class SelectiveScan
         return y;
     }
 
-    /// <summary>What a fused training scan does beyond the scan: softplus on Δ's way in, the SiLU gate on y's way out.</summary>
-    public sealed record Fusion(Tensor Gate);
-
     /// <summary>
     /// The gradients of <see cref="Forward"/> for one sequence from the state <paramref name="initialState"/> (zeros when
     /// null; not differentiated): given gy = ∂L/∂y [T, dInner], returns ∂L/∂x, ∂L/∂Δ [T, dInner], ∂L/∂B, ∂L/∂C
@@ -74,13 +71,13 @@ public static unsafe class SelectiveScan
     /// ∂A = Σ_t r_t Δ_t e_t h_{t−1}; ∂B_t = Σ_channels r_t Δ_t x_t; ∂C_t = Σ_channels gy_t h_t; ∂D = Σ_t gy_t x_t.
     /// The sums over channels run in the vector lanes of a per-thread table and are folded once at the end.
     /// </summary>
-    /// <param name="fused">As in <see cref="Forward"/>: then ∂Δ is the gradient of dt before its softplus, and the gate's is returned too.</param>
-    public static ScanGradients Backward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor? initialState, Tensor gradY, KernelThreads? threads = null, Fusion? fused = null)
+    /// <param name="gate">As in <see cref="Forward"/> (fused): then ∂Δ is the gradient of dt before its softplus, and the gate's is returned too.</param>
+    public static ScanGradients Backward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor? initialState, Tensor gradY, KernelThreads? threads = null, Tensor? gate = null)
     {
         var inputs = new Inputs(x, dt, b, c, a, d);
         var (tokens, inner, stateSize) = (inputs.Tokens, inputs.Inner, inputs.State);
         gradY = gradY.contiguous();
-        var gate = fused?.Gate.contiguous();
+        gate = gate?.contiguous();
         var gradients = new ScanGradients(zeros(tokens, inner), zeros(tokens, inner), zeros(tokens, stateSize), zeros(tokens, stateSize),
             zeros(inner, stateSize), zeros(inner), gate is null ? null : empty(tokens, inner));
         threads ??= KernelThreads.Single;
@@ -221,7 +218,7 @@ public static unsafe class SelectiveScan
             if (fused)
             {
                 z = Load(into.Gate + at, count, lane);
-                sigmoid = Vector512<float>.One / (Vector512<float>.One + FastExp.Exp(-z));
+                sigmoid = FastExp.Sigmoid(z);
                 gy = gated * z * sigmoid;                              // through y · SiLU(z)
             }
             var bt = rows.B + (long)t * rows.BcStride;
@@ -252,7 +249,7 @@ public static unsafe class SelectiveScan
             if (fused)
             {
                 // softplus′ = σ(raw); SiLU′(z) = σ(z) (1 + z (1 − σ(z))).
-                gradDelta *= Vector512<float>.One / (Vector512<float>.One + FastExp.Exp(-raw));
+                gradDelta *= FastExp.Sigmoid(raw);
                 var y = Vector512.FusedMultiplyAdd(skip, input, output);
                 Store(gated * y * sigmoid * (Vector512<float>.One + z * (Vector512<float>.One - sigmoid)), into.GradGate + at, count, lane);
             }

@@ -68,7 +68,7 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
         {
             var state = options.InitialTensor(a) ?? zeros(a.shape[0], a.shape[1]);
             outputs[s] = SelectiveScan.Forward(x.narrow(0, s * length, length), dt.narrow(0, s * length, length), b.narrow(0, s * length, length),
-                c.narrow(0, s * length, length), a, d, state, options.Threads, gate is null ? null : new SelectiveScan.Fusion(gate.narrow(0, s * length, length)));
+                c.narrow(0, s * length, length), a, d, state, options.Threads, gate?.narrow(0, s * length, length));
             options.FinalState?.copy_(state);
         }
         return outputs.Length == 1 ? outputs[0] : cat(outputs, 0);
@@ -87,7 +87,7 @@ public sealed class SelectiveScanFunction : SingleTensorFunction<SelectiveScanFu
         {
             parts.Add(SelectiveScan.Backward(x.narrow(0, s * length, length), dt.narrow(0, s * length, length), b.narrow(0, s * length, length),
                 c.narrow(0, s * length, length), a, d, initial, grad_output.narrow(0, s * length, length), options.Threads,
-                gate is null ? null : new SelectiveScan.Fusion(gate.narrow(0, s * length, length))));
+                gate?.narrow(0, s * length, length)));
         }
         List<Tensor> gradients = parts.Count == 1
             ? [parts[0].X, parts[0].Dt, parts[0].B, parts[0].C, parts[0].A, parts[0].D]
