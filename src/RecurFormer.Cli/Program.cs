@@ -15,7 +15,7 @@ if (args.Length > 0 && args[0] == "serve")
 // a single line on stderr and an exit code.
 var root = new RootCommand("RecurFormer: analyse, convert, distill, evaluate and run hybrid attention/Mamba LLMs.");
 root.Options.Add(CommonOptions.Verbose);
-foreach (var command in new[] { ServerCommandLine.CreateServeCommand(), GenerateCommand.Create(), TemplateCommand.Create(), AnalyzeCommand.Create(), ConvertCommand.Create(), DistillCommand.Create(), EvalCommand.Create(), BenchCommand.Create(), BenchStepCommand.Create(), BenchHttpCommand.Create() })
+foreach (var command in new[] { ServerCommandLine.CreateServeCommand(), GenerateCommand.Create(), TemplateCommand.Create(), AnalyzeCommand.Create(), ConvertCommand.Create(), DistillCommand.Create(), EvalCommand.Create(), BenchCommand.Create(), BenchStepCommand.Create(), BenchProductsCommand.Create(), BenchHttpCommand.Create() })
 {
     root.Subcommands.Add(command);
 }

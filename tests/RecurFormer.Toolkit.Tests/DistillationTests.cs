@@ -163,7 +163,16 @@ public sealed class DistillationTests : IDisposable
             TeacherDType = ScalarType.BFloat16, MatmulDType = ScalarType.BFloat16,
         };
         var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
-        var whole = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target).Run(new DistillationPaths(_temp.Sub("clean")), false, ScalarType.Float32);
+        var clean = new DistillationRun(TestData.QwenTiny, student, () => texts, options, target);
+        var whole = clean.Run(new DistillationPaths(_temp.Sub("clean")), false, ScalarType.Float32);
+        // The profile splits each worker's stage-1 time into its teacher forward and its mixers.
+        var stage1 = clean.Throughput.Single(t => t.Stage == 1).Phases.ToJson()!;
+        foreach (var worker in new[] { 0, 1 })
+        {
+            var parts = (double)stage1[$"worker {worker} teacher"]! + (double)stage1[$"worker {worker} mixers"]!;
+            Assert.InRange((double)stage1[$"worker {worker}"]! - parts, -2e-4, 2e-4);   // each figure rounded to 1e-4
+            Assert.True((double)stage1[$"worker {worker} teacher"]! > 0);
+        }
 
         var failed = new HashSet<(int, int)>();
         var log = new List<string>();

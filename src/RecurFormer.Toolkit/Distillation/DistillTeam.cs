@@ -77,9 +77,9 @@ internal sealed class DistillTeam : IDisposable
             Dictionary<int, double>[] parts;
             using (Phases.Time("workers"))
             {
-                Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]));
+                Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]), "teacher");
                 var reference = Stage1Targets.Reference(targets!);
-                parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w]!, reference));
+                parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w]!, reference), "mixers");
             }
             AfterWorkers?.Invoke();
             PushGradients();
@@ -149,8 +149,11 @@ internal sealed class DistillTeam : IDisposable
         }
     }
 
-    /// <summary>Runs work(w) for workers 0..count-1 at once (worker 0 on the calling thread) and returns their results in order.</summary>
-    private T[] Run<T>(int count, Func<int, T> work)
+    /// <summary>
+    /// Runs work(w) for workers 0..count-1 at once (worker 0 on the calling thread) and returns their results in order;
+    /// each worker's time is added to its phase, and to its <paramref name="part"/> of the step where one is named.
+    /// </summary>
+    private T[] Run<T>(int count, Func<int, T> work, string? part = null)
     {
         var results = new T[count];
         var seconds = new double[count];
@@ -168,6 +171,10 @@ internal sealed class DistillTeam : IDisposable
             for (var w = 0; w < count; w++)
             {
                 Phases.Add($"worker {w}", seconds[w]); // a gap between them is time the faster one waits
+                if (part is not null)
+                {
+                    Phases.Add($"worker {w} {part}", seconds[w]);
+                }
             }
         }
         catch (KernelThreadException error)
