@@ -51,6 +51,9 @@ public sealed class BenchProductsCommandTests : IDisposable
         Assert.Equal(1, missing.ExitCode);
         Assert.Contains("not found (the distill.json in a distill --out folder)", missing.Stderr);
         Assert.DoesNotContain("   at ", missing.Stderr);
+        var window = await Run("bench-products", "--run", Path.Combine(run, "distill.json"), "--student", Models("dotnet-docs-window-16m"), "--json", json);
+        Assert.Equal(1, window.ExitCode);
+        Assert.Contains("not a converted Transformer with Mamba mixers", window.Stderr);
     }
 
     public void Dispose()

@@ -68,9 +68,18 @@ public sealed class StepProductsTests
         Assert.Equal(3, cached.Count(p => p.Part == "student qkv_proj" && p.Pass == ProductPass.Forward));
         Assert.Single(cached, p => p.Part == "student qkv_proj" && p.Pass == ProductPass.InputGradient);   // layer 2 only
 
-        var uncached = StepProducts.Stage2(Student, Tokens, ScalarType.BFloat16, ScalarType.BFloat16, TrainedParts.Mamba, teacherCached: false);
-        // + the whole teacher forward: 3 × (1024 + 512 + 3072) + lm_head 1600.
+        var uncached = StepProducts.Stage2(Student, Tokens, ScalarType.Float16, ScalarType.BFloat16, TrainedParts.Mamba, teacherCached: false);
+        // + the whole teacher forward: 3 × (1024 + 512 + 3072) + lm_head 1600, in the teacher's dtype; the student's
+        // products in the matmul dtype except x_proj and dt_proj, which stay float32.
         Assert.Equal(15424.0 * Tokens, Flops(uncached, "teacher"));
+        Assert.All(uncached, p => Assert.Equal(p.Part == "teacher" ? ScalarType.Float16 : p.Part == "mixer x_proj, dt_proj" ? ScalarType.Float32 : ScalarType.BFloat16, p.DType));
+
+        // o_proj training too: every layer's o_proj gets its weight gradient, layer 0's no input gradient (what feeds
+        // it does not train), and from there on the stream needs gradients (layer 1's qkv input too).
+        var output = StepProducts.Stage2(Student, Tokens, ScalarType.BFloat16, ScalarType.BFloat16, TrainedParts.Mamba | TrainedParts.OutputProjection, teacherCached: true);
+        Assert.Equal(3, output.Count(p => p.Part == "student o_proj" && p.Pass == ProductPass.WeightGradient));
+        Assert.Equal(2, output.Count(p => p.Part == "student o_proj" && p.Pass == ProductPass.InputGradient));
+        Assert.Equal(2, output.Count(p => p.Part == "student qkv_proj" && p.Pass == ProductPass.InputGradient));
 
         // Everything training: every product has its weight gradient, and layer 0's inputs need gradients (the embedding trains).
         var all = StepProducts.Stage2(Student, Tokens, ScalarType.BFloat16, ScalarType.BFloat16, TrainedParts.All, teacherCached: true);

@@ -15,7 +15,8 @@ namespace RecurFormer.Cli.Commands;
 /// timed one by one through libtorch on each worker's share at once, as the run's workers compute them: how fast the
 /// run's stages could go if nothing but their products took time, against how fast the run went. A ceiling, not a
 /// forecast: it tells whether a throughput target can be reached by fusing and trimming the rest, or needs less
-/// arithmetic (or faster products).
+/// arithmetic (or faster products). A run with <c>--teacher-cache</c> is taken as reading every target from a warm
+/// cache (no teacher products); the run that filled the cache also ran the teacher.
 /// </summary>
 public static class BenchProductsCommand
 {
@@ -33,16 +34,18 @@ public static class BenchProductsCommand
         compute.AddTo(command);
         command.SetAction(parse =>
         {
-            var summary = ReadRun(parse.GetValue(run)!);
-            var options = summary["options"].Deserialize<DistillOptions>() ?? throw new UserError("distill.json has no options");
+            var runPath = parse.GetValue(run)!;
+            var summary = ReadRun(runPath);
+            var options = Options(summary, runPath);
             var studentFolder = parse.GetValue(student) ?? (string?)summary["student"] ?? throw new UserError("distill.json names no student: give --student");
             if (!File.Exists(Path.Combine(studentFolder, "config.json")))
             {
                 throw new UserError($"{studentFolder}/config.json not found (give --student)");
             }
-            if (ModelConfig.Load(studentFolder) is not TransformerConfig config)
+            if (ModelConfig.Load(studentFolder) is not TransformerConfig config
+                || !Enumerable.Range(0, config.NumHiddenLayers).Any(l => config.MixerShape(l) is not null))
             {
-                throw new UserError($"{studentFolder}: not a converted Transformer");
+                throw new UserError($"{studentFolder}: not a converted Transformer with Mamba mixers (recurformer convert --kind mamba)");
             }
             var reps = parse.GetValue(repetitions);
             if (reps < 1)
@@ -52,6 +55,11 @@ public static class BenchProductsCommand
             var workers = Math.Max(1, options.Workers);
             var totalThreads = parse.GetValue(compute.Threads) is > 0 and var given ? given : Environment.ProcessorCount;
             var target = compute.Initialize(parse, threads: Math.Max(1, totalThreads / workers));
+            if (target.Device.type != DeviceType.CPU)
+            {
+                // CUDA runs products asynchronously: timing them one by one would need a synchronisation around each.
+                throw new UserError("bench-products measures the CPU: give --device cpu");
+            }
             var teacherDType = options.TeacherDType ?? ScalarType.Float32;
             var matmul = options.MatmulDType ?? ScalarType.Float32;
             var sequencesPerShare = (options.BatchSize + workers - 1) / workers;   // the larger share: the step waits for it
@@ -110,6 +118,18 @@ public static class BenchProductsCommand
         }
     }
 
+    private static DistillOptions Options(JsonObject summary, string path)
+    {
+        try
+        {
+            return summary["options"]?.Deserialize<DistillOptions>() ?? throw new UserError($"--run: {path} has no \"options\" (not a distill.json?)");
+        }
+        catch (JsonException error)
+        {
+            throw new UserError($"--run: the options in {path} cannot be read: {error.Message}");
+        }
+    }
+
     private static double? Throughput(JsonObject summary, int stage) =>
         (summary["throughput"] as JsonArray)?.OfType<JsonObject>().Where(t => (int?)t["stage"] == stage).Select(t => (double?)t["tokens_per_second"]).FirstOrDefault();
 
@@ -120,7 +140,18 @@ public static class BenchProductsCommand
     private static double[] TimeOnWorkers(IReadOnlyList<StepProduct> products, int workers, int repetitions, Device device)
     {
         var results = new double[workers][];
-        var threads = Enumerable.Range(0, workers).Select(w => new Thread(() => results[w] = Time(products, repetitions, device))).ToArray();
+        var errors = new Exception?[workers];
+        var threads = Enumerable.Range(0, workers).Select(w => new Thread(() =>
+        {
+            try
+            {
+                results[w] = Time(products, repetitions, device);
+            }
+            catch (Exception error)
+            {
+                errors[w] = error;   // rethrown on the calling thread, where the CLI reports errors
+            }
+        })).ToArray();
         foreach (var thread in threads)
         {
             thread.Start();
@@ -128,6 +159,10 @@ public static class BenchProductsCommand
         foreach (var thread in threads)
         {
             thread.Join();
+        }
+        if (errors.FirstOrDefault(e => e is not null) is { } failure)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         }
         return Enumerable.Range(0, products.Count).Select(i => results.Max(r => r[i])).ToArray();
     }
