@@ -6,6 +6,7 @@ using System.Text.Json.Serialization;
 using RecurFormer.Cli.Benchmarking;
 using RecurFormer.Model.Configuration;
 using RecurFormer.Toolkit.Distillation;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Cli.Commands;
