@@ -1,10 +1,12 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using RecurFormer.Cli.Benchmarking;
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using RecurFormer.Toolkit.Distillation;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -55,7 +57,8 @@ public static class BenchProductsCommand
             }
             var workers = Math.Max(1, options.Workers);
             var totalThreads = parse.GetValue(compute.Threads) is > 0 and var given ? given : Environment.ProcessorCount;
-            var target = compute.Initialize(parse, threads: Math.Max(1, totalThreads / workers));
+            var threadsPerWorker = Math.Max(1, totalThreads / workers);
+            var target = compute.Initialize(parse, threads: threadsPerWorker);
             if (target.Device.type != DeviceType.CPU)
             {
                 // CUDA runs products asynchronously: timing them one by one would need a synchronisation around each.
@@ -64,6 +67,7 @@ public static class BenchProductsCommand
             var teacherDType = options.TeacherDType ?? ScalarType.Float32;
             var matmul = options.MatmulDType ?? ScalarType.Float32;
             var sequencesPerShare = (options.BatchSize + workers - 1) / workers;   // the larger share: the step waits for it
+            using var team = new KernelThreads(workers);   // the workers' threads, as distill's DistillTeam runs them
 
             var stages = new List<StageCeiling>();
             foreach (var stage in new[] { 1, 2 })
@@ -78,7 +82,7 @@ public static class BenchProductsCommand
                     ? StepProducts.Stage1(config, sequencesPerShare * length, teacherDType, matmul)
                     : StepProducts.Stage2(config, sequencesPerShare * length, teacherDType, matmul, options.Stage2Train, teacherCached: options.TeacherCache is not null);
                 Console.Error.Write($"\rstage {stage}: timing {products.Count} products on {workers} worker(s) ...   ");
-                var seconds = TimeOnWorkers(products, workers, reps, target.Device);
+                var seconds = TimeOnWorkers(products, team, threadsPerWorker, reps, target.Device);
                 var tokensPerStep = (long)options.BatchSize * length;
                 var parts = products.Select((p, i) => (p, s: seconds[i]))
                     .GroupBy(x => x.p.Part)
@@ -95,7 +99,7 @@ public static class BenchProductsCommand
             {
                 throw new UserError("distill.json has no throughput of either stage");
             }
-            var report = new ProductReport(target.ToString(), workers, Math.Max(1, totalThreads / workers), teacherDType.ToString(), matmul.ToString(), options.TeacherCache is not null, stages);
+            var report = new ProductReport(target.ToString(), workers, threadsPerWorker, teacherDType.ToString(), matmul.ToString(), options.TeacherCache is not null, stages);
             report.Print(Console.Out);
             BenchmarkReport.WriteJson(parse.GetValue(json)!, report);
             return 0;
@@ -138,32 +142,22 @@ public static class BenchProductsCommand
     /// Median seconds of each product, every worker timing the whole list on its own thread at the same time (so that
     /// the cores share memory bandwidth as in a step); per product, the slowest worker's median.
     /// </summary>
-    private static double[] TimeOnWorkers(IReadOnlyList<StepProduct> products, int workers, int repetitions, Device device)
+    private static double[] TimeOnWorkers(IReadOnlyList<StepProduct> products, KernelThreads team, int threadsPerWorker, int repetitions, Device device)
     {
-        var results = new double[workers][];
-        var errors = new Exception?[workers];
-        var threads = Enumerable.Range(0, workers).Select(w => new Thread(() =>
+        var results = new double[team.Count][];
+        try
         {
-            try
+            team.Run(w =>
             {
+                // OpenMP's thread count is per OS thread: a team thread that has not set it runs oneDNN's products
+                // over every core, against the other worker (measured 1.8× slower per product).
+                set_num_threads(threadsPerWorker);
                 results[w] = Time(products, repetitions, device);
-            }
-            catch (Exception error)
-            {
-                errors[w] = error;   // rethrown on the calling thread, where the CLI reports errors
-            }
-        })).ToArray();
-        foreach (var thread in threads)
-        {
-            thread.Start();
+            });
         }
-        foreach (var thread in threads)
+        catch (KernelThreadException error)
         {
-            thread.Join();
-        }
-        if (errors.FirstOrDefault(e => e is not null) is { } failure)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            ExceptionDispatchInfo.Throw(error.InnerException!); // the worker's own error, for the CLI to report
         }
         return Enumerable.Range(0, products.Count).Select(i => results.Max(r => r[i])).ToArray();
     }
