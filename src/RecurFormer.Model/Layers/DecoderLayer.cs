@@ -32,7 +32,7 @@ public sealed partial class DecoderLayer : nn.Module
     {
         using var scope = NewDisposeScope();
         var h = AttentionBlock(x, context);
-        return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
+        return (h + mlp.Forward(post_attention_layernorm.forward(h), context.Batch.KernelThreads)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The first half of the block, x + attn(norm(x)): where a forward that stops at this layer stops.</summary>

@@ -163,19 +163,30 @@ public sealed partial class MambaMixer : nn.Module
         var sequences = context.Batch.SequenceCount;
         var inner = Shape.InnerSize;
         var xc = CausalConvolution.Training(u.view(sequences, -1, inner), conv1d_weight, conv1d_bias, context.Batch.KernelThreads); // [B, L, dI]
-        var (dtRaw, bInput, cOutput) = SelectiveParameters(xc, softplus: false);
+        var (dtRaw, bInput, cOutput) = SelectiveParameters(xc, softplus: false, products: in_proj.Weight.dtype);
         return TensorScan.TrainingGated(xc, dtRaw, bInput, cOutput, a, D, gate.view(sequences, -1, inner), context.Batch.KernelThreads);
     }
 
     /// <summary>Δ = softplus(dt_proj(x_proj(x)[:rank])) (or what goes into the softplus), B and C: the input-dependent SSM parameters.</summary>
-    private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc, bool softplus = true)
+    /// <param name="products">
+    /// dtype of x_proj's and dt_proj's products. Their weights, outputs and dt_proj's bias stay float32; a training
+    /// forward of a bfloat16 copy (distillation's stage 2) runs the products in bfloat16, as Mamba's own training does
+    /// under autocast: float32 they ran at a sixth of bfloat16's rate (docs/conversion.md, seventh round).
+    /// </param>
+    private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc, bool softplus = true, ScalarType products = ScalarType.Float32)
     {
-        var parameters = x_proj.forward(xc);
+        var full = products == ScalarType.Float32;
+        var parameters = full ? x_proj.forward(xc) : LowPrecisionProduct(xc, x_proj.Weight, products);
         var rank = Shape.TimeStepRank;
         var state = Shape.StateSize;
-        var dt = dt_proj.forward(parameters.narrow(-1, 0, rank));
+        var dtInput = parameters.narrow(-1, 0, rank);
+        var dt = full ? dt_proj.forward(dtInput) : LowPrecisionProduct(dtInput, dt_proj.Weight, products) + dt_proj.Bias!;
         return (softplus ? nn.functional.softplus(dt) : dt, parameters.narrow(-1, rank, state), parameters.narrow(-1, rank + state, state));
     }
+
+    /// <summary>x Wᵀ with the product in <paramref name="dtype"/>, → float32.</summary>
+    private static Tensor LowPrecisionProduct(Tensor x, Tensor weight, ScalarType dtype) =>
+        nn.functional.linear(x.to_type(dtype), weight.to_type(dtype)).to_type(ScalarType.Float32);
 
     /// <summary>
     /// The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, y_t = C_t · h_t, over chunks of c tokens. Within a

@@ -1,5 +1,6 @@
 using RecurFormer.Model.Checkpoints;
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -29,11 +30,16 @@ public sealed partial class Mlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => Forward(x, null);
+
+    /// <summary>x [T, hidden] → [T, hidden]; with <paramref name="threads"/>, a forward that needs no gradient takes the SwiGLU kernel.</summary>
+    public Tensor Forward(Tensor x, KernelThreads? threads)
     {
         using var scope = NewDisposeScope();
         var gateUp = gate_up_proj.forward(x);
-        var hidden = nn.functional.silu(gateUp.narrow(-1, 0, _intermediate)) * gateUp.narrow(-1, _intermediate, _intermediate);
+        var hidden = threads is not null && SwiGluKernel.Supports(gateUp)
+            ? SwiGluKernel.Apply(gateUp, _intermediate, threads)
+            : nn.functional.silu(gateUp.narrow(-1, 0, _intermediate)) * gateUp.narrow(-1, _intermediate, _intermediate);
         return down_proj.forward(hidden).MoveToOuterDisposeScope();
     }
 }

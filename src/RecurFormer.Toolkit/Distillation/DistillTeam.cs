@@ -23,6 +23,7 @@ internal sealed class DistillTeam : IDisposable
     private readonly KernelThreads?[] _kernelThreads;
     private readonly KernelThreads _threads;
 
+
     /// <param name="teachers">One teacher per worker (the first is the run's).</param>
     /// <param name="student">The master student (float32 weights that the optimiser updates).</param>
     /// <param name="folder">A checkpoint of the student's architecture, which replicas load before taking the master's weights.</param>
@@ -54,7 +55,15 @@ internal sealed class DistillTeam : IDisposable
             throw;
         }
         _threads = count == 1 ? KernelThreads.Single : new KernelThreads(count);
+        // OpenMP's thread count is per OS thread: a team thread that has not set it runs oneDNN's products over every
+        // core, against the other worker (1.8x slower per product, measured by bench-products); libtorch sets it
+        // lazily only on its own parallel paths.
+        var perWorker = get_num_threads();
+        _threads.Run(_ => set_num_threads(perWorker));
     }
+
+    /// <summary>The workers' threads (one per worker, the caller first), each with its share of libtorch's threads.</summary>
+    public KernelThreads Threads => _threads;
 
     public int Count => _workers.Length;
 

@@ -19,7 +19,7 @@ public sealed record DistillationPaths(string Out)
 {
     public string Checkpoint => Path.Combine(Out, "checkpoint");
     public string State => Path.Combine(Checkpoint, "state.json");
-    public string Optimizer => Path.Combine(Checkpoint, "optimizer.bin");
+    public string Optimizer => Path.Combine(Checkpoint, "optimizer.safetensors");
     public string Losses => Path.Combine(Out, "losses.json");
     public string Plot => Path.Combine(Out, "losses.png");
 }
@@ -92,11 +92,6 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 parameter.requires_grad = true;
             }
             var peak = stage == 1 ? options.Stage1LearningRate : options.Stage2LearningRate;
-            using var optimizer = optim.AdamW(parameters, peak, 0.9, 0.99, 1e-8, options.WeightDecay);
-            if (startStep > 0 && File.Exists(paths.Optimizer))
-            {
-                optimizer.load_state_dict(paths.Optimizer);
-            }
             // Stage 2 runs the whole student: in bfloat16 products when asked, on copies (float32 master weights here).
             var lowPrecision = stage == 2 && options.MatmulDType is { } low && low != target.DType ? low : (ScalarType?)null;
             var tokensPerStep = (long)options.BatchSize * (stage == 1 ? options.SequenceLength : Math.Min(options.SequenceLength, options.Stage2SequenceLength));
@@ -104,13 +99,19 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             _throughput.Add(throughput);
             using var team = new DistillTeam(teachers.Models, student, source, target with { DType = lowPrecision ?? target.DType }, lowPrecision is not null,
                 parameters, options, distiller.TeacherCache) { Phases = throughput.Phases };
+            using var optimizer = new TeamAdamW(parameters, peak, 0.9, 0.99, 1e-8, options.WeightDecay, team.Threads);
+            if (startStep > 0 && File.Exists(paths.Optimizer))
+            {
+                optimizer.Load(paths.Optimizer);
+            }
+            else if (startStep > 0)
+            {
+                Log?.Invoke($"no optimiser state in {paths.Checkpoint} (a checkpoint of an earlier version keeps it in optimizer.bin): AdamW's moments start afresh");
+            }
             for (var step = startStep; step < steps; step++)
             {
                 var rate = LearningRate(peak, step, steps);
-                foreach (var group in optimizer.ParamGroups)
-                {
-                    group.LearningRate = rate;
-                }
+                optimizer.LearningRate = rate;
                 var firstSequence = data.Consumed;
                 var batch = Enumerable.Range(0, options.BatchSize).Select(_ => data.Next()).ToArray();
                 LossRecord record;
@@ -118,7 +119,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 {
                     using (throughput.Phases.Time("optimizer"))
                     {
-                        optimizer.zero_grad();
+                        optimizer.ZeroGrad();
                     }
                     team.ClearGradients(); // of a failed attempt
                     try
@@ -138,11 +139,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 using (throughput.Phases.Time("optimizer"))
                 {
-                    if (options.ClipNorm > 0)
-                    {
-                        nn.utils.clip_grad_norm_(parameters, options.ClipNorm);
-                    }
-                    optimizer.step();
+                    optimizer.Step(options.ClipNorm);
                 }
                 records.Add(record);
                 throughput.StepDone(clock.Elapsed.TotalSeconds);
@@ -234,7 +231,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         return peak * (0.1 + 0.9 * 0.5 * (1 + Math.Cos(Math.PI * progress)));
     }
 
-    private void SaveCheckpoint(DistillationPaths paths, ICausalLM student, AdamW optimizer, ResumeState state, bool stageDone)
+    private void SaveCheckpoint(DistillationPaths paths, ICausalLM student, TeamAdamW optimizer, ResumeState state, bool stageDone)
     {
         CheckpointFolder.Write(paths.Checkpoint, student.Config.Raw, ((TransformerConfig)student.Config).Hybrid.ToJson(),
             CheckpointFolder.StateDict(student), ScalarType.Float32, studentFolder);
@@ -244,7 +241,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         }
         else
         {
-            optimizer.save_state_dict(paths.Optimizer);
+            optimizer.Save(paths.Optimizer);
         }
         state.Save(paths.State);
     }

@@ -1,0 +1,167 @@
+using System.Globalization;
+using RecurFormer.Model.Checkpoints;
+using RecurFormer.Model.Kernels;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Distillation;
+
+/// <summary>
+/// AdamW with decoupled weight decay (the update of <c>torch.optim.AdamW</c>), preceded by clipping the gradients to a
+/// global norm, with the work spread over a team's threads: each parameter belongs to one thread (largest first, to
+/// the least loaded), so its update does not depend on how many threads there are.
+/// Why: TorchSharp's AdamW and <c>clip_grad_norm_</c> run on the calling thread while the other core waits, and they
+/// are memory-bound passes over every trained weight, its gradient and two moments: 10–12 ms of a 170 ms step with two
+/// workers on two cores (docs/conversion.md, seventh round).
+/// </summary>
+internal sealed class TeamAdamW : IDisposable
+{
+    private readonly Parameter[] _parameters;
+    private readonly Tensor?[] _averages;
+    private readonly Tensor?[] _squares;
+    private readonly int[][] _owned;
+    private readonly KernelThreads _threads;
+    private readonly double _beta1, _beta2, _epsilon, _weightDecay;
+    private long _step;
+
+    public TeamAdamW(IReadOnlyList<Parameter> parameters, double learningRate, double beta1, double beta2, double epsilon, double weightDecay,
+        KernelThreads threads)
+    {
+        _parameters = [.. parameters];
+        _averages = new Tensor?[_parameters.Length];
+        _squares = new Tensor?[_parameters.Length];
+        (_beta1, _beta2, _epsilon, _weightDecay) = (beta1, beta2, epsilon, weightDecay);
+        LearningRate = learningRate;
+        _threads = threads;
+        var loads = new long[threads.Count];
+        var owned = Enumerable.Range(0, threads.Count).Select(_ => new List<int>()).ToArray();
+        foreach (var index in Enumerable.Range(0, _parameters.Length).OrderByDescending(i => _parameters[i].numel()).ThenBy(i => i))
+        {
+            var thread = Array.IndexOf(loads, loads.Min());
+            owned[thread].Add(index);
+            loads[thread] += _parameters[index].numel();
+        }
+        _owned = owned.Select(o => o.ToArray()).ToArray();
+    }
+
+    public double LearningRate { get; set; }
+
+    /// <summary>Zeroes every gradient there is (a replica's gradients are then added to the master's).</summary>
+    public void ZeroGrad() => _threads.Run(thread =>
+    {
+        using var scope = NewDisposeScope(); // the gradients' wrappers
+        foreach (var index in _owned[thread])
+        {
+            _parameters[index].grad?.zero_();
+        }
+    });
+
+    /// <summary>
+    /// Scales the gradients so that their global 2-norm is at most <paramref name="clipNorm"/> (none when 0, as
+    /// <c>clip_grad_norm_</c>), then takes one AdamW step with the current <see cref="LearningRate"/>.
+    /// </summary>
+    public void Step(double clipNorm)
+    {
+        var squaredNorms = new double[_parameters.Length];
+        if (clipNorm > 0)
+        {
+            _threads.Run(thread =>
+            {
+                using var scope = NewDisposeScope();
+                foreach (var index in _owned[thread])
+                {
+                    if (_parameters[index].grad is { } gradient)
+                    {
+                        double norm = gradient.norm().item<float>();
+                        squaredNorms[index] = norm * norm;
+                    }
+                }
+            });
+        }
+        // Summed in parameter order on one thread: the same total whatever the threads.
+        var total = Math.Sqrt(squaredNorms.Sum());
+        var clip = clipNorm > 0 ? Math.Min(1.0, clipNorm / (total + 1e-6)) : 1.0;
+        _step++;
+        var correction1 = 1 - Math.Pow(_beta1, _step);
+        var correction2 = 1 - Math.Pow(_beta2, _step);
+        var rate = LearningRate;
+        _threads.Run(thread =>
+        {
+            using var _ = no_grad();
+            // Scalars made and freed here: TorchSharp frees an implicit one in its finalizer, which may run while an
+            // operation still reads it (docs/runtime.md).
+            using Scalar scale = clip, decay = 1 - rate * _weightDecay, beta1 = _beta1, keep1 = 1 - _beta1, beta2 = _beta2, keep2 = 1 - _beta2,
+                root2 = Math.Sqrt(correction2), epsilon = _epsilon, stepSize = -rate / correction1;
+            foreach (var index in _owned[thread])
+            {
+                using var scope = NewDisposeScope();
+                var parameter = _parameters[index];
+                if (parameter.grad is not { } gradient)
+                {
+                    continue;
+                }
+                if (clip < 1.0)
+                {
+                    gradient.mul_(scale);
+                }
+                var average = _averages[index] ??= zeros_like(parameter).DetachFromDisposeScope();
+                var square = _squares[index] ??= zeros_like(parameter).DetachFromDisposeScope();
+                parameter.mul_(decay);
+                average.mul_(beta1).add_(gradient, alpha: keep1);
+                square.mul_(beta2).addcmul_(gradient, gradient, value: keep2);
+                var denominator = square.sqrt().div_(root2).add_(epsilon);
+                parameter.addcdiv_(average, denominator, value: stepSize);
+            }
+        });
+    }
+
+    /// <summary>The step count and both moments of every parameter that has them, as safetensors (for --resume).</summary>
+    public void Save(string path)
+    {
+        var tensors = new Dictionary<string, Tensor>();
+        for (var i = 0; i < _parameters.Length; i++)
+        {
+            if (_averages[i] is { } average && _squares[i] is { } square)
+            {
+                tensors[$"exp_avg.{i}"] = average;
+                tensors[$"exp_avg_sq.{i}"] = square;
+            }
+        }
+        SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string>
+        {
+            ["step"] = _step.ToString(CultureInfo.InvariantCulture),
+            ["parameters"] = _parameters.Length.ToString(CultureInfo.InvariantCulture),
+        });
+    }
+
+    /// <summary>Restores what <see cref="Save"/> wrote for the same parameter list.</summary>
+    public void Load(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        if (!file.Metadata.TryGetValue("parameters", out var count) || count != _parameters.Length.ToString(CultureInfo.InvariantCulture))
+        {
+            throw new InvalidDataException($"{path}: optimiser state for {count ?? "?"} parameters, this stage trains {_parameters.Length}");
+        }
+        _step = long.Parse(file.Metadata["step"], CultureInfo.InvariantCulture);
+        for (var i = 0; i < _parameters.Length; i++)
+        {
+            if (file.Contains($"exp_avg.{i}"))
+            {
+                var device = _parameters[i].device;
+                _averages[i]?.Dispose();
+                _squares[i]?.Dispose();
+                _averages[i] = file.Load($"exp_avg.{i}", _parameters[i].dtype, device).DetachFromDisposeScope();
+                _squares[i] = file.Load($"exp_avg_sq.{i}", _parameters[i].dtype, device).DetachFromDisposeScope();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var tensor in _averages.Concat(_squares))
+        {
+            tensor?.Dispose();
+        }
+    }
+}

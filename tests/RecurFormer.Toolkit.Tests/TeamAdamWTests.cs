@@ -1,0 +1,117 @@
+using RecurFormer.Model.Kernels;
+using RecurFormer.Toolkit.Distillation;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RecurFormer.Toolkit.Tests;
+
+/// <summary>The optimiser distill runs on its workers' threads, against TorchSharp's AdamW and clip_grad_norm_.</summary>
+public sealed class TeamAdamWTests : IDisposable
+{
+    private readonly TemporaryFolder _temp = new();
+
+    public TeamAdamWTests() => TestData.EnsureTorch();
+
+    public void Dispose() => _temp.Dispose();
+
+    private static readonly long[][] Shapes = [[24, 8], [8], [5, 1, 4], [3], [16, 16], [7]];
+
+    /// <summary>Parameters and, per step, gradients; the last parameter never gets one (it must stay untouched).</summary>
+    private static (Parameter[] Parameters, Tensor[][] Gradients) Problem(int steps)
+    {
+        using var generator = new Generator(11);
+        var parameters = Shapes.Select(s => new Parameter(randn(s, generator: generator))).ToArray();
+        // Large gradients in odd steps, so that clipping scales some steps and leaves others.
+        var gradients = Enumerable.Range(0, steps)
+            .Select(step => Shapes.SkipLast(1).Select(s => randn(s, generator: generator) * (step % 2 == 1 ? 3.0 : 0.02)).ToArray()).ToArray();
+        return (parameters, gradients);
+    }
+
+    private static void SetGradients(Parameter[] parameters, Tensor[] gradients)
+    {
+        for (var i = 0; i < gradients.Length; i++)
+        {
+            parameters[i].grad = gradients[i].clone();
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Its_steps_are_torchs_clipped_adamw_whatever_the_threads(int threadCount)
+    {
+        const int steps = 6;
+        var (expected, gradients) = Problem(steps);
+        var (actual, _) = Problem(steps);
+        using var reference = optim.AdamW(expected, 0.01, 0.9, 0.99, 1e-8, 0.1);
+        using var threads = new KernelThreads(threadCount);
+        using var optimizer = new TeamAdamW(actual, 0.01, 0.9, 0.99, 1e-8, 0.1, threads);
+        var clipped = 0;
+        for (var step = 0; step < steps; step++)
+        {
+            var rate = 0.01 * (step + 1) / steps;                                    // a schedule, as distill's
+            foreach (var group in reference.ParamGroups)
+            {
+                group.LearningRate = rate;
+            }
+            optimizer.LearningRate = rate;
+            SetGradients(expected, gradients[step]);
+            SetGradients(actual, gradients[step]);
+            var norm = nn.utils.clip_grad_norm_(expected, 1.0);
+            clipped += norm > 1.0 ? 1 : 0;
+            reference.step();
+            optimizer.Step(1.0);
+        }
+        Assert.InRange(clipped, 1, steps - 1);
+        for (var i = 0; i < expected.Length; i++)
+        {
+            var difference = (expected[i] - actual[i]).abs().max().item<float>();
+            Assert.True(difference < 1e-6, $"parameter {i}: max |Δ| = {difference}");
+        }
+        using var untouched = Problem(0).Parameters[^1];
+        Assert.Equal(untouched.data<float>().ToArray(), actual[^1].data<float>().ToArray());
+    }
+
+    [Fact]
+    public void A_saved_state_resumes_the_same_steps()
+    {
+        const int steps = 5;
+        var (straight, gradients) = Problem(steps);
+        var (resumed, _) = Problem(steps);
+        using var threads = new KernelThreads(2);
+        using (var optimizer = new TeamAdamW(straight, 0.01, 0.9, 0.99, 1e-8, 0, threads))
+        {
+            for (var step = 0; step < steps; step++)
+            {
+                SetGradients(straight, gradients[step]);
+                optimizer.Step(1.0);
+            }
+        }
+        var path = Path.Combine(_temp.Path, "optimizer.safetensors");
+        using (var first = new TeamAdamW(resumed, 0.01, 0.9, 0.99, 1e-8, 0, threads))
+        {
+            for (var step = 0; step < 3; step++)
+            {
+                SetGradients(resumed, gradients[step]);
+                first.Step(1.0);
+            }
+            first.Save(path);
+        }
+        using (var second = new TeamAdamW(resumed, 0.01, 0.9, 0.99, 1e-8, 0, KernelThreads.Single))
+        {
+            second.Load(path);
+            for (var step = 3; step < steps; step++)
+            {
+                SetGradients(resumed, gradients[step]);
+                second.Step(1.0);
+            }
+        }
+        for (var i = 0; i < straight.Length; i++)
+        {
+            Assert.Equal(straight[i].data<float>().ToArray(), resumed[i].data<float>().ToArray());
+        }
+        using var other = new TeamAdamW(resumed.Take(2).ToArray(), 0.01, 0.9, 0.99, 1e-8, 0, threads);
+        Assert.Throws<InvalidDataException>(() => other.Load(path));
+    }
+}
