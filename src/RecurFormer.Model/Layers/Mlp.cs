@@ -32,13 +32,13 @@ public sealed partial class Mlp : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => Forward(x, null);
 
-    /// <summary>x [T, hidden] → [T, hidden]; with <paramref name="threads"/>, a forward that needs no gradient takes the SwiGLU kernel.</summary>
+    /// <summary>x [T, hidden] → [T, hidden]; with <paramref name="threads"/>, silu(gate) · up on the CPU takes the SwiGLU kernels.</summary>
     public Tensor Forward(Tensor x, KernelThreads? threads)
     {
         using var scope = NewDisposeScope();
         var gateUp = gate_up_proj.forward(x);
-        var hidden = threads is not null && SwiGluKernel.Supports(gateUp)
-            ? SwiGluKernel.Apply(gateUp, _intermediate, threads)
+        var hidden = threads is not null && SwiGluFunction.Supports(gateUp)
+            ? SwiGluFunction.Apply(gateUp, threads)
             : nn.functional.silu(gateUp.narrow(-1, 0, _intermediate)) * gateUp.narrow(-1, _intermediate, _intermediate);
         return down_proj.forward(hidden).MoveToOuterDisposeScope();
     }
