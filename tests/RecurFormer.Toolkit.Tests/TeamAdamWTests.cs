@@ -16,25 +16,36 @@ public sealed class TeamAdamWTests : IDisposable
 
     private static readonly long[][] Shapes = [[24, 8], [8], [5, 1, 4], [3], [16, 16], [7]];
 
-    /// <summary>Parameters and, per step, gradients; the last parameter never gets one (it must stay untouched).</summary>
-    private static (Parameter[] Parameters, Tensor[][] Gradients) Problem(int steps)
+    /// <summary>The parameter whose first gradient comes late (step <see cref="LateStart"/>), and the one that never gets one.</summary>
+    private const int Late = 3, Never = 5, LateStart = 3;
+
+    /// <summary>Parameters and, per step, gradients (null: none for that parameter at that step).</summary>
+    private static (Parameter[] Parameters, Tensor?[][] Gradients) Problem(int steps)
     {
         using var generator = new Generator(11);
         var parameters = Shapes.Select(s => new Parameter(randn(s, generator: generator))).ToArray();
         // Large gradients in odd steps, so that clipping scales some steps and leaves others.
-        var gradients = Enumerable.Range(0, steps)
-            .Select(step => Shapes.SkipLast(1).Select(s => randn(s, generator: generator) * (step % 2 == 1 ? 3.0 : 0.02)).ToArray()).ToArray();
+        var gradients = Enumerable.Range(0, steps).Select(step => Shapes.Select((s, i) =>
+            i == Never || (i == Late && step < LateStart) ? null : randn(s, generator: generator) * (step % 2 == 1 ? 3.0 : 0.02)).ToArray()).ToArray();
         return (parameters, gradients);
     }
 
-    private static void SetGradients(Parameter[] parameters, Tensor[] gradients)
+    private static void SetGradients(Parameter[] parameters, Tensor?[] gradients)
     {
         for (var i = 0; i < gradients.Length; i++)
         {
-            parameters[i].grad = gradients[i].clone();
+            if (gradients[i] is { } gradient)
+            {
+                parameters[i].grad = gradient.clone();
+            }
         }
     }
 
+    /// <summary>
+    /// Six steps with a learning-rate schedule, weight decay, an eps large enough that its place in the update counts,
+    /// clipped and unclipped steps, a parameter whose first gradient comes at step 3 (its bias correction starts
+    /// there, as torch counts steps per parameter) and one that never gets one (untouched).
+    /// </summary>
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -44,9 +55,9 @@ public sealed class TeamAdamWTests : IDisposable
         const int steps = 6;
         var (expected, gradients) = Problem(steps);
         var (actual, _) = Problem(steps);
-        using var reference = optim.AdamW(expected, 0.01, 0.9, 0.99, 1e-8, 0.1);
+        using var reference = optim.AdamW(expected, 0.01, 0.9, 0.99, 1e-3, 0.1);
         using var threads = new KernelThreads(threadCount);
-        using var optimizer = new TeamAdamW(actual, 0.01, 0.9, 0.99, 1e-8, 0.1, threads);
+        using var optimizer = new TeamAdamW(actual, 0.01, 0.9, 0.99, 1e-3, 0.1, threads);
         var clipped = 0;
         for (var step = 0; step < steps; step++)
         {
@@ -61,7 +72,7 @@ public sealed class TeamAdamWTests : IDisposable
             var norm = nn.utils.clip_grad_norm_(expected, 1.0);
             clipped += norm > 1.0 ? 1 : 0;
             reference.step();
-            optimizer.Step(1.0);
+            Assert.True(optimizer.Step(1.0));
         }
         Assert.InRange(clipped, 1, steps - 1);
         for (var i = 0; i < expected.Length; i++)
@@ -69,8 +80,30 @@ public sealed class TeamAdamWTests : IDisposable
             var difference = (expected[i] - actual[i]).abs().max().item<float>();
             Assert.True(difference < 1e-6, $"parameter {i}: max |Δ| = {difference}");
         }
-        using var untouched = Problem(0).Parameters[^1];
-        Assert.Equal(untouched.data<float>().ToArray(), actual[^1].data<float>().ToArray());
+        using var untouched = Problem(0).Parameters[Never];
+        Assert.Equal(untouched.data<float>().ToArray(), actual[Never].data<float>().ToArray());
+
+        optimizer.ZeroGrad();
+        Assert.All(actual.Where((_, i) => i != Never), p => Assert.Equal(0f, p.grad!.abs().max().item<float>()));
+        Assert.Null(actual[Never].grad);
+    }
+
+    /// <summary>A NaN gradient: the step is refused and changes nothing (torch would turn every weight into NaN).</summary>
+    [Fact]
+    public void A_step_whose_gradients_are_not_finite_changes_nothing()
+    {
+        var (parameters, gradients) = Problem(2);
+        using var optimizer = new TeamAdamW(parameters, 0.01, 0.9, 0.99, 1e-8, 0, KernelThreads.Single);
+        SetGradients(parameters, gradients[0]);
+        Assert.True(optimizer.Step(1.0));
+        var before = parameters.Select(p => p.data<float>().ToArray()).ToArray();
+        SetGradients(parameters, gradients[1]);
+        parameters[0].grad![0, 0] = float.NaN;
+        Assert.False(optimizer.Step(1.0));
+        for (var i = 0; i < parameters.Length; i++)
+        {
+            Assert.Equal(before[i], parameters[i].data<float>().ToArray());
+        }
     }
 
     [Fact]
@@ -88,10 +121,11 @@ public sealed class TeamAdamWTests : IDisposable
                 optimizer.Step(1.0);
             }
         }
+        // Saved after step 3 of 5: the late parameter has taken one step, the other ones three.
         var path = Path.Combine(_temp.Path, "optimizer.safetensors");
         using (var first = new TeamAdamW(resumed, 0.01, 0.9, 0.99, 1e-8, 0, threads))
         {
-            for (var step = 0; step < 3; step++)
+            for (var step = 0; step < LateStart + 1; step++)
             {
                 SetGradients(resumed, gradients[step]);
                 first.Step(1.0);
@@ -101,7 +135,7 @@ public sealed class TeamAdamWTests : IDisposable
         using (var second = new TeamAdamW(resumed, 0.01, 0.9, 0.99, 1e-8, 0, KernelThreads.Single))
         {
             second.Load(path);
-            for (var step = 3; step < steps; step++)
+            for (var step = LateStart + 1; step < steps; step++)
             {
                 SetGradients(resumed, gradients[step]);
                 second.Step(1.0);
@@ -111,7 +145,10 @@ public sealed class TeamAdamWTests : IDisposable
         {
             Assert.Equal(straight[i].data<float>().ToArray(), resumed[i].data<float>().ToArray());
         }
-        using var other = new TeamAdamW(resumed.Take(2).ToArray(), 0.01, 0.9, 0.99, 1e-8, 0, threads);
+        using var fewer = new TeamAdamW(resumed.Take(2).ToArray(), 0.01, 0.9, 0.99, 1e-8, 0, threads);
+        Assert.Throws<InvalidDataException>(() => fewer.Load(path));
+        var reshaped = resumed.Select(p => new Parameter(zeros(p.shape[0] == 24 ? [8, 24] : p.shape))).ToArray();
+        using var other = new TeamAdamW(reshaped, 0.01, 0.9, 0.99, 1e-8, 0, threads);
         Assert.Throws<InvalidDataException>(() => other.Load(path));
     }
 }

@@ -22,7 +22,7 @@ public sealed unsafe class SwiGluFunction : SingleTensorFunction<SwiGluFunction>
 
     /// <summary>Whether <paramref name="gateUp"/> can take these kernels: [T, 2 × intermediate], float32 or bfloat16 on the CPU, AVX-512.</summary>
     public static bool Supports(Tensor gateUp) =>
-        Kernel.IsAccelerated && Avx512BW.IsSupported && gateUp.device_type == DeviceType.CPU && gateUp.dim() == 2
+        Kernel.IsAccelerated && Avx512BW.IsSupported && gateUp.device_type == DeviceType.CPU && gateUp.dim() == 2 && gateUp.shape[1] % 2 == 0
         && (gateUp.dtype is ScalarType.Float32 or ScalarType.BFloat16);
 
     /// <summary>gateUp [T, 2 × intermediate] (gate | up) → silu(gate) · up [T, intermediate], same dtype; rows split over <paramref name="threads"/>.</summary>

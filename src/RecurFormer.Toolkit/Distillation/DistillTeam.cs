@@ -23,7 +23,6 @@ internal sealed class DistillTeam : IDisposable
     private readonly KernelThreads?[] _kernelThreads;
     private readonly KernelThreads _threads;
 
-
     /// <param name="teachers">One teacher per worker (the first is the run's).</param>
     /// <param name="student">The master student (float32 weights that the optimiser updates).</param>
     /// <param name="folder">A checkpoint of the student's architecture, which replicas load before taking the master's weights.</param>

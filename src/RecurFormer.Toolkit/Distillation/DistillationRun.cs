@@ -139,7 +139,10 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 }
                 using (throughput.Phases.Time("optimizer"))
                 {
-                    optimizer.Step(options.ClipNorm);
+                    if (!optimizer.Step(options.ClipNorm))
+                    {
+                        Log?.Invoke($"stage {stage} step {step + 1}: the gradients' norm is not finite; the step is skipped (no weight changed)");
+                    }
                 }
                 records.Add(record);
                 throughput.StepDone(clock.Elapsed.TotalSeconds);

@@ -21,9 +21,9 @@ internal sealed class TeamAdamW : IDisposable
     private readonly Tensor?[] _averages;
     private readonly Tensor?[] _squares;
     private readonly int[][] _owned;
+    private readonly long[] _steps;                // per parameter, counted when it has a gradient (as torch counts)
     private readonly KernelThreads _threads;
     private readonly double _beta1, _beta2, _epsilon, _weightDecay;
-    private long _step;
 
     public TeamAdamW(IReadOnlyList<Parameter> parameters, double learningRate, double beta1, double beta2, double epsilon, double weightDecay,
         KernelThreads threads)
@@ -31,6 +31,7 @@ internal sealed class TeamAdamW : IDisposable
         _parameters = [.. parameters];
         _averages = new Tensor?[_parameters.Length];
         _squares = new Tensor?[_parameters.Length];
+        _steps = new long[_parameters.Length];
         (_beta1, _beta2, _epsilon, _weightDecay) = (beta1, beta2, epsilon, weightDecay);
         LearningRate = learningRate;
         _threads = threads;
@@ -59,32 +60,22 @@ internal sealed class TeamAdamW : IDisposable
 
     /// <summary>
     /// Scales the gradients so that their global 2-norm is at most <paramref name="clipNorm"/> (none when 0, as
-    /// <c>clip_grad_norm_</c>), then takes one AdamW step with the current <see cref="LearningRate"/>.
+    /// <c>clip_grad_norm_</c>), then takes one AdamW step with the current <see cref="LearningRate"/>. Returns false,
+    /// having changed nothing, when clipping finds the norm not finite (a NaN or infinite gradient): torch would scale
+    /// every gradient by NaN and spoil every weight; skipping the step keeps a long run's weights.
     /// </summary>
-    public void Step(double clipNorm)
+    public bool Step(double clipNorm)
     {
-        var squaredNorms = new double[_parameters.Length];
+        var clip = 1.0;
         if (clipNorm > 0)
         {
-            _threads.Run(thread =>
+            var total = GlobalNorm();
+            if (!double.IsFinite(total))
             {
-                using var scope = NewDisposeScope();
-                foreach (var index in _owned[thread])
-                {
-                    if (_parameters[index].grad is { } gradient)
-                    {
-                        double norm = gradient.norm().item<float>();
-                        squaredNorms[index] = norm * norm;
-                    }
-                }
-            });
+                return false;
+            }
+            clip = Math.Min(1.0, clipNorm / (total + 1e-6));
         }
-        // Summed in parameter order on one thread: the same total whatever the threads.
-        var total = Math.Sqrt(squaredNorms.Sum());
-        var clip = clipNorm > 0 ? Math.Min(1.0, clipNorm / (total + 1e-6)) : 1.0;
-        _step++;
-        var correction1 = 1 - Math.Pow(_beta1, _step);
-        var correction2 = 1 - Math.Pow(_beta2, _step);
         var rate = LearningRate;
         _threads.Run(thread =>
         {
@@ -92,7 +83,7 @@ internal sealed class TeamAdamW : IDisposable
             // Scalars made and freed here: TorchSharp frees an implicit one in its finalizer, which may run while an
             // operation still reads it (docs/runtime.md).
             using Scalar scale = clip, decay = 1 - rate * _weightDecay, beta1 = _beta1, keep1 = 1 - _beta1, beta2 = _beta2, keep2 = 1 - _beta2,
-                root2 = Math.Sqrt(correction2), epsilon = _epsilon, stepSize = -rate / correction1;
+                epsilon = _epsilon;
             foreach (var index in _owned[thread])
             {
                 using var scope = NewDisposeScope();
@@ -105,6 +96,10 @@ internal sealed class TeamAdamW : IDisposable
                 {
                     gradient.mul_(scale);
                 }
+                var step = ++_steps[index];
+                var correction1 = 1 - Math.Pow(_beta1, step);
+                var correction2 = 1 - Math.Pow(_beta2, step);
+                using Scalar root2 = Math.Sqrt(correction2), stepSize = -rate / correction1;
                 var average = _averages[index] ??= zeros_like(parameter).DetachFromDisposeScope();
                 var square = _squares[index] ??= zeros_like(parameter).DetachFromDisposeScope();
                 parameter.mul_(decay);
@@ -114,9 +109,48 @@ internal sealed class TeamAdamW : IDisposable
                 parameter.addcdiv_(average, denominator, value: stepSize);
             }
         });
+        return true;
     }
 
-    /// <summary>The step count and both moments of every parameter that has them, as safetensors (for --resume).</summary>
+    /// <summary>
+    /// The 2-norm of all gradients together: each thread takes its parameters' norms, and one norm of them all in
+    /// parameter order gives the same total whatever the threads, read back once (one device synchronisation on a GPU).
+    /// </summary>
+    private double GlobalNorm()
+    {
+        var norms = new Tensor?[_parameters.Length];
+        try
+        {
+            _threads.Run(thread =>
+            {
+                using var scope = NewDisposeScope();
+                foreach (var index in _owned[thread])
+                {
+                    if (_parameters[index].grad is { } gradient)
+                    {
+                        norms[index] = gradient.norm().to_type(ScalarType.Float32).DetachFromDisposeScope();
+                    }
+                }
+            });
+            var present = norms.OfType<Tensor>().ToArray();
+            if (present.Length == 0)
+            {
+                return 0;
+            }
+            using var stacked = stack(present);
+            using var total = stacked.norm();
+            return total.item<float>();
+        }
+        finally
+        {
+            foreach (var norm in norms)
+            {
+                norm?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Each parameter's step count and both moments, for those that have them, as safetensors (for --resume).</summary>
     public void Save(string path)
     {
         var tensors = new Dictionary<string, Tensor>();
@@ -130,7 +164,7 @@ internal sealed class TeamAdamW : IDisposable
         }
         SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string>
         {
-            ["step"] = _step.ToString(CultureInfo.InvariantCulture),
+            ["steps"] = string.Join(',', _steps.Select(s => s.ToString(CultureInfo.InvariantCulture))),
             ["parameters"] = _parameters.Length.ToString(CultureInfo.InvariantCulture),
         });
     }
@@ -143,14 +177,24 @@ internal sealed class TeamAdamW : IDisposable
         {
             throw new InvalidDataException($"{path}: optimiser state for {count ?? "?"} parameters, this stage trains {_parameters.Length}");
         }
-        _step = long.Parse(file.Metadata["step"], CultureInfo.InvariantCulture);
+        var steps = file.Metadata["steps"].Split(',').Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         for (var i = 0; i < _parameters.Length; i++)
         {
+            var shape = _parameters[i].shape;
+            if (file.Contains($"exp_avg.{i}") && !(file.Tensors[$"exp_avg.{i}"].Shape.SequenceEqual(shape) && file.Tensors[$"exp_avg_sq.{i}"].Shape.SequenceEqual(shape)))
+            {
+                throw new InvalidDataException($"{path}: the moments of parameter {i} are not of its shape [{string.Join(", ", shape)}]");
+            }
+        }
+        for (var i = 0; i < _parameters.Length; i++)
+        {
+            _averages[i]?.Dispose();
+            _squares[i]?.Dispose();
+            (_averages[i], _squares[i]) = (null, null);
+            _steps[i] = steps[i];
             if (file.Contains($"exp_avg.{i}"))
             {
                 var device = _parameters[i].device;
-                _averages[i]?.Dispose();
-                _squares[i]?.Dispose();
                 _averages[i] = file.Load($"exp_avg.{i}", _parameters[i].dtype, device).DetachFromDisposeScope();
                 _squares[i] = file.Load($"exp_avg_sq.{i}", _parameters[i].dtype, device).DetachFromDisposeScope();
             }
