@@ -68,6 +68,7 @@ public static class BenchProductsCommand
             var matmul = options.MatmulDType ?? ScalarType.Float32;
             var sequencesPerShare = (options.BatchSize + workers - 1) / workers;   // the larger share: the step waits for it
             using var team = new KernelThreads(workers);   // the workers' threads, as distill's DistillTeam runs them
+            team.SetLibTorchThreads(threadsPerWorker);
 
             var stages = new List<StageCeiling>();
             foreach (var stage in new[] { 1, 2 })
@@ -82,7 +83,7 @@ public static class BenchProductsCommand
                     ? StepProducts.Stage1(config, sequencesPerShare * length, teacherDType, matmul)
                     : StepProducts.Stage2(config, sequencesPerShare * length, teacherDType, matmul, options.Stage2Train, teacherCached: options.TeacherCache is not null);
                 Console.Error.Write($"\rstage {stage}: timing {products.Count} products on {workers} worker(s) ...   ");
-                var seconds = TimeOnWorkers(products, team, threadsPerWorker, reps, target.Device);
+                var seconds = TimeOnWorkers(products, team, reps, target.Device);
                 var tokensPerStep = (long)options.BatchSize * length;
                 var parts = products.Select((p, i) => (p, s: seconds[i]))
                     .GroupBy(x => x.p.Part)
@@ -142,18 +143,12 @@ public static class BenchProductsCommand
     /// Median seconds of each product, every worker timing the whole list on its own thread at the same time (so that
     /// the cores share memory bandwidth as in a step); per product, the slowest worker's median.
     /// </summary>
-    private static double[] TimeOnWorkers(IReadOnlyList<StepProduct> products, KernelThreads team, int threadsPerWorker, int repetitions, Device device)
+    private static double[] TimeOnWorkers(IReadOnlyList<StepProduct> products, KernelThreads team, int repetitions, Device device)
     {
         var results = new double[team.Count][];
         try
         {
-            team.Run(w =>
-            {
-                // OpenMP's thread count is per OS thread: a team thread that has not set it runs oneDNN's products
-                // over every core, against the other worker (measured 1.8× slower per product).
-                set_num_threads(threadsPerWorker);
-                results[w] = Time(products, repetitions, device);
-            });
+            team.Run(w => results[w] = Time(products, repetitions, device));
         }
         catch (KernelThreadException error)
         {

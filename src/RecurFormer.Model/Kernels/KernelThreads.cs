@@ -57,6 +57,14 @@ public sealed class KernelThreads : IDisposable
     public static KernelThreads ForThisProcess => ProcessTeam.Value;
 
     /// <summary>
+    /// Gives every thread of the team (the caller included) its own libtorch thread count. OpenMP's count is per OS
+    /// thread: a team thread that has not set it runs oneDNN's products over every core, against the other threads'
+    /// work (1.8× slower per product, measured by bench-products); libtorch sets it lazily only on its own parallel
+    /// paths. For teams whose threads each run libtorch operations of their own (distill's workers).
+    /// </summary>
+    public void SetLibTorchThreads(int count) => Run(_ => TorchSharp.torch.set_num_threads(count));
+
+    /// <summary>
     /// Runs <paramref name="body"/>(i) on every thread i (the caller is 0) and returns when all are done. Callers on
     /// different threads take turns: the process-wide team is shared by every model in the process (tests run many).
     /// </summary>

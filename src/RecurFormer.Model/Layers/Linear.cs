@@ -66,6 +66,14 @@ public sealed class Linear : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input) => nn.functional.linear(input, weight, bias);
 
+    /// <summary>
+    /// x Wᵀ + b with the product computed in <paramref name="dtype"/>, forward and (under autograd) backward, → float32:
+    /// how training runs its products in bfloat16 on float32 weights, whose gradients then arrive in float32.
+    /// </summary>
+    public static Tensor Product(Tensor x, Tensor weight, Tensor? bias, ScalarType dtype) => dtype == ScalarType.Float32
+        ? nn.functional.linear(x.to_type(ScalarType.Float32), weight, bias)
+        : nn.functional.linear(x.to_type(dtype), weight.to_type(dtype), bias?.to_type(dtype)).to_type(ScalarType.Float32);
+
     /// <summary>The weights under their checkpoint names (fused weights split back into their projections).</summary>
     public IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors()
     {

@@ -176,17 +176,13 @@ public sealed partial class MambaMixer : nn.Module
     private (Tensor Dt, Tensor B, Tensor C) SelectiveParameters(Tensor xc, bool softplus = true, ScalarType products = ScalarType.Float32)
     {
         var full = products == ScalarType.Float32;
-        var parameters = full ? x_proj.forward(xc) : LowPrecisionProduct(xc, x_proj.Weight, products);
+        var parameters = full ? x_proj.forward(xc) : Linear.Product(xc, x_proj.Weight, null, products);
         var rank = Shape.TimeStepRank;
         var state = Shape.StateSize;
         var dtInput = parameters.narrow(-1, 0, rank);
-        var dt = full ? dt_proj.forward(dtInput) : LowPrecisionProduct(dtInput, dt_proj.Weight, products) + dt_proj.Bias!;
+        var dt = full ? dt_proj.forward(dtInput) : Linear.Product(dtInput, dt_proj.Weight, null, products) + dt_proj.Bias!;
         return (softplus ? nn.functional.softplus(dt) : dt, parameters.narrow(-1, rank, state), parameters.narrow(-1, rank + state, state));
     }
-
-    /// <summary>x Wᵀ with the product in <paramref name="dtype"/>, → float32.</summary>
-    private static Tensor LowPrecisionProduct(Tensor x, Tensor weight, ScalarType dtype) =>
-        nn.functional.linear(x.to_type(dtype), weight.to_type(dtype)).to_type(ScalarType.Float32);
 
     /// <summary>
     /// The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, y_t = C_t · h_t, over chunks of c tokens. Within a

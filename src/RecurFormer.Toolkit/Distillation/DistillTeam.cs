@@ -54,11 +54,7 @@ internal sealed class DistillTeam : IDisposable
             throw;
         }
         _threads = count == 1 ? KernelThreads.Single : new KernelThreads(count);
-        // OpenMP's thread count is per OS thread: a team thread that has not set it runs oneDNN's products over every
-        // core, against the other worker (1.8x slower per product, measured by bench-products); libtorch sets it
-        // lazily only on its own parallel paths.
-        var perWorker = get_num_threads();
-        _threads.Run(_ => set_num_threads(perWorker));
+        _threads.SetLibTorchThreads(get_num_threads());   // each worker its share, as set on this thread
     }
 
     /// <summary>The workers' threads (one per worker, the caller first), each with its share of libtorch's threads.</summary>

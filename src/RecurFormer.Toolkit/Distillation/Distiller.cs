@@ -125,7 +125,7 @@ public sealed class Distiller : IDisposable
             var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
                 .to_type(ScalarType.Float32);
             using var _ = no_grad();
-            var projected = MixerFunction.Linear(target, layer.OutputColumns, null, matmul);   // [T, hidden], as o_proj sees it
+            var projected = Model.Layers.Linear.Product(target, layer.OutputColumns, null, matmul);   // [T, hidden], as o_proj sees it
             layers.Add(new Stage1Targets.Layer(layer.Layer, input, target, projected.pow(2).sum().item<float>(), projected.numel()));
         }
         // Only now out of the scope: if a layer failed above, the scope frees what the earlier ones made.
@@ -152,7 +152,7 @@ public sealed class Distiller : IDisposable
             // One layer at a time, backward at once: only one layer's scan graph is alive.
             using var layerScope = NewDisposeScope();
             var output = layer.Function.Forward(data.Input, targets.Sequences, Threads);
-            var error = MixerFunction.Linear(output - data.Target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
+            var error = Model.Layers.Linear.Product(output - data.Target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
             var (energy, elements) = reference[layer.Layer];
             var loss = error.pow(2).sum() / (Math.Max(energy / elements, 1e-12) * elements);
             (loss / _layers.Count).backward();

@@ -73,10 +73,5 @@ public sealed class MixerFunction
         return Project(y, _outProj, _outBias).MoveToOuterDisposeScope();
     }
 
-    private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => Linear(x, weight, bias, _matmul);
-
-    /// <summary>x Wᵀ + b computed in <paramref name="dtype"/> (forward and backward), → float32.</summary>
-    internal static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ScalarType dtype) => dtype == ScalarType.Float32
-        ? nn.functional.linear(x.to_type(ScalarType.Float32), weight, bias)
-        : nn.functional.linear(x.to_type(dtype), weight.to_type(dtype), bias?.to_type(dtype)).to_type(ScalarType.Float32);
+    private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => Linear.Product(x, weight, bias, _matmul);
 }
