@@ -332,16 +332,25 @@ public sealed class MixerFunctionTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    [Fact]
-    public void The_training_form_of_the_mixer_computes_what_the_model_mixer_computes()
+    /// <summary>A model with one mixer (layer 1, two groups) whose weights are moved off their initialisation at random.</summary>
+    private RecurFormer.Model.CausalLM.ICausalLM ModelWithRandomMixer(Generator generator)
     {
         var folder = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 0), (1, 1)]);
-        using var generator = new Generator(5);
         TestData.Patch(folder, (name, tensor) => name.Contains(".mamba.", StringComparison.Ordinal) && !name.EndsWith("A_log", StringComparison.Ordinal)
             ? tensor + (rand(tensor.shape, generator: generator) - 0.5) * 0.3
             : null);
-        using var model = TestData.Load(folder);
-        var mixer = ((nn.Module)model).named_modules().Select(m => m.module).OfType<RecurFormer.Model.Layers.MambaMixer>().Single();
+        return TestData.Load(folder);
+    }
+
+    private static RecurFormer.Model.Layers.MambaMixer MixerOf(RecurFormer.Model.CausalLM.ICausalLM model) =>
+        ((nn.Module)model).named_modules().Select(m => m.module).OfType<RecurFormer.Model.Layers.MambaMixer>().Single();
+
+    [Fact]
+    public void The_training_form_of_the_mixer_computes_what_the_model_mixer_computes()
+    {
+        using var generator = new Generator(5);
+        using var model = ModelWithRandomMixer(generator);
+        var mixer = MixerOf(model);
         using var x = randn([2 * 70, 64], generator: generator);
         using var caches = model.CreateCache(70, sequences: 2);
         using var context = new RecurFormer.Model.CausalLM.ForwardContext(new RecurFormer.Model.CausalLM.ForwardBatch([new long[70], new long[70]], caches.Sequences), CPU, ScalarType.Float32);
@@ -349,6 +358,62 @@ public sealed class MixerFunctionTests : IDisposable
         using var actual = new MixerFunction(mixer).Forward(x, 2);
         var difference = (expected - actual).abs().max().item<float>();
         Assert.True(difference < 1e-4, $"max |Δ| = {difference}");
+    }
+
+    /// <summary>
+    /// Stage 1's loss and gradients, computed by hand (the error weighted by the columns' Gram matrix), against autograd
+    /// through the model's own training forward of the mixer (its kernels' autograd nodes and libtorch's products) and
+    /// the error through the columns themselves: the same loss, and every parameter's gradient
+    /// within 1e-4 of its largest value. Every parameter of a converted model's mixer is checked (in_proj and out_proj
+    /// have no bias there; MixerFunction refuses a mixer with them).
+    /// </summary>
+    [Fact]
+    public void Stage_one_gradients_by_hand_equal_autograd_through_the_model_mixer()
+    {
+        using var generator = new Generator(7);
+        using var model = ModelWithRandomMixer(generator);
+        var mixer = MixerOf(model);
+        var parameters = mixer.named_parameters().ToArray();
+        Assert.Contains(parameters, p => p.name == "conv1d_bias");
+        foreach (var (_, parameter) in parameters)
+        {
+            parameter.requires_grad = true;
+        }
+        const int sequences = 2, length = 70;
+        var output = mixer.Shape.OutputSize;
+        using var x = randn([sequences * length, 64], generator: generator);
+        using var target = randn([sequences * length, output], generator: generator) * 0.1;
+        using var columns = randn([64, output], generator: generator);
+        const double norm = 3.7, scale = 0.5;
+
+        using (var caches = model.CreateCache(length, sequences))
+        using (var context = new RecurFormer.Model.CausalLM.ForwardContext(
+            new RecurFormer.Model.CausalLM.ForwardBatch([new long[length], new long[length]], caches.Sequences) { Training = true }, CPU, ScalarType.Float32))
+        {
+            using var y = mixer.Forward(x, context);
+            using var error = (y - target).mm(columns.t());
+            using var loss = error.square().sum() / norm;
+            (loss * scale).backward();
+            var expectedLoss = loss.item<float>();
+            var expected = parameters.Select(p => p.parameter.grad!.clone()).ToArray();
+            foreach (var (_, parameter) in parameters)
+            {
+                parameter.grad = null;
+            }
+
+            using var gram = MixerFunction.Gram(columns);
+            var actualLoss = new MixerFunction(mixer).Stage1Backward(x, sequences, target, gram, norm, scale);
+
+            Assert.True(Math.Abs(actualLoss / expectedLoss - 1) < 1e-5, $"loss {actualLoss} against {expectedLoss}");
+            for (var i = 0; i < parameters.Length; i++)
+            {
+                var (name, parameter) = parameters[i];
+                Assert.NotNull(parameter.grad);
+                var largest = Math.Max(1e-6f, expected[i].abs().max().item<float>());
+                var difference = (expected[i] - parameter.grad!).abs().max().item<float>() / largest;
+                Assert.True(difference < 1e-4, $"{name}: max |Δ| / largest = {difference}");
+            }
+        }
     }
 }
 

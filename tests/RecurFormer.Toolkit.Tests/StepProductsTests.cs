@@ -42,14 +42,14 @@ public sealed class StepProductsTests
         // in_proj 16→32 forward and weight gradient only (its input is the teacher's): 2 × 1024.
         Assert.Equal(2048.0 * Tokens, Flops(products, "mixer in_proj"));
         Assert.DoesNotContain(products, p => p.Part == "mixer in_proj" && p.Pass == ProductPass.InputGradient);
-        // x_proj 16→10 and dt_proj 2→16, float32, all three passes: 3 × (320 + 64).
+        // x_proj 16→10 and dt_proj 2→16, in the products' dtype as Mamba trains under autocast, all three passes: 3 × (320 + 64).
         Assert.Equal(1152.0 * Tokens, Flops(products, "mixer x_proj, dt_proj"));
-        Assert.All(products.Where(p => p.Part == "mixer x_proj, dt_proj"), p => Assert.Equal(ScalarType.Float32, p.DType));
-        // out_proj 16→8: 3 × 256; the targets (8→16) forward 256; the error (8→16) forward and input gradient 2 × 256.
+        Assert.All(products.Where(p => p.Part == "mixer x_proj, dt_proj"), p => Assert.Equal(ScalarType.BFloat16, p.DType));
+        // out_proj 16→8: 3 × 256; the targets and the error each one forward product by the 8 × 8 Gram matrix: 128.
         Assert.Equal(768.0 * Tokens, Flops(products, "mixer out_proj"));
-        Assert.Equal(256.0 * Tokens, Flops(products, "stage-1 targets through o_proj"));
-        Assert.Equal(512.0 * Tokens, Flops(products, "stage-1 error through o_proj"));
-        Assert.Equal(10880.0 * Tokens, products.Sum(p => p.Flops));
+        Assert.Equal(128.0 * Tokens, Flops(products, "stage-1 targets through o_proj"));
+        Assert.Equal(128.0 * Tokens, Flops(products, "stage-1 error through o_proj"));
+        Assert.Equal(10368.0 * Tokens, products.Sum(p => p.Flops));
     }
 
     [Fact]
@@ -69,10 +69,10 @@ public sealed class StepProductsTests
         Assert.Single(cached, p => p.Part == "student qkv_proj" && p.Pass == ProductPass.InputGradient);   // layer 2 only
 
         var uncached = StepProducts.Stage2(Student, Tokens, ScalarType.Float16, ScalarType.BFloat16, TrainedParts.Mamba, teacherCached: false);
-        // + the whole teacher forward: 3 × (1024 + 512 + 3072) + lm_head 1600, in the teacher's dtype; the student's
-        // products in the matmul dtype except x_proj and dt_proj, which stay float32.
+        // + the whole teacher forward: 3 × (1024 + 512 + 3072) + lm_head 1600, in the teacher's dtype; every product of
+        // the student in the matmul dtype (x_proj and dt_proj too: its low-precision copy runs them so).
         Assert.Equal(15424.0 * Tokens, Flops(uncached, "teacher"));
-        Assert.All(uncached, p => Assert.Equal(p.Part == "teacher" ? ScalarType.Float16 : p.Part == "mixer x_proj, dt_proj" ? ScalarType.Float32 : ScalarType.BFloat16, p.DType));
+        Assert.All(uncached, p => Assert.Equal(p.Part == "teacher" ? ScalarType.Float16 : ScalarType.BFloat16, p.DType));
 
         // o_proj training too: every layer's o_proj gets its weight gradient, layer 0's no input gradient (what feeds
         // it does not train), and from there on the stream needs gradients (layer 1's qkv input too).

@@ -34,6 +34,22 @@ public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvF
         var threads = (KernelThreads)vars[3];
         ctx.save_for_backward([x, weight, bias]);
         ctx.save_data("threads", threads);
+        return Compute(x, weight, bias, threads);
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad_output)
+    {
+        var saved = ctx.get_saved_variables();
+        var (gradX, gradWeight, gradBias) = Gradients(saved[0], saved[1], saved[2], grad_output, (KernelThreads)ctx.get_data("threads"));
+        return [gradX, gradWeight, gradBias, null!];
+    }
+
+    /// <summary>
+    /// SiLU(conv(x)) without autograd: x [S, L, dInner] contiguous, weight [dInner, 1, K], bias [dInner]; float32 on the
+    /// CPU. The forward of <see cref="Apply"/>, and of training code that computes its own gradients (distillation's stage 1).
+    /// </summary>
+    public static Tensor Compute(Tensor x, Tensor weight, Tensor bias, KernelThreads threads)
+    {
         var shape = new Shape(x, weight);
         var y = empty_like(x);
         var taps = Taps(weight, shape);
@@ -51,16 +67,17 @@ public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvF
                 Forward(shape, input, output, w, b, first, Math.Min(Lanes, end - first), lane);
             }
         });
+        GC.KeepAlive(taps);
+        GC.KeepAlive(contiguousBias);
         return y;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad_output)
+    /// <summary>The gradients of <see cref="Compute"/> given ∂L/∂y: (∂x [S, L, dInner], ∂weight [dInner, 1, K], ∂bias [dInner]).</summary>
+    public static (Tensor X, Tensor Weight, Tensor Bias) Gradients(Tensor x, Tensor weight, Tensor bias, Tensor gradY, KernelThreads threads)
     {
-        var saved = ctx.get_saved_variables();
-        var (x, weight, bias) = (saved[0], saved[1], saved[2]);
-        var threads = (KernelThreads)ctx.get_data("threads");
+        x = x.contiguous();
         var shape = new Shape(x, weight);
-        var gradY = grad_output.contiguous();
+        gradY = gradY.contiguous();
         var gradX = empty_like(x);
         var gradTaps = zeros(shape.Kernel, shape.Inner);
         var gradBias = zeros(shape.Inner);
@@ -86,8 +103,11 @@ public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvF
                 NativeMemory.AlignedFree(gradPre);
             }
         });
-        var gradWeight = gradTaps.t().reshape(weight.shape).contiguous();
-        return [gradX, gradWeight, gradBias, null!];
+        GC.KeepAlive(x);
+        GC.KeepAlive(gradY);
+        GC.KeepAlive(taps);
+        GC.KeepAlive(contiguousBias);
+        return (gradX, gradTaps.t().reshape(weight.shape).contiguous(), gradBias);
     }
 
     private readonly record struct Shape(int Sequences, int Tokens, int Inner, int Kernel)

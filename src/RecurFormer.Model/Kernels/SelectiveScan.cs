@@ -24,11 +24,13 @@ public static unsafe class SelectiveScan
     /// When given, training's element-wise work is done in the kernel instead of separate libtorch operations (fused):
     /// <paramref name="dt"/> is taken before its softplus (Δ = softplus(dt)), and y leaves multiplied by SiLU(gate).
     /// </param>
-    public static Tensor Forward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor state, KernelThreads? threads = null, Tensor? gate = null)
+    /// <param name="into">Where to write y (contiguous [T, dInner] float32, e.g. one sequence's rows of a batch's output); a new tensor when null.</param>
+    public static Tensor Forward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor state, KernelThreads? threads = null, Tensor? gate = null,
+        Tensor? into = null)
     {
         var inputs = new Inputs(x, dt, b, c, a, d);
         var (tokens, inner) = (inputs.Tokens, inputs.Inner);
-        var y = empty(tokens, inner, ScalarType.Float32);
+        var y = into ?? empty(tokens, inner, ScalarType.Float32);
         var rows = inputs.Rows(y);
         var aPointer = TensorMemory.Pointer<float>(inputs.A);
         var dPointer = TensorMemory.Pointer<float>(inputs.D);
@@ -72,13 +74,19 @@ public static unsafe class SelectiveScan
     /// The sums over channels run in the vector lanes of a per-thread table and are folded once at the end.
     /// </summary>
     /// <param name="gate">As in <see cref="Forward"/> (fused): then ∂Δ is the gradient of dt before its softplus, and the gate's is returned too.</param>
-    public static ScanGradients Backward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor? initialState, Tensor gradY, KernelThreads? threads = null, Tensor? gate = null)
+    /// <param name="results">
+    /// Where to put the gradients instead of new tensors (contiguous float32, e.g. one sequence's rows of a batch's): x's,
+    /// Δ's and the gate's are written, B's, C's, A's and D's added to (so that the sequences of a batch sum into one A and D).
+    /// </param>
+    public static ScanGradients Backward(Tensor x, Tensor dt, Tensor b, Tensor c, Tensor a, Tensor d, Tensor? initialState, Tensor gradY, KernelThreads? threads = null,
+        Tensor? gate = null, ScanGradients? results = null)
     {
         var inputs = new Inputs(x, dt, b, c, a, d);
         var (tokens, inner, stateSize) = (inputs.Tokens, inputs.Inner, inputs.State);
         gradY = gradY.contiguous();
         gate = gate?.contiguous();
-        var gradients = new ScanGradients(zeros(tokens, inner), zeros(tokens, inner), zeros(tokens, stateSize), zeros(tokens, stateSize),
+        // x's and Δ's are written whole by the kernel; the others are sums.
+        var gradients = results ?? new ScanGradients(empty(tokens, inner), empty(tokens, inner), zeros(tokens, stateSize), zeros(tokens, stateSize),
             zeros(inner, stateSize), zeros(inner), gate is null ? null : empty(tokens, inner));
         threads ??= KernelThreads.Single;
         var table = (long)tokens * stateSize;
@@ -198,7 +206,7 @@ public static unsafe class SelectiveScan
             var current = states + (long)t * n;
             for (var s = 0; s < n; s++)
             {
-                current[s] = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[s]), previous[s], drive * Vector512.Create(bt[s]));
+                current[s] = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[s]), previous[s], drive * Vector512.Create(bt[s]));
             }
             previous = current;
         }
@@ -235,7 +243,7 @@ public static unsafe class SelectiveScan
                 output = fused ? Vector512.FusedMultiplyAdd(Vector512.Create(ct[s]), current[s], output) : output;
                 var bs = Vector512.Create(bt[s]);
                 var r = Vector512.FusedMultiplyAdd(gy, Vector512.Create(ct[s]), adjoint[s]);
-                var e = FastExp.Exp(delta * decay[s]);
+                var e = FastExp.Decay(delta * decay[s]);
                 var q = r * e * before[s];                                   // r e h_{t−1}
                 sumRb = Vector512.FusedMultiplyAdd(r, bs, sumRb);
                 sumDecayTerm = Vector512.FusedMultiplyAdd(decay[s], q, sumDecayTerm);
@@ -341,8 +349,8 @@ public static unsafe class SelectiveScan
             // Two states per iteration into two sums: the sum over states is a dependency chain otherwise.
             for (var s = 0; s < pairs; s += 2)
             {
-                var h0 = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[s]), h[s], drive * Vector512.Create(bt[s]));
-                var h1 = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[s + 1]), h[s + 1], drive * Vector512.Create(bt[s + 1]));
+                var h0 = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[s]), h[s], drive * Vector512.Create(bt[s]));
+                var h1 = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[s + 1]), h[s + 1], drive * Vector512.Create(bt[s + 1]));
                 h[s] = h0;
                 h[s + 1] = h1;
                 even = Vector512.FusedMultiplyAdd(h0, Vector512.Create(ct[s]), even);
@@ -350,7 +358,7 @@ public static unsafe class SelectiveScan
             }
             if (pairs < n)
             {
-                var last = Vector512.FusedMultiplyAdd(FastExp.Exp(delta * decay[pairs]), h[pairs], drive * Vector512.Create(bt[pairs]));
+                var last = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[pairs]), h[pairs], drive * Vector512.Create(bt[pairs]));
                 h[pairs] = last;
                 even = Vector512.FusedMultiplyAdd(last, Vector512.Create(ct[pairs]), even);
             }

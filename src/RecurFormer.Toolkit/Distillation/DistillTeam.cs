@@ -72,22 +72,32 @@ internal sealed class DistillTeam : IDisposable
     public (double Loss, Dictionary<int, double> PerLayer) Stage1Backward(IReadOnlyList<long[]> batch)
     {
         var shares = Shares(batch);
+        var layers = _workers[0].Layers;
         PullWeights();
         // Two rounds: every share's teacher forward first, since each layer's loss is relative to the energy of its
         // targets over the whole batch.
         var targets = new Stage1Targets?[shares.Length];
         try
         {
-            Dictionary<int, double>[] parts;
+            // Each layer's part of each share's loss, whichever worker runs it (MixerTaskQueue balances them).
+            var losses = new double[shares.Length, layers.Count];
             using (Phases.Time("workers"))
             {
                 Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]), "teacher");
                 var reference = Stage1Targets.Reference(targets!);
-                parts = Run(shares.Length, w => _workers[w].Stage1Backward(targets[w]!, reference), "mixers");
+                var tasks = new MixerTaskQueue(shares.Length, layers.Count);
+                Run(shares.Length, w =>
+                {
+                    while (tasks.TryTake(w, out var share, out var layer))
+                    {
+                        losses[share, layer] = _workers[share].Stage1LayerBackward(targets[share]!, layer, reference, _kernelThreads[w]);
+                    }
+                    return 0;
+                }, "mixers");
             }
             AfterWorkers?.Invoke();
             PushGradients();
-            var perLayer = parts[0].Keys.ToDictionary(layer => layer, layer => parts.Sum(p => p[layer]));
+            var perLayer = Enumerable.Range(0, layers.Count).ToDictionary(l => layers[l], l => Enumerable.Range(0, shares.Length).Sum(s => losses[s, l]));
             return (perLayer.Values.Average(), perLayer);
         }
         finally

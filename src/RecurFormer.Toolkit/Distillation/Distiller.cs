@@ -8,8 +8,8 @@ using static TorchSharp.torch;
 
 namespace RecurFormer.Toolkit.Distillation;
 
-/// <summary>One layer's Mamba mixer with the o_proj columns of the heads it replaces.</summary>
-internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, int[] HeadColumns, Tensor OutputColumns);
+/// <summary>One layer's Mamba mixer, and the Gram matrix of the o_proj columns of the heads it replaces (stage 1's loss weights the error by it).</summary>
+internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, int[] HeadColumns, Tensor Gram);
 
 /// <summary>
 /// The two losses of the method and one optimiser step of each:
@@ -45,8 +45,9 @@ public sealed class Distiller : IDisposable
             var heads = attention.Heads;
             var columns = heads.HeadsOf(heads.MixerGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
             var outputWeight = attention.OutputProjection.Weight;
-            var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device)).DetachFromDisposeScope();
-            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32), columns, selected));
+            using var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device));
+            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32), columns,
+                MixerFunction.Gram(selected).DetachFromDisposeScope()));
         }
         if (_layers.Count == 0)
         {
@@ -120,13 +121,15 @@ public sealed class Distiller : IDisposable
         var layers = new List<Stage1Targets.Layer>();
         foreach (var layer in _layers)
         {
-            // The teacher may compute in bfloat16 (--teacher-dtype): the student trains in float32.
-            var input = capture.LayerInput(layer.Layer).to_type(ScalarType.Float32);
+            // The input only feeds the mixer's products: kept in their dtype (a bfloat16 teacher's, as computed). The
+            // target is compared with the mixer's float32 output.
+            var input = capture.LayerInput(layer.Layer).to_type(matmul);
             var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
                 .to_type(ScalarType.Float32);
             using var _ = no_grad();
-            var projected = Model.Layers.Linear.Product(target, layer.OutputColumns, null, matmul);   // [T, hidden], as o_proj sees it
-            layers.Add(new Stage1Targets.Layer(layer.Layer, input, target, projected.pow(2).sum().item<float>(), projected.numel()));
+            // Σ of (target · columnsᵀ)², the target as o_proj sees it, as Σ target G target (MixerFunction.Stage1Backward).
+            var energy = Model.Layers.Linear.Product(target, layer.Gram, null, matmul).mul_(target).sum().item<float>();
+            layers.Add(new Stage1Targets.Layer(layer.Layer, input, target, energy, target.shape[0] * _student.Config.HiddenSize));
         }
         // Only now out of the scope: if a layer failed above, the scope frees what the earlier ones made.
         foreach (var layer in layers)
@@ -138,27 +141,27 @@ public sealed class Distiller : IDisposable
     }
 
     /// <summary>
-    /// Stage 1's second half: each mixer's loss on its share of the batch and its gradients, one layer at a time. The
-    /// loss is the squared error after o_proj (so that directions o_proj ignores cost nothing) relative to the
-    /// teacher's contribution over the whole batch (<paramref name="reference"/>: mean squared target per layer); a
-    /// share's parts sum to the batch's loss. Returns each layer's part.
+    /// Stage 1's second half: each mixer's loss on its share of the batch and its gradients, one layer at a time
+    /// (<see cref="Stage1LayerBackward"/>). Returns each layer's part.
     /// </summary>
-    public Dictionary<int, double> Stage1Backward(Stage1Targets targets, IReadOnlyDictionary<int, (double Energy, long Elements)> reference)
+    public Dictionary<int, double> Stage1Backward(Stage1Targets targets, IReadOnlyDictionary<int, (double Energy, long Elements)> reference) =>
+        Enumerable.Range(0, _layers.Count).ToDictionary(i => _layers[i].Layer, i => Stage1LayerBackward(targets, i, reference, Threads));
+
+    /// <summary>
+    /// The loss of the <paramref name="position"/>-th replaced layer's mixer on its share of the batch, and its
+    /// gradients: the squared error after o_proj (so that directions o_proj ignores cost nothing) relative to the
+    /// teacher's contribution over the whole batch (<paramref name="reference"/>: mean squared target per layer); a
+    /// share's parts sum to the batch's loss. Layers are independent given the teacher's targets, so different layers
+    /// of one distiller may run on different threads at once (<see cref="DistillTeam"/> balances its workers so);
+    /// <paramref name="threads"/> are the calling worker's kernel threads.
+    /// </summary>
+    public double Stage1LayerBackward(Stage1Targets targets, int position, IReadOnlyDictionary<int, (double Energy, long Elements)> reference, KernelThreads? threads)
     {
-        var perLayer = new Dictionary<int, double>();
-        var matmul = _options.MatmulDType ?? ScalarType.Float32;
-        foreach (var (layer, data) in _layers.Zip(targets.Layers))
-        {
-            // One layer at a time, backward at once: only one layer's scan graph is alive.
-            using var layerScope = NewDisposeScope();
-            var output = layer.Function.Forward(data.Input, targets.Sequences, Threads);
-            var error = Model.Layers.Linear.Product(output - data.Target, layer.OutputColumns, null, matmul);   // [T, hidden], after o_proj
-            var (energy, elements) = reference[layer.Layer];
-            var loss = error.pow(2).sum() / (Math.Max(energy / elements, 1e-12) * elements);
-            (loss / _layers.Count).backward();
-            perLayer[layer.Layer] = loss.item<float>();
-        }
-        return perLayer;
+        var (layer, data) = (_layers[position], targets.Layers[position]);
+        var (energy, elements) = reference[layer.Layer];
+        var norm = Math.Max(energy / elements, 1e-12) * elements;
+        // The mean over layers, as the step's loss is: each layer's gradients scaled by 1 / layers.
+        return layer.Function.Stage1Backward(data.Input, targets.Sequences, data.Target, layer.Gram, norm, 1.0 / _layers.Count, threads);
     }
 
     /// <summary>
@@ -257,7 +260,7 @@ public sealed class Distiller : IDisposable
     {
         foreach (var layer in _layers)
         {
-            layer.OutputColumns.Dispose();
+            layer.Gram.Dispose();
         }
     }
 }

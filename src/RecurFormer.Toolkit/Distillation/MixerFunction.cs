@@ -1,37 +1,45 @@
-using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using RecurFormer.Model.Layers;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Toolkit.Distillation;
 
 /// <summary>
-/// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for training on equal-length
-/// sequences: the same in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
-/// all sequences of the batch at once. The scan is <see cref="TensorScan.TrainingGated"/>, as in the mixer's own training
-/// forward: on the CPU the forward and backward kernels, linear in the length, one autograd node per layer. A test
-/// pins it to the model's mixer (same outputs within float32 rounding), so the trained parameters mean the same thing
-/// in both.
+/// The function of a <see cref="MambaMixer"/>, recomputed from its parameters for stage 1 of distillation on
+/// equal-length sequences: in_proj → causal conv → SiLU → (Δ, B, C) → selective scan → + D·x → SiLU(z) gate → out_proj,
+/// all sequences of the batch at once, and stage 1's loss with its gradients computed by hand (<see cref="Stage1Backward"/>).
+/// Why by hand: the loss is a squared error of this one function, so its backward is a short, fixed list of products
+/// and two kernels (the scan's and the convolution's); through autograd the same step also ran some forty full-size
+/// passes of libtorch per layer (dtype conversions of every gradient, zero-filled gradients of slices added together,
+/// concatenations), about a third of a stage-1 step (docs/conversion.md, eighth round). A test pins the output to the
+/// model's mixer and the gradients to autograd through the model's own training forward.
 /// </summary>
 public sealed class MixerFunction
 {
-    private readonly Tensor _inProj, _convWeight, _xProj, _dtWeight, _dtBias, _aLog, _d, _outProj;
-    private readonly Tensor? _convBias, _inBias, _outBias;
+    private readonly Parameter _inProj, _convWeight, _xProj, _dtWeight, _dtBias, _aLog, _d, _outProj;
+    private readonly Parameter? _convBias;
     private readonly MambaMixerShape _shape;
     private readonly ScalarType _matmul;
 
     /// <param name="matmulDType">
-    /// dtype of the mixer's products (in_proj, x_proj, dt_proj, out_proj), forward and backward; the weights, their
-    /// gradients and everything else stay float32. bfloat16 is ~4–6× faster on a CPU with bfloat16 instructions (docs/conversion.md).
+    /// dtype of the mixer's products (in_proj, x_proj, dt_proj, out_proj and the loss's o_proj), forward and backward; the
+    /// weights, their gradients and everything else stay float32. bfloat16 is ~4–6× faster on a CPU with bfloat16
+    /// instructions (docs/conversion.md), and Mamba's own training runs these products under autocast.
     /// </param>
     public MixerFunction(MambaMixer mixer, ScalarType matmulDType = ScalarType.Float32)
     {
         _shape = mixer.Shape;
         _matmul = matmulDType;
-        var p = mixer.named_parameters().ToDictionary(n => n.name, n => (Tensor)n.parameter);
+        var p = mixer.named_parameters().ToDictionary(n => n.name, n => n.parameter);
+        if (p.ContainsKey("in_proj.bias") || p.ContainsKey("out_proj.bias"))
+        {
+            // A converted model's mixers have none (MambaMixerShape.UseBias); a standalone Mamba model is not distilled.
+            throw new ArgumentException("stage 1 trains mixers without in_proj and out_proj biases");
+        }
         _inProj = p["in_proj.weight"];
-        _inBias = p.GetValueOrDefault("in_proj.bias");
         _convWeight = p["conv1d_weight"];
         _convBias = p.GetValueOrDefault("conv1d_bias");
         _xProj = p["x_proj.weight"];
@@ -40,38 +48,149 @@ public sealed class MixerFunction
         _aLog = p["A_log"];
         _d = p["D"];
         _outProj = p["out_proj.weight"];
-        _outBias = p.GetValueOrDefault("out_proj.bias");
     }
 
-    /// <summary>x [B × L, input] (B sequences of L tokens, packed, each from an empty state) → [B × L, output].</summary>
+    /// <summary>x [B × L, input] (B sequences of L tokens, packed, each from an empty state) → [B × L, output], without gradients.</summary>
     /// <param name="threads">Threads for the convolution and scan kernels (a worker's own); null: the process's.</param>
     public Tensor Forward(Tensor x, int sequences, KernelThreads? threads = null)
     {
         using var scope = NewDisposeScope();
-        var length = x.shape[0] / sequences;
-        var inner = _shape.InnerSize;
-        var projected = Project(x, _inProj, _inBias).view(sequences, length, 2 * inner);
-        var u = projected.narrow(2, 0, inner).to_type(ScalarType.Float32);             // [B, L, dI]
-        var gate = projected.narrow(2, inner, inner).to_type(ScalarType.Float32);
-
-        // Causal depthwise convolution: output t sees inputs t-K+1..t (zeros before the start).
-        var xc = CausalConvolution.Training(u, _convWeight, _convBias, threads);                  // [B, L, dI]
-
-        // x_proj and dt_proj in the products' dtype too, as Mamba's own training runs them under autocast (float32
-        // they ran at a sixth of bfloat16's rate: 10.8 ms of a 512-token share for 4% of its FLOP); their outputs, the
-        // weights, the scan and dt_proj's bias (added in float32, as the reference adds it inside the scan) stay float32.
-        var parameters = Project(xc, _xProj, null);
-        var rank = _shape.TimeStepRank;
-        var state = _shape.StateSize;
-        var dtRaw = Project(parameters.narrow(2, 0, rank), _dtWeight, null) + _dtBias;  // [B, L, dI], Δ = softplus of it
-        var b = parameters.narrow(2, rank, state);                                       // [B, L, N]
-        var c = parameters.narrow(2, rank + state, state);
-        var a = -_aLog.exp();                                                            // [dI, N]
-
-        // softplus on Δ's way in and the SiLU(gate) on y's way out run inside the scan kernels.
-        var y = TensorScan.TrainingGated(xc, dtRaw, b, c, a, _d, gate, threads);         // [B × L, dI]
-        return Project(y, _outProj, _outBias).MoveToOuterDisposeScope();
+        using var _ = no_grad();
+        return Run(x, sequences, threads ?? KernelThreads.ForThisProcess).Output.MoveToOuterDisposeScope();
     }
 
-    private Tensor Project(Tensor x, Tensor weight, Tensor? bias) => Linear.Product(x, weight, bias, _matmul);
+    /// <summary>
+    /// columnsᵀ · columns in float32, the Gram matrix <see cref="Stage1Backward"/> takes, of o_proj's columns [hidden,
+    /// output]; made exactly symmetric (the product's two halves may round apart), as ∂(δ G δ)/∂δ = 2 δ G assumes.
+    /// </summary>
+    public static Tensor Gram(Tensor columns)
+    {
+        using var scope = NewDisposeScope();
+        var full = columns.to_type(ScalarType.Float32);
+        var gram = full.t().mm(full);
+        return ((gram + gram.t()) / 2).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Stage 1's loss for this mixer and its gradients, added to the parameters' (as a backward would): with the error
+    /// δ = mixer(x) − target as o_proj passes it on, e = δ · columnsᵀ, returns Σ e² / <paramref name="norm"/>, and adds
+    /// ∂(<paramref name="scale"/> · Σ e² / norm)/∂θ to each parameter's gradient. Σ e² is taken as Σ δ G δ with the
+    /// columns' Gram matrix G = columnsᵀ · columns: one product of [T, output] by [output, output] where the error
+    /// through o_proj and its backward are two of [T, output] by [output, hidden], and ∂/∂δ = 2 δ G falls out of it.
+    /// </summary>
+    /// <param name="x">[B × L, input], the teacher's input of the layer (any float dtype; no gradient).</param>
+    /// <param name="target">[B × L, output] float32, the replaced heads' output.</param>
+    /// <param name="gram">[output, output] float32, columnsᵀ · columns of o_proj's columns of those heads (<see cref="Gram"/>).</param>
+    public double Stage1Backward(Tensor x, int sequences, Tensor target, Tensor gram, double norm, double scale, KernelThreads? threads = null)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        threads ??= KernelThreads.ForThisProcess;
+        var f = Run(x, sequences, threads);
+        var (tokens, inner) = (x.shape[0], _shape.InnerSize);
+
+        // The loss, and ∂/∂out.
+        var delta = f.Output - target;                                                      // [T, output]
+        var weighted = Product(Low(delta), Low(gram));                                      // δ G (G is symmetric)
+        var loss = weighted.mul(delta).sum().item<float>() / norm;
+        var gradOut = weighted.mul_(2 * scale / norm);
+
+        // out_proj.
+        var gradOutLow = Low(gradOut);
+        AddGradient(_outProj, Product(gradOutLow.t(), f.YLow));
+        var gradY = Product(gradOutLow, f.OutProj);                                        // [T, dI]
+
+        // The scan (softplus of Δ and the SiLU(z) gate inside), one sequence at a time from a zero state.
+        var length = tokens / sequences;
+        var a = -_aLog.exp();
+        var scan = new SelectiveScan.ScanGradients(empty(tokens, inner), empty(tokens, inner), zeros(tokens, _shape.StateSize), zeros(tokens, _shape.StateSize),
+            zeros(inner, _shape.StateSize), zeros(inner), empty(tokens, inner));
+        for (var s = 0; s < sequences; s++)
+        {
+            Tensor Rows(Tensor t) => t.narrow(0, s * length, length);
+            SelectiveScan.Backward(Rows(f.Xc), Rows(f.DtRaw), Rows(f.B), Rows(f.C), a, _d, null, Rows(gradY), threads, Rows(f.Z),
+                results: scan with { X = Rows(scan.X), Dt = Rows(scan.Dt), B = Rows(scan.B), C = Rows(scan.C), Gate = Rows(scan.Gate!) });
+        }
+        AddGradient(_aLog, scan.A * a);                                                    // A = −exp(A_log): ∂A/∂A_log = A
+        AddGradient(_d, scan.D);
+
+        // dt_proj (its bias added after the product, in float32), then x_proj.
+        AddGradient(_dtBias, scan.Dt.sum(dim: 0));
+        var gradDtLow = Low(scan.Dt);
+        AddGradient(_dtWeight, Product(gradDtLow.t(), Low(f.DtInput)));
+        var gradParameters = cat([Product(gradDtLow, f.DtWeight), scan.B, scan.C], 1);    // [T, rank + 2N]
+        var gradParametersLow = Low(gradParameters);
+        AddGradient(_xProj, Product(gradParametersLow.t(), f.XcLow));
+        var gradXc = scan.X.add_(Product(gradParametersLow, f.XProj));                    // [T, dI]
+
+        // The convolution and its SiLU, then in_proj (no gradient for x: it is the teacher's).
+        var (gradU, gradConv, gradConvBias) = CausalConvFunction.Gradients(f.U.view(sequences, length, inner), _convWeight.detach(), f.ConvBias,
+            gradXc.view(sequences, length, inner), threads);
+        AddGradient(_convWeight, gradConv);
+        if (_convBias is not null)
+        {
+            AddGradient(_convBias, gradConvBias);
+        }
+        var xLow = Low(x);
+        var inGradient = cat([Product(Low(gradU.view(tokens, inner)).t(), xLow), Product(Low(scan.Gate!).t(), xLow)], 0);   // [2 dI, input]
+        AddGradient(_inProj, inGradient);
+        return loss;
+    }
+
+    /// <summary>What the forward keeps for the backward: activations float32, weights and the products' inputs in the products' dtype.</summary>
+    private sealed record Activations(Tensor U, Tensor Z, Tensor Xc, Tensor XcLow, Tensor DtInput, Tensor DtRaw, Tensor B, Tensor C, Tensor YLow, Tensor Output,
+        Tensor ConvBias, Tensor XProj, Tensor DtWeight, Tensor OutProj);
+
+    private Activations Run(Tensor x, int sequences, KernelThreads threads)
+    {
+        var tokens = x.shape[0];
+        var length = tokens / sequences;
+        var (inner, rank, state) = (_shape.InnerSize, _shape.TimeStepRank, _shape.StateSize);
+        var xLow = Low(x);
+        var inProj = Low(_inProj.detach());
+        // u and z from the two halves of in_proj's rows, each its own contiguous product (no slicing copies).
+        var u = Product(xLow, inProj.narrow(0, 0, inner).t());                             // [T, dI]
+        var z = Product(xLow, inProj.narrow(0, inner, inner).t());
+        var convBias = _convBias?.detach() ?? zeros(inner);
+        var xc = CausalConvFunction.Compute(u.view(sequences, length, inner), _convWeight.detach(), convBias, threads).view(tokens, inner);
+
+        var xcLow = Low(xc);
+        var xProj = Low(_xProj.detach());
+        var parameters = Product(xcLow, xProj.t());                                       // [T, rank + 2N]
+        var dtInput = parameters.narrow(1, 0, rank).contiguous();
+        var dtWeight = Low(_dtWeight.detach());
+        var dtRaw = Product(Low(dtInput), dtWeight.t()).add_(_dtBias.detach());           // [T, dI], Δ = softplus of it
+        var b = parameters.narrow(1, rank, state).contiguous();
+        var c = parameters.narrow(1, rank + state, state).contiguous();
+        var a = -_aLog.detach().exp();
+        var y = empty(tokens, inner);
+        for (var s = 0; s < sequences; s++)
+        {
+            Tensor Rows(Tensor t) => t.narrow(0, s * length, length);
+            SelectiveScan.Forward(Rows(xc), Rows(dtRaw), Rows(b), Rows(c), a, _d.detach(), zeros(inner, state), threads, Rows(z), into: Rows(y));
+        }
+
+        var outProj = Low(_outProj.detach());
+        var yLow = Low(y);
+        var output = Product(yLow, outProj.t());
+        return new Activations(u, z, xc, xcLow, dtInput, dtRaw, b, c, yLow, output, convBias, xProj, dtWeight, outProj);
+    }
+
+    private Tensor Low(Tensor t) => t.to_type(_matmul);
+
+    /// <summary>a · b in the products' dtype (both already in it), as float32.</summary>
+    private static Tensor Product(Tensor a, Tensor b) => a.mm(b).to_type(ScalarType.Float32);
+
+    /// <summary>Adds to a parameter's gradient, or gives it one, as autograd's accumulation does.</summary>
+    private static void AddGradient(Parameter parameter, Tensor gradient)
+    {
+        if (parameter.grad is { } sum)
+        {
+            sum.add_(gradient.view(sum.shape));
+        }
+        else
+        {
+            parameter.grad = gradient.view(parameter.shape).contiguous();
+        }
+    }
 }

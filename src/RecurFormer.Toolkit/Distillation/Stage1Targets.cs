@@ -3,8 +3,8 @@ using static TorchSharp.torch;
 namespace RecurFormer.Toolkit.Distillation;
 
 /// <summary>
-/// What the teacher gives stage 1 for one share of a batch: each replaced layer's input (teacher forcing) and the
-/// replaced heads' output (the target), float32 [tokens, ·], and the target's energy after o_proj, which the shares
+/// What the teacher gives stage 1 for one share of a batch: each replaced layer's input (teacher forcing; [tokens,
+/// hidden] in the products' dtype) and the replaced heads' output (the target; [tokens, ·] float32), and the target's energy after o_proj, which the shares
 /// pool into the loss's reference (<see cref="Reference"/>) so that the loss does not depend on how a batch is split.
 /// </summary>
 public sealed class Stage1Targets(int sequences, IReadOnlyList<Stage1Targets.Layer> layers) : IDisposable

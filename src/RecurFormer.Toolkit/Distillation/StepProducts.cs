@@ -49,18 +49,20 @@ public static class StepProducts
         }
         foreach (var (_, shape) in mixers)
         {
-            products.Add(new("stage-1 targets through o_proj", ProductPass.Forward, tokens, shape.OutputSize, student.HiddenSize, matmul));
+            // The targets' energy and the error as o_proj passes them on, each as one product by the columns' Gram matrix
+            // (MixerFunction.Stage1Backward): the error's gradient is that product, doubled.
+            products.Add(new("stage-1 targets through o_proj", ProductPass.Forward, tokens, shape.OutputSize, shape.OutputSize, matmul));
             Linear(products, "mixer in_proj", tokens, shape.InputSize, 2 * shape.InnerSize, matmul, inputGradient: false, weightGradient: true);
             MixerInner(products, shape, tokens, matmul, inputGradient: true, weightGradient: true);
-            Linear(products, "stage-1 error through o_proj", tokens, shape.OutputSize, student.HiddenSize, matmul, inputGradient: true, weightGradient: false);
+            products.Add(new("stage-1 error through o_proj", ProductPass.Forward, tokens, shape.OutputSize, shape.OutputSize, matmul));
         }
         return products;
     }
 
     /// <summary>
     /// Stage 2 over <paramref name="tokens"/> tokens: the student's forward and backward (every product in
-    /// <paramref name="matmul"/>, as its low-precision copy runs, except x_proj and dt_proj, which stay float32), and the
-    /// teacher's forward unless its top-k targets come from the cache.
+    /// <paramref name="matmul"/>, as its low-precision copy runs), and the teacher's forward unless its top-k targets come
+    /// from the cache.
     /// </summary>
     public static IReadOnlyList<StepProduct> Stage2(TransformerConfig student, long tokens, ScalarType teacherDType, ScalarType matmul,
         TrainedParts trained, bool teacherCached)
@@ -133,13 +135,13 @@ public static class StepProducts
     }
 
     /// <summary>
-    /// A mixer after in_proj: x_proj and dt_proj (float32 in training, as in the model) and out_proj (in
-    /// <paramref name="matmul"/>). Their inputs derive from in_proj's output.
+    /// A mixer after in_proj: x_proj, dt_proj and out_proj, in <paramref name="matmul"/> (x_proj's and dt_proj's since
+    /// the seventh round, as Mamba trains them under autocast). Their inputs derive from in_proj's output.
     /// </summary>
     private static void MixerInner(List<StepProduct> products, MambaMixerShape shape, long tokens, ScalarType matmul, bool inputGradient, bool weightGradient)
     {
-        Linear(products, "mixer x_proj, dt_proj", tokens, shape.InnerSize, shape.TimeStepRank + 2 * shape.StateSize, ScalarType.Float32, inputGradient, weightGradient);
-        Linear(products, "mixer x_proj, dt_proj", tokens, shape.TimeStepRank, shape.InnerSize, ScalarType.Float32, inputGradient, weightGradient);
+        Linear(products, "mixer x_proj, dt_proj", tokens, shape.InnerSize, shape.TimeStepRank + 2 * shape.StateSize, matmul, inputGradient, weightGradient);
+        Linear(products, "mixer x_proj, dt_proj", tokens, shape.TimeStepRank, shape.InnerSize, matmul, inputGradient, weightGradient);
         Linear(products, "mixer out_proj", tokens, shape.InnerSize, shape.OutputSize, matmul, inputGradient, weightGradient);
     }
 

@@ -13,7 +13,8 @@ namespace RecurFormer.Toolkit.Distillation;
 /// the least loaded), so its update does not depend on how many threads there are.
 /// Why: TorchSharp's AdamW and <c>clip_grad_norm_</c> run on the calling thread while the other core waits, and they
 /// are memory-bound passes over every trained weight, its gradient and two moments: 10–12 ms of a 170 ms step with two
-/// workers on two cores (docs/conversion.md, seventh round).
+/// workers on two cores (docs/conversion.md, seventh round). On the CPU each update is one pass (<see cref="AdamWKernel"/>);
+/// elsewhere, libtorch's operations.
 /// </summary>
 internal sealed class TeamAdamW : IDisposable
 {
@@ -92,16 +93,22 @@ internal sealed class TeamAdamW : IDisposable
                 {
                     continue;
                 }
+                var step = ++_steps[index];
+                var correction1 = 1 - Math.Pow(_beta1, step);
+                var correction2 = 1 - Math.Pow(_beta2, step);
+                var average = _averages[index] ??= zeros_like(parameter).DetachFromDisposeScope();
+                var square = _squares[index] ??= zeros_like(parameter).DetachFromDisposeScope();
+                if (AdamWKernel.Supports(parameter, gradient, average, square))
+                {
+                    AdamWKernel.Step(parameter, gradient, average, square, new AdamWKernel.Update((float)clip, (float)(1 - rate * _weightDecay),
+                        (float)_beta1, (float)_beta2, (float)Math.Sqrt(correction2), (float)(-rate / correction1), (float)_epsilon));
+                    continue;
+                }
                 if (clip < 1.0)
                 {
                     gradient.mul_(scale);
                 }
-                var step = ++_steps[index];
-                var correction1 = 1 - Math.Pow(_beta1, step);
-                var correction2 = 1 - Math.Pow(_beta2, step);
                 using Scalar root2 = Math.Sqrt(correction2), stepSize = -rate / correction1;
-                var average = _averages[index] ??= zeros_like(parameter).DetachFromDisposeScope();
-                var square = _squares[index] ??= zeros_like(parameter).DetachFromDisposeScope();
                 parameter.mul_(decay);
                 average.mul_(beta1).add_(gradient, alpha: keep1);
                 square.mul_(beta2).addcmul_(gradient, gradient, value: keep2);
