@@ -13,7 +13,8 @@ namespace RecurFormer.Model.Kernels;
 /// </summary>
 internal static class FastExp
 {
-    private const float Log2E = 1.44269504088896341f;
+    /// <summary>log₂e: e^x = 2^(x·log₂e).</summary>
+    public const float Log2E = 1.44269504088896341f;
     private const byte RoundToNearest = 0; // vrndscaleps: no fraction bits kept, round to nearest even
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -26,14 +27,20 @@ internal static class FastExp
     }
 
     /// <summary>
-    /// e^x for finite x (0 far below zero, ∞ above 88.7), without the clamps of <see cref="Exp"/>: two instructions fewer, for the selective
-    /// scan's decays exp(Δ·A) (Δ > 0, A &lt; 0), three of which are computed per channel, state and token of a
-    /// training step. Bit for bit <see cref="Exp"/> where both are defined.
+    /// e^x for finite x (0 far below zero, ∞ above 88.7), without the clamps of <see cref="Exp"/>: two instructions fewer.
+    /// Bit for bit <see cref="Exp"/> where both are defined.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Decay(Vector512<float> x)
+    public static Vector512<float> Decay(Vector512<float> x) => Pow2(x * Vector512.Create(Log2E));
+
+    /// <summary>
+    /// 2^x for finite x (0 far below zero, ∞ above 128): <see cref="Decay"/> without its multiplication, for the selective
+    /// scan's decays exp(Δ·A) = 2^(Δ · A·log₂e) with A·log₂e computed once per channel (<see cref="Log2E"/>): three of
+    /// them are taken per channel, state and token of a training step, and this is their every instruction.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Pow2(Vector512<float> t)
     {
-        var t = x * Vector512.Create(Log2E);
         var n = Avx512F.RoundScale(t, RoundToNearest);
         var f = t - n;
         var p = Vector512.Create(1.5403530e-4f);

@@ -181,6 +181,7 @@ public static unsafe class SelectiveScan
     {
         int n = rows.State, inner = rows.Inner;
         var decay = stackalloc Vector512<float>[n];
+        var decay2 = stackalloc Vector512<float>[n];   // A·log₂e: exp(Δ·A) = 2^(Δ · A·log₂e), one multiplication fewer per exp
         var h0 = stackalloc Vector512<float>[n];
         var adjoint = stackalloc Vector512<float>[n];
         var gradA = stackalloc Vector512<float>[n];
@@ -188,6 +189,7 @@ public static unsafe class SelectiveScan
         for (var s = 0; s < n; s++)
         {
             decay[s] = Gather(a + (long)first * n + s, n, count, lane);
+            decay2[s] = decay[s] * Vector512.Create(FastExp.Log2E);
             h0[s] = initialState is null ? Vector512<float>.Zero : Gather(initialState + (long)first * n + s, n, count, lane);
             adjoint[s] = Vector512<float>.Zero;
             gradA[s] = Vector512<float>.Zero;
@@ -206,7 +208,7 @@ public static unsafe class SelectiveScan
             var current = states + (long)t * n;
             for (var s = 0; s < n; s++)
             {
-                current[s] = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[s]), previous[s], drive * Vector512.Create(bt[s]));
+                current[s] = Vector512.FusedMultiplyAdd(FastExp.Pow2(delta * decay2[s]), previous[s], drive * Vector512.Create(bt[s]));
             }
             previous = current;
         }
@@ -243,7 +245,7 @@ public static unsafe class SelectiveScan
                 output = fused ? Vector512.FusedMultiplyAdd(Vector512.Create(ct[s]), current[s], output) : output;
                 var bs = Vector512.Create(bt[s]);
                 var r = Vector512.FusedMultiplyAdd(gy, Vector512.Create(ct[s]), adjoint[s]);
-                var e = FastExp.Decay(delta * decay[s]);
+                var e = FastExp.Pow2(delta * decay2[s]);
                 var q = r * e * before[s];                                   // r e h_{t−1}
                 sumRb = Vector512.FusedMultiplyAdd(r, bs, sumRb);
                 sumDecayTerm = Vector512.FusedMultiplyAdd(decay[s], q, sumDecayTerm);
@@ -332,7 +334,7 @@ public static unsafe class SelectiveScan
         {
             h[s] = Gather(state + (long)first * n + s, n, count, lane);
             var given = Gather(a + (long)first * n + s, n, count, lane);
-            decay[s] = negativeA ? given : -FastExp.Exp(given);
+            decay[s] = (negativeA ? given : -FastExp.Exp(given)) * Vector512.Create(FastExp.Log2E);   // A·log₂e: exp(Δ·A) = 2^(Δ · A·log₂e)
         }
         var skip = Gather(d + first, 1, count, lane);
         deltas.Start(first, count, lane);
@@ -349,8 +351,8 @@ public static unsafe class SelectiveScan
             // Two states per iteration into two sums: the sum over states is a dependency chain otherwise.
             for (var s = 0; s < pairs; s += 2)
             {
-                var h0 = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[s]), h[s], drive * Vector512.Create(bt[s]));
-                var h1 = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[s + 1]), h[s + 1], drive * Vector512.Create(bt[s + 1]));
+                var h0 = Vector512.FusedMultiplyAdd(FastExp.Pow2(delta * decay[s]), h[s], drive * Vector512.Create(bt[s]));
+                var h1 = Vector512.FusedMultiplyAdd(FastExp.Pow2(delta * decay[s + 1]), h[s + 1], drive * Vector512.Create(bt[s + 1]));
                 h[s] = h0;
                 h[s + 1] = h1;
                 even = Vector512.FusedMultiplyAdd(h0, Vector512.Create(ct[s]), even);
@@ -358,7 +360,7 @@ public static unsafe class SelectiveScan
             }
             if (pairs < n)
             {
-                var last = Vector512.FusedMultiplyAdd(FastExp.Decay(delta * decay[pairs]), h[pairs], drive * Vector512.Create(bt[pairs]));
+                var last = Vector512.FusedMultiplyAdd(FastExp.Pow2(delta * decay[pairs]), h[pairs], drive * Vector512.Create(bt[pairs]));
                 h[pairs] = last;
                 even = Vector512.FusedMultiplyAdd(last, Vector512.Create(ct[pairs]), even);
             }
