@@ -128,8 +128,8 @@ public sealed partial class Attention : nn.Module
             var attendingHeads = _fullHeads + _windowHeads;
             var groups = _fullGroups + _windowGroups;
             var qkv = qkv_proj.forward(x);
-            var q = RotaryEmbedding.Apply(qkv.narrow(1, 0, attendingHeads * _headDim).view(tokens, attendingHeads, _headDim), context.Cos!, context.Sin!);
-            var k = RotaryEmbedding.Apply(qkv.narrow(1, attendingHeads * _headDim, groups * _headDim).view(tokens, groups, _headDim), context.Cos!, context.Sin!);
+            var q = RotaryEmbedding.Apply(qkv.narrow(1, 0, attendingHeads * _headDim).view(tokens, attendingHeads, _headDim), context.Cos!, context.Sin!, context.Batch.KernelThreads);
+            var k = RotaryEmbedding.Apply(qkv.narrow(1, attendingHeads * _headDim, groups * _headDim).view(tokens, groups, _headDim), context.Cos!, context.Sin!, context.Batch.KernelThreads);
             var v = qkv.narrow(1, (attendingHeads + groups) * _headDim, groups * _headDim).view(tokens, groups, _headDim);
             var attended = Attend(q, k, v, context).reshape(tokens, attendingHeads * _headDim);
             if (_addedMixerColumns > 0)

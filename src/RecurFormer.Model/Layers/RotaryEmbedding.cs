@@ -105,8 +105,13 @@ public sealed class RotaryEmbedding : IDisposable
     }
 
     /// <summary>Rotates x [T, heads, hd] by the tables [T, hd].</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    /// <param name="threads">Where the CPU kernel runs, when x needs no gradient (<see cref="RotaryKernel"/>); libtorch's operations otherwise.</param>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, KernelThreads? threads = null)
     {
+        if (threads is not null && RotaryKernel.Supports(x, cos, sin))
+        {
+            return RotaryKernel.Apply(x, cos, sin, threads);
+        }
         using var scope = NewDisposeScope();
         var half = x.shape[^1] / 2;
         var rotated = cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);

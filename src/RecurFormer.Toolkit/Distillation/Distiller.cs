@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace RecurFormer.Toolkit.Distillation;
 
 /// <summary>One layer's Mamba mixer, and the Gram matrix of the o_proj columns of the heads it replaces (stage 1's loss weights the error by it).</summary>
-internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, int[] HeadColumns, Tensor Gram);
+internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, long[] Heads, int HeadDim, Tensor Gram);
 
 /// <summary>
 /// The two losses of the method and one optimiser step of each:
@@ -46,8 +46,8 @@ public sealed class Distiller : IDisposable
             var columns = heads.HeadsOf(heads.MixerGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
             var outputWeight = attention.OutputProjection.Weight;
             using var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device));
-            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32), columns,
-                MixerFunction.Gram(selected).DetachFromDisposeScope()));
+            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32),
+                heads.HeadsOf(heads.MixerGroups).Select(h => (long)h).ToArray(), heads.HeadDim, MixerFunction.Gram(selected).DetachFromDisposeScope()));
         }
         if (_layers.Count == 0)
         {
@@ -124,11 +124,13 @@ public sealed class Distiller : IDisposable
             // The input only feeds the mixer's products: kept in their dtype (a bfloat16 teacher's, as computed). The
             // target is compared with the mixer's float32 output.
             var input = capture.LayerInput(layer.Layer).to_type(matmul);
-            var target = capture.HeadOutputs(layer.Layer).index_select(1, tensor(layer.HeadColumns.Select(c => (long)c).ToArray(), device: input.device))
-                .to_type(ScalarType.Float32);
+            // The replaced heads' rows (whole heads: index_select along a column dimension copies element by element).
+            var all = capture.HeadOutputs(layer.Layer);
+            var selected = all.reshape(all.shape[0], -1, layer.HeadDim).index_select(1, tensor(layer.Heads, device: input.device)).view(all.shape[0], -1);
+            var target = selected.to_type(ScalarType.Float32);
             using var _ = no_grad();
             // Σ of (target · columnsᵀ)², the target as o_proj sees it, as Σ target G target (MixerFunction.Stage1Backward).
-            var energy = Model.Layers.Linear.Product(target, layer.Gram, null, matmul).mul_(target).sum().item<float>();
+            var energy = Model.Layers.Linear.Product(selected, layer.Gram, null, matmul).mul_(target).sum().item<float>();
             layers.Add(new Stage1Targets.Layer(layer.Layer, input, target, energy, target.shape[0] * _student.Config.HiddenSize));
         }
         // Only now out of the scope: if a layer failed above, the scope frees what the earlier ones made.
