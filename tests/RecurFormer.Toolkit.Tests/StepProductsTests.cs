@@ -37,8 +37,8 @@ public sealed class StepProductsTests
     {
         var products = StepProducts.Stage1(Student, Tokens, ScalarType.BFloat16, ScalarType.BFloat16);
 
-        // Teacher: layer 0 whole, layer 1 without its MLP: 1024 + 512 + 2048 + 1024 + 1024 + 512.
-        Assert.Equal(6144.0 * Tokens, Flops(products, "teacher"));
+        // Teacher: layer 0 whole (qkv 1024, o_proj 512, MLP 2048 + 1024), layer 1 to its heads (qkv 1024).
+        Assert.Equal(5632.0 * Tokens, Flops(products, "teacher"));
         // in_proj 16→32 forward and weight gradient only (its input is the teacher's): 2 × 1024.
         Assert.Equal(2048.0 * Tokens, Flops(products, "mixer in_proj"));
         Assert.DoesNotContain(products, p => p.Part == "mixer in_proj" && p.Pass == ProductPass.InputGradient);
@@ -49,7 +49,7 @@ public sealed class StepProductsTests
         Assert.Equal(768.0 * Tokens, Flops(products, "mixer out_proj"));
         Assert.Equal(128.0 * Tokens, Flops(products, "stage-1 targets through o_proj"));
         Assert.Equal(128.0 * Tokens, Flops(products, "stage-1 error through o_proj"));
-        Assert.Equal(10368.0 * Tokens, products.Sum(p => p.Flops));
+        Assert.Equal(9856.0 * Tokens, products.Sum(p => p.Flops));
     }
 
     [Fact]

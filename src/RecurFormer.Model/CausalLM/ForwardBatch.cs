@@ -70,9 +70,10 @@ public sealed class ForwardBatch
     public AttentionCapture? Capture { get; init; }
 
     /// <summary>
-    /// Run the decoder layers up to this one's attention block only and return the hidden state after that block
-    /// [T, hidden] instead of logits (the caches do not advance; Transformer models): distillation's stage 1 needs the
-    /// teacher only up to the attention of the last replaced layer (its MLP would feed only layers that do not run).
+    /// Run the decoder layers up to this one's attention heads only and return its head outputs [T, heads × headDim]
+    /// (before o_proj) instead of logits (the caches do not advance; Transformer models): distillation's stage 1 needs
+    /// the teacher only up to the attention of the last replaced layer, whose inputs and head outputs it reads from the
+    /// capture (o_proj, the residual and the MLP would feed only layers that do not run).
     /// </summary>
     public int? LastLayer { get; init; }
 

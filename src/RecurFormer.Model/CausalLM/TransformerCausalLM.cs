@@ -110,7 +110,7 @@ internal sealed class TransformerBackbone : nn.Module
             {
                 hidden = layers[i].Forward(hidden, context);
             }
-            return layers[last].AttentionBlock(hidden, context).MoveToOuterDisposeScope();
+            return layers[last].AttentionHeads(hidden, context).MoveToOuterDisposeScope();
         }
         foreach (var layer in layers)
         {

@@ -30,7 +30,8 @@ internal static unsafe class Bf16
         : Vector512.ShiftLeft(Vector512.WidenLower(Vector512.Create(Vector256.Load(source), Vector256<ushort>.Zero)), 16).AsSingle();
 
     /// <summary>n bfloat16 values as float32 into <paramref name="target"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <remarks>Inlined: the attention kernels convert a 48-value row per key, and a call there spills their live vectors.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void ToFloat(ushort* source, float* target, int n)
     {
         var i = 0;

@@ -117,6 +117,18 @@ public sealed partial class Attention : nn.Module
         return o_proj.forward(heads).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The head outputs [T, heads × headDim] without o_proj, recorded by the batch's capture like <see cref="Forward"/>'s:
+    /// where a forward that stops at this layer stops (<see cref="CausalLM.ForwardBatch.LastLayer"/>).
+    /// </summary>
+    public Tensor RecordedHeads(Tensor x, ForwardContext context)
+    {
+        using var scope = NewDisposeScope();
+        var heads = HeadOutputs(x, context);
+        context.Batch.Capture?.RecordLayer(_layer, x, heads);
+        return heads.MoveToOuterDisposeScope();
+    }
+
     /// <summary>The concatenated head outputs that feed o_proj: [T, heads × headDim], original head order.</summary>
     private Tensor HeadOutputs(Tensor x, ForwardContext context)
     {

@@ -35,6 +35,9 @@ public sealed partial class DecoderLayer : nn.Module
         return (h + mlp.Forward(post_attention_layernorm.forward(h), context.Batch.KernelThreads)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The first half of the block, x + attn(norm(x)): where a forward that stops at this layer stops.</summary>
-    public Tensor AttentionBlock(Tensor x, ForwardContext context) => x + self_attn.Forward(input_layernorm.forward(x), context);
+    /// <summary>The first half of the block, x + attn(norm(x)).</summary>
+    private Tensor AttentionBlock(Tensor x, ForwardContext context) => x + self_attn.Forward(input_layernorm.forward(x), context);
+
+    /// <summary>The attention's head outputs of norm(x), before o_proj: where a forward that stops at this layer stops.</summary>
+    public Tensor AttentionHeads(Tensor x, ForwardContext context) => self_attn.RecordedHeads(input_layernorm.forward(x), context);
 }

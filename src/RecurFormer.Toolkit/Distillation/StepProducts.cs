@@ -44,8 +44,8 @@ public static class StepProducts
         var last = mixers[^1].Layer;
         for (var layer = 0; layer <= last; layer++)
         {
-            // The forward stops after the last replaced layer's attention block: its MLP feeds only layers that do not run.
-            TeacherLayer(products, student, tokens, teacherDType, withMlp: layer < last);
+            // The forward stops at the last replaced layer's head outputs: its o_proj and MLP feed only layers that do not run.
+            TeacherLayer(products, student, tokens, teacherDType, whole: layer < last);
         }
         foreach (var (_, shape) in mixers)
         {
@@ -102,7 +102,7 @@ public static class StepProducts
         {
             for (var layer = 0; layer < student.NumHiddenLayers; layer++)
             {
-                TeacherLayer(products, student, tokens, teacherDType, withMlp: true);
+                TeacherLayer(products, student, tokens, teacherDType, whole: true);
             }
             products.Add(new("teacher", ProductPass.Forward, tokens, hidden, student.VocabSize, teacherDType));
         }
@@ -121,14 +121,15 @@ public static class StepProducts
     }
 
     /// <summary>One layer of the teacher (every head attends), forward only.</summary>
-    private static void TeacherLayer(List<StepProduct> products, TransformerConfig config, long tokens, ScalarType dtype, bool withMlp)
+    /// <param name="whole">false: the layer a stage-1 teacher stops at, its heads only (qkv_proj; no o_proj, no MLP).</param>
+    private static void TeacherLayer(List<StepProduct> products, TransformerConfig config, long tokens, ScalarType dtype, bool whole)
     {
         var hidden = config.HiddenSize;
         var attention = config.NumAttentionHeads * config.HeadDim;
         products.Add(new("teacher", ProductPass.Forward, tokens, hidden, attention + 2 * config.NumKeyValueHeads * config.HeadDim, dtype));
-        products.Add(new("teacher", ProductPass.Forward, tokens, attention, hidden, dtype));
-        if (withMlp)
+        if (whole)
         {
+            products.Add(new("teacher", ProductPass.Forward, tokens, attention, hidden, dtype));
             products.Add(new("teacher", ProductPass.Forward, tokens, hidden, 2 * config.IntermediateSize, dtype));
             products.Add(new("teacher", ProductPass.Forward, tokens, config.IntermediateSize, hidden, dtype));
         }
