@@ -45,6 +45,15 @@ internal static unsafe class Bf16
         }
     }
 
+    /// <summary>16 floats rounded to the nearest even bfloat16 value and kept as floats (NaN becomes the canonical NaN, as <see cref="FromFloat"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Round(Vector512<float> value)
+    {
+        var bits = value.AsUInt32();
+        var rounded = (bits + Vector512.Create(0x7FFFu) + (Vector512.ShiftRightLogical(bits, 16) & Vector512.Create(1u))) & Vector512.Create(0xFFFF0000u);
+        return Vector512.ConditionalSelect(Vector512.Equals(value, value), rounded.AsSingle(), Vector512.Create(0x7FC00000u).AsSingle());
+    }
+
     /// <summary>16 floats rounded to nearest even bfloat16 (as <see cref="FromFloat"/>; NaN stays NaN).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store16(ushort* target, Vector512<float> value)

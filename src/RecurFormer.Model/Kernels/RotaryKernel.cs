@@ -80,12 +80,11 @@ internal static unsafe class RotaryKernel
     private static void RowBf16(ushort* x, ushort* y, ushort* cos, ushort* sin, int half)
     {
         var i = 0;
-        var rounded = stackalloc ushort[16];
         for (; i + 16 <= half; i += 16)
         {
             var (first, second) = (Bf16.Load16(x + i), Bf16.Load16(x + half + i));
-            Bf16.Store16(y + i, Round(Round(first * Bf16.Load16(cos + i), rounded) + Round(-second * Bf16.Load16(sin + i), rounded), rounded));
-            Bf16.Store16(y + half + i, Round(Round(second * Bf16.Load16(cos + half + i), rounded) + Round(first * Bf16.Load16(sin + half + i), rounded), rounded));
+            Bf16.Store16(y + i, Bf16.Round(first * Bf16.Load16(cos + i)) + Bf16.Round(-second * Bf16.Load16(sin + i)));
+            Bf16.Store16(y + half + i, Bf16.Round(second * Bf16.Load16(cos + half + i)) + Bf16.Round(first * Bf16.Load16(sin + half + i)));
         }
         for (; i < half; i++)
         {
@@ -93,14 +92,6 @@ internal static unsafe class RotaryKernel
             y[i] = Bf16.FromFloat(Round(first * Bf16.ToFloat(cos[i])) + Round(-second * Bf16.ToFloat(sin[i])));
             y[half + i] = Bf16.FromFloat(Round(second * Bf16.ToFloat(cos[half + i])) + Round(first * Bf16.ToFloat(sin[half + i])));
         }
-    }
-
-    /// <summary>16 floats rounded to bfloat16 and widened back.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Round(Vector512<float> value, ushort* scratch)
-    {
-        Bf16.Store16(scratch, value);
-        return Bf16.Load16(scratch);
     }
 
     private static float Round(float value) => Bf16.ToFloat(Bf16.FromFloat(value));
