@@ -367,8 +367,18 @@ public sealed class MixerFunctionTests : IDisposable
     /// within 1e-4 of its largest value. Every parameter of a converted model's mixer is checked (in_proj and out_proj
     /// have no bias there; MixerFunction refuses a mixer with them).
     /// </summary>
-    [Fact]
-    public void Stage_one_gradients_by_hand_equal_autograd_through_the_model_mixer()
+    /// <remarks>
+    /// With <paramref name="autograd"/>, the same through MixerFunction's autograd form (what runs off the CPU); with
+    /// <paramref name="factor"/>, the error through the Cholesky factor of the columns' Gram matrix instead of the
+    /// matrix itself (ErrorWeight). A second call adds the same gradients again (into existing ones, as the master's are
+    /// after ZeroGrad).
+    /// </remarks>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void Stage_one_gradients_by_hand_equal_autograd_through_the_model_mixer(bool autograd, bool factor)
     {
         using var generator = new Generator(7);
         using var model = ModelWithRandomMixer(generator);
@@ -401,19 +411,49 @@ public sealed class MixerFunctionTests : IDisposable
                 parameter.grad = null;
             }
 
-            using var gram = MixerFunction.Gram(columns);
-            var actualLoss = new MixerFunction(mixer).Stage1Backward(x, sequences, target, gram, norm, scale);
-
-            Assert.True(Math.Abs(actualLoss / expectedLoss - 1) < 1e-5, $"loss {actualLoss} against {expectedLoss}");
-            for (var i = 0; i < parameters.Length; i++)
+            using var weight = ErrorWeight.For(columns, ScalarType.Float32, factor);
+            Assert.Equal(factor, weight.IsFactor);
+            var function = new MixerFunction(mixer) { ForceAutograd = autograd };
+            Assert.Equal(!autograd, function.UsesKernels(x));
+            for (var call = 1; call <= 2; call++)
             {
-                var (name, parameter) = parameters[i];
-                Assert.NotNull(parameter.grad);
-                var largest = Math.Max(1e-6f, expected[i].abs().max().item<float>());
-                var difference = (expected[i] - parameter.grad!).abs().max().item<float>() / largest;
-                Assert.True(difference < 1e-4, $"{name}: max |Δ| / largest = {difference}");
+                var actualLoss = function.Stage1Backward(x, sequences, target, weight, norm, scale);
+
+                Assert.True(Math.Abs(actualLoss / expectedLoss - 1) < 1e-5, $"loss {actualLoss} against {expectedLoss}");
+                for (var i = 0; i < parameters.Length; i++)
+                {
+                    var (name, parameter) = parameters[i];
+                    Assert.NotNull(parameter.grad);
+                    var largest = Math.Max(1e-6f, expected[i].abs().max().item<float>());
+                    var difference = (expected[i] * call - parameter.grad!).abs().max().item<float>() / (largest * call);
+                    Assert.True(difference < 1e-4, $"{name}, call {call}: max |Δ| / largest = {difference}");
+                }
             }
         }
+    }
+    /// <summary>
+    /// The error goes through the Gram matrix only while rounding it to the products' dtype leaves it positive
+    /// semi-definite. Columns R = [[1, c], [0, √1e-5]] with c = 1 + 3·2⁻⁹ have the positive definite Gram matrix
+    /// [[1, c], [c, c² + 1e-5]]; bfloat16 rounds c up to 1 + 2⁻⁷ and c² + 1e-5 to 1 + 2⁻⁶, whose determinant is negative,
+    /// so the Cholesky factor is used, and Σ‖δ Rᵀ‖² stays the squared error through the columns. Orthogonal columns keep
+    /// the Gram matrix.
+    /// </summary>
+    [Fact]
+    public void The_error_weight_uses_the_gram_matrix_only_while_its_rounding_stays_positive_semidefinite()
+    {
+        const double c = 1 + 3.0 / 512;
+        using var columns = tensor(new[] { 1f, (float)c, 0f, (float)Math.Sqrt(1e-5) }).view(2, 2);
+        using var gram = columns.t().mm(columns).to_type(ScalarType.Float64);
+        Assert.True(linalg.eigvalsh(gram).min().item<double>() > 0);
+        Assert.True(linalg.eigvalsh(gram.to_type(ScalarType.BFloat16).to_type(ScalarType.Float64)).min().item<double>() < 0);
+        using var weight = ErrorWeight.For(columns, ScalarType.BFloat16);
+        Assert.True(weight.IsFactor);
+        using var delta = tensor(new[] { 0.5f, -0.25f, 2f, 1f }).view(2, 2);
+        var expected = delta.mm(columns.t()).square().sum().item<float>();
+        Assert.True(Math.Abs(weight.Apply(delta).Squares / expected - 1) < 0.02, $"{weight.Apply(delta).Squares} against {expected}");
+
+        using var orthogonal = ErrorWeight.For(tensor(new[] { 2f, 0f, 0f, 3f }).view(2, 2), ScalarType.BFloat16);
+        Assert.False(orthogonal.IsFactor);
     }
 }
 

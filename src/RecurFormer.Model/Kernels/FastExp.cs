@@ -21,8 +21,8 @@ internal static class FastExp
     public static Vector512<float> Exp(Vector512<float> x)
     {
         // The raw vmaxps/vminps (the constant first, so that a NaN x is what they return): Vector512.Max and Min add
-        // instructions for IEEE 754's NaN and signed-zero rules. Below −110 the result is 0 and above 88.7 the
-        // largest finite value; clamping keeps ±∞ out of f = t − n, where it would make NaN.
+        // instructions for IEEE 754's NaN and signed-zero rules. Below −110 the result is 0 and above 88.7 it is
+        // e^88.7 ≈ 3.3·10³⁸; clamping keeps ±∞ out of f = t − n, where it would make NaN.
         return Decay(Avx512F.Min(Vector512.Create(88.7f), Avx512F.Max(Vector512.Create(-110f), x)));
     }
 

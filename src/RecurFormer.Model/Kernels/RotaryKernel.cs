@@ -6,9 +6,10 @@ using static TorchSharp.torch;
 namespace RecurFormer.Model.Kernels;
 
 /// <summary>
-/// Rotary position embedding without autograd, on the CPU: x·cos + rotate_half(x)·sin in one pass over the rows, where
-/// libtorch makes five passes and four temporaries (a negation, a concatenation, two products and a sum; 4 ms of a
-/// 67 ms stage-1 teacher share, docs/conversion.md, eighth round). It rounds where libtorch does, after each product and
+/// Rotary position embedding without autograd, on the CPU: x·cos + rotate_half(x)·sin in one pass over the rows (q and
+/// k, slices of the fused projection, are made contiguous first), where libtorch makes five passes and four temporaries
+/// (a negation, a concatenation, two products and a sum; 4 ms of a 67 ms stage-1 teacher share, docs/conversion.md,
+/// eighth round). It rounds where libtorch does, after each product and
 /// after the sum (in bfloat16, to nearest even), and never fuses a product into the sum, so its results are libtorch's
 /// bit for bit in float32 and bfloat16 (a test pins that).
 /// </summary>

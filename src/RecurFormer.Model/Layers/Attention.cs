@@ -112,9 +112,7 @@ public sealed partial class Attention : nn.Module
     public Tensor Forward(Tensor x, ForwardContext context)
     {
         using var scope = NewDisposeScope();
-        var heads = HeadOutputs(x, context);
-        context.Batch.Capture?.RecordLayer(_layer, x, heads);
-        return o_proj.forward(heads).MoveToOuterDisposeScope();
+        return o_proj.forward(RecordedHeads(x, context)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

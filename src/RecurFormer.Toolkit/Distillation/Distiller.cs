@@ -8,8 +8,8 @@ using static TorchSharp.torch;
 
 namespace RecurFormer.Toolkit.Distillation;
 
-/// <summary>One layer's Mamba mixer, and the Gram matrix of the o_proj columns of the heads it replaces (stage 1's loss weights the error by it).</summary>
-internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, long[] Heads, int HeadDim, Tensor Gram);
+/// <summary>One layer's Mamba mixer, the heads it replaces, and how stage 1's loss weights their error by o_proj's columns.</summary>
+internal sealed record ReplacedLayer(int Layer, MambaMixer Mixer, MixerFunction Function, long[] Heads, int HeadDim, ErrorWeight Weight);
 
 /// <summary>
 /// The two losses of the method and one optimiser step of each:
@@ -47,7 +47,8 @@ public sealed class Distiller : IDisposable
             var outputWeight = attention.OutputProjection.Weight;
             using var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device));
             _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32),
-                heads.HeadsOf(heads.MixerGroups).Select(h => (long)h).ToArray(), heads.HeadDim, MixerFunction.Gram(selected).DetachFromDisposeScope()));
+                heads.HeadsOf(heads.MixerGroups).Select(h => (long)h).ToArray(), heads.HeadDim,
+                ErrorWeight.For(selected, options.MatmulDType ?? ScalarType.Float32)));
         }
         if (_layers.Count == 0)
         {
@@ -129,8 +130,8 @@ public sealed class Distiller : IDisposable
             var selected = all.reshape(all.shape[0], -1, layer.HeadDim).index_select(1, tensor(layer.Heads, device: input.device)).view(all.shape[0], -1);
             var target = selected.to_type(ScalarType.Float32);
             using var _ = no_grad();
-            // Σ of (target · columnsᵀ)², the target as o_proj sees it, as Σ target G target (MixerFunction.Stage1Backward).
-            var energy = Model.Layers.Linear.Product(selected, layer.Gram, null, matmul).mul_(target).sum().item<float>();
+            // Σ of (target · columnsᵀ)², the target as o_proj sees it, as the loss measures errors (ErrorWeight).
+            var energy = layer.Weight.Apply(selected).Squares;
             layers.Add(new Stage1Targets.Layer(layer.Layer, input, target, energy, target.shape[0] * _student.Config.HiddenSize));
         }
         // Only now out of the scope: if a layer failed above, the scope frees what the earlier ones made.
@@ -163,7 +164,7 @@ public sealed class Distiller : IDisposable
         var (energy, elements) = reference[layer.Layer];
         var norm = Math.Max(energy / elements, 1e-12) * elements;
         // The mean over layers, as the step's loss is: each layer's gradients scaled by 1 / layers.
-        return layer.Function.Stage1Backward(data.Input, targets.Sequences, data.Target, layer.Gram, norm, 1.0 / _layers.Count, threads);
+        return layer.Function.Stage1Backward(data.Input, targets.Sequences, data.Target, layer.Weight, norm, 1.0 / _layers.Count, threads);
     }
 
     /// <summary>
@@ -262,7 +263,7 @@ public sealed class Distiller : IDisposable
     {
         foreach (var layer in _layers)
         {
-            layer.Gram.Dispose();
+            layer.Weight.Dispose();
         }
     }
 }

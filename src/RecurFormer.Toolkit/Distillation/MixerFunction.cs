@@ -56,47 +56,46 @@ public sealed class MixerFunction
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        return Run(x, sequences, threads ?? KernelThreads.ForThisProcess).Output.MoveToOuterDisposeScope();
+        threads ??= KernelThreads.ForThisProcess;
+        return (UsesKernels(x) ? Run(x, sequences, threads).Output : Differentiable(x, sequences, threads)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>
-    /// columnsᵀ · columns in float32, the Gram matrix <see cref="Stage1Backward"/> takes, of o_proj's columns [hidden,
-    /// output]; made exactly symmetric (the product's two halves may round apart), as ∂(δ G δ)/∂δ = 2 δ G assumes.
-    /// </summary>
-    public static Tensor Gram(Tensor columns)
-    {
-        using var scope = NewDisposeScope();
-        var full = columns.to_type(ScalarType.Float32);
-        var gram = full.t().mm(full);
-        return ((gram + gram.t()) / 2).MoveToOuterDisposeScope();
-    }
+    /// <summary>Whether the hand-written forward and backward run: on a CPU with 512-bit vectors (else libtorch's operations and autograd).</summary>
+    internal bool UsesKernels(Tensor x) => !ForceAutograd && SelectiveScanFunction.Supports(x.device);
+
+    /// <summary>Testing only: the autograd form everywhere, as off the CPU.</summary>
+    internal bool ForceAutograd { get; init; }
 
     /// <summary>
     /// Stage 1's loss for this mixer and its gradients, added to the parameters' (as a backward would): with the error
-    /// δ = mixer(x) − target as o_proj passes it on, e = δ · columnsᵀ, returns Σ e² / <paramref name="norm"/>, and adds
-    /// ∂(<paramref name="scale"/> · Σ e² / norm)/∂θ to each parameter's gradient. Σ e² is taken as Σ δ G δ with the
-    /// columns' Gram matrix G = columnsᵀ · columns: one product of [T, output] by [output, output] where the error
-    /// through o_proj and its backward are two of [T, output] by [output, hidden], and ∂/∂δ = 2 δ G falls out of it.
+    /// δ = mixer(x) − target as o_proj passes it on (<paramref name="weight"/>), returns Σ‖δ Wᵀ‖² / <paramref name="norm"/>,
+    /// and adds ∂(<paramref name="scale"/> · Σ‖δ Wᵀ‖² / norm)/∂θ to each parameter's gradient.
     /// </summary>
     /// <param name="x">[B × L, input], the teacher's input of the layer (any float dtype; no gradient).</param>
     /// <param name="target">[B × L, output] float32, the replaced heads' output.</param>
-    /// <param name="gram">[output, output] float32, columnsᵀ · columns of o_proj's columns of those heads (<see cref="Gram"/>).</param>
-    public double Stage1Backward(Tensor x, int sequences, Tensor target, Tensor gram, double norm, double scale, KernelThreads? threads = null)
+    public double Stage1Backward(Tensor x, int sequences, Tensor target, ErrorWeight weight, double norm, double scale, KernelThreads? threads = null)
     {
         using var scope = NewDisposeScope();
-        using var _ = no_grad();
         threads ??= KernelThreads.ForThisProcess;
+        // Scalars made and freed here: TorchSharp frees an implicit one in its finalizer, which may run while an
+        // operation still reads it (docs/runtime.md).
+        using Scalar factor = 2 * scale / norm, perNorm = scale / norm;
+        if (!UsesKernels(x))
+        {
+            var total = weight.Differentiable(Differentiable(x, sequences, threads) - target);
+            total.mul(perNorm).backward();
+            return total.item<float>() / norm;
+        }
+        using var _ = no_grad();
         var f = Run(x, sequences, threads);
         var (tokens, inner) = (x.shape[0], _shape.InnerSize);
 
         // The loss, and ∂/∂out.
-        var delta = f.Output - target;                                                      // [T, output]
-        var weighted = Product(Low(delta), Low(gram));                                      // δ G (G is symmetric)
-        var loss = weighted.mul(delta).sum().item<float>() / norm;
-        var gradOut = weighted.mul_(2 * scale / norm);
+        var (squares, gradOut) = weight.Apply(f.Output - target, factor);
+        var loss = squares / norm;
 
         // out_proj.
-        var gradOutLow = Low(gradOut);
+        var gradOutLow = Low(gradOut!);
         AddGradient(_outProj, Product(gradOutLow.t(), f.YLow));
         var gradY = Product(gradOutLow, f.OutProj);                                        // [T, dI]
 
@@ -135,6 +134,26 @@ public sealed class MixerFunction
         var inGradient = cat([Product(Low(gradU.view(tokens, inner)).t(), xLow), Product(Low(scan.Gate!).t(), xLow)], 0);   // [2 dI, input]
         AddGradient(_inProj, inGradient);
         return loss;
+    }
+
+    /// <summary>
+    /// The mixer as libtorch operations with autograd, for devices without the kernels (a GPU): the convolution and the
+    /// scan are <see cref="CausalConvolution.Training"/> and <see cref="TensorScan.TrainingGated"/>, as the model's own
+    /// training forward runs them.
+    /// </summary>
+    private Tensor Differentiable(Tensor x, int sequences, KernelThreads threads)
+    {
+        var length = x.shape[0] / sequences;
+        var inner = _shape.InnerSize;
+        var projected = Model.Layers.Linear.Product(x, _inProj, null, _matmul).view(sequences, length, 2 * inner);
+        var u = projected.narrow(2, 0, inner);
+        var gate = projected.narrow(2, inner, inner);
+        var xc = CausalConvolution.Training(u, _convWeight, _convBias, threads);                  // [B, L, dI]
+        var parameters = Model.Layers.Linear.Product(xc, _xProj, null, _matmul);
+        var (rank, state) = (_shape.TimeStepRank, _shape.StateSize);
+        var dtRaw = Model.Layers.Linear.Product(parameters.narrow(2, 0, rank), _dtWeight, null, _matmul) + _dtBias;
+        var y = TensorScan.TrainingGated(xc, dtRaw, parameters.narrow(2, rank, state), parameters.narrow(2, rank + state, state), -_aLog.exp(), _d, gate, threads);
+        return Model.Layers.Linear.Product(y, _outProj, null, _matmul);
     }
 
     /// <summary>What the forward keeps for the backward: activations float32, weights and the products' inputs in the products' dtype.</summary>

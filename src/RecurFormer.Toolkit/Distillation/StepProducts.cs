@@ -33,9 +33,9 @@ public sealed record StepProduct(string Part, ProductPass Pass, long Rows, long 
 public static class StepProducts
 {
     /// <summary>
-    /// Stage 1 over <paramref name="tokens"/> tokens: the teacher's forward up to the last replaced layer's attention,
-    /// the targets' projection through o_proj, and each mixer's forward and backward (its input, the teacher's, needs
-    /// no gradient).
+    /// Stage 1 over <paramref name="tokens"/> tokens: the teacher's forward up to the last replaced layer's head outputs,
+    /// the targets' and the error's products by the Gram matrix of o_proj's columns, and each mixer's forward and
+    /// backward (its input, the teacher's, needs no gradient).
     /// </summary>
     public static IReadOnlyList<StepProduct> Stage1(TransformerConfig student, long tokens, ScalarType teacherDType, ScalarType matmul)
     {
