@@ -50,7 +50,9 @@ public static class StepProducts
         foreach (var (_, shape) in mixers)
         {
             // The targets' energy and the error as o_proj passes them on, each as one product by the columns' Gram matrix
-            // (MixerFunction.Stage1Backward): the error's gradient is that product, doubled.
+            // (ErrorWeight): the error's gradient is that product, doubled. (A layer whose rounded Gram matrix is not
+            // positive semi-definite takes a Cholesky factor instead, and a second product for the gradient: it depends
+            // on the weights, not the shapes, and is not counted here.)
             products.Add(new("stage-1 targets through o_proj", ProductPass.Forward, tokens, shape.OutputSize, shape.OutputSize, matmul));
             Linear(products, "mixer in_proj", tokens, shape.InputSize, 2 * shape.InnerSize, matmul, inputGradient: false, weightGradient: true);
             MixerInner(products, shape, tokens, matmul, inputGradient: true, weightGradient: true);
