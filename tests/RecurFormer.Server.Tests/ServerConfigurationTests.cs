@@ -140,8 +140,30 @@ public sealed class SlashNamedServerTests(SlashNamedServer fixture) : IClassFixt
         Assert.Equal(HttpStatusCode.OK, chat.StatusCode);
     }
 
+    /// <remarks>
+    /// The engine does not wait for its client: on a machine loaded by the rest of the suite it has finished all 1,500
+    /// tokens before the client's hang-up reached it (once in a full CI run, logged as "length"). Such an attempt
+    /// proves nothing about hang-ups, so the scenario runs again, up to three times; one attempt must end in "abort".
+    /// </remarks>
     [Fact]
     public async Task DisconnectedStream_IsLoggedWithTheTokensItGot_AndItsTtft()
+    {
+        LogCapture.Entry? entry = null;
+        for (var attempt = 1; attempt <= 3 && entry?.Get("FinishReason") is not "abort"; attempt++)
+        {
+            entry = await HangUpAfterThreeTokens();
+            await _server.WaitIdleAsync();
+        }
+        Assert.Equal(true, entry!.Get("Stream"));
+        Assert.True((int)entry.Get("CompletionTokens")! >= 3, entry.Message);
+        var ttft = (double)entry.Get("TtftMs")!;
+        Assert.False(double.IsNaN(ttft), entry.Message);
+        Assert.True(ttft > 0, entry.Message);
+        Assert.Equal("abort", entry.Get("FinishReason"));
+    }
+
+    /// <summary>A streamed request whose client reads three tokens and hangs up: its request-log entry.</summary>
+    private async Task<LogCapture.Entry> HangUpAfterThreeTokens()
     {
         var id = "disconnect-" + Guid.NewGuid().ToString("N");
         var logged = fixture.Log.WaitFor(entry => Equals(entry.Get("XRequestId"), id) || entry.Scope == id);
@@ -162,15 +184,7 @@ public sealed class SlashNamedServerTests(SlashNamedServer fixture) : IClassFixt
             }
             Assert.Equal(3, deltas);
         } // disposing the unread response closes the connection: the server sees the client go
-
-        var entry = await logged.WaitAsync(TimeSpan.FromSeconds(60));
-        Assert.Equal(true, entry.Get("Stream"));
-        Assert.True((int)entry.Get("CompletionTokens")! >= 3, entry.Message);
-        var ttft = (double)entry.Get("TtftMs")!;
-        Assert.False(double.IsNaN(ttft), entry.Message);
-        Assert.True(ttft > 0, entry.Message);
-        Assert.Equal("abort", entry.Get("FinishReason"));
-        await _server.WaitIdleAsync();
+        return await logged.WaitAsync(TimeSpan.FromSeconds(60));
     }
 }
 
