@@ -56,12 +56,6 @@ internal static unsafe class Bf16
 
     /// <summary>16 floats rounded to nearest even bfloat16 (as <see cref="FromFloat"/>; NaN stays NaN).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Store16(ushort* target, Vector512<float> value)
-    {
-        var bits = value.AsUInt32();
-        var rounded = bits + Vector512.Create(0x7FFFu) + (Vector512.ShiftRightLogical(bits, 16) & Vector512.Create(1u));
-        var nan = Vector512.Equals(value, value).AsUInt32();   // all ones where not NaN
-        var halves = Vector512.ConditionalSelect(nan, Vector512.ShiftRightLogical(rounded, 16), Vector512.Create(0x7FC0u));
-        Avx512F.ConvertToVector256UInt16(halves).Store(target);
-    }
+    public static void Store16(ushort* target, Vector512<float> value) =>
+        Avx512F.ConvertToVector256UInt16(Vector512.ShiftRightLogical(Round(value).AsUInt32(), 16)).Store(target);
 }

@@ -43,12 +43,12 @@ public sealed class Distiller : IDisposable
                 continue;
             }
             var heads = attention.Heads;
-            var columns = heads.HeadsOf(heads.MixerGroups).SelectMany(h => Enumerable.Range(h * heads.HeadDim, heads.HeadDim)).ToArray();
+            var replaced = heads.HeadsOf(heads.MixerGroups).Select(h => (long)h).ToArray();
+            var columns = replaced.SelectMany(h => Enumerable.Range((int)h * heads.HeadDim, heads.HeadDim)).Select(c => (long)c).ToArray();
             var outputWeight = attention.OutputProjection.Weight;
-            using var selected = outputWeight.detach().index_select(1, tensor(columns.Select(c => (long)c).ToArray(), device: outputWeight.device));
-            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, options.MatmulDType ?? ScalarType.Float32),
-                heads.HeadsOf(heads.MixerGroups).Select(h => (long)h).ToArray(), heads.HeadDim,
-                ErrorWeight.For(selected, options.MatmulDType ?? ScalarType.Float32)));
+            using var selected = outputWeight.detach().index_select(1, tensor(columns, device: outputWeight.device));
+            var matmul = options.MatmulDType ?? ScalarType.Float32;
+            _layers.Add(new ReplacedLayer(layer, mixer, new MixerFunction(mixer, matmul), replaced, heads.HeadDim, ErrorWeight.For(selected, matmul)));
         }
         if (_layers.Count == 0)
         {
