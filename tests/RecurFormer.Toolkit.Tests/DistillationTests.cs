@@ -240,6 +240,49 @@ public sealed class DistillationTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Stage 2 with answer weights: a sequence whose every position weighs 3 next to one whose positions weigh 1 gives
+    /// the weighted means of the two sequences' own KL and CE; and two workers sharing the batch give one's loss.
+    /// </summary>
+    [Fact]
+    public void Answer_weighted_stage2_takes_weighted_means_over_the_whole_batch()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 0), (2, 1)]);
+        var prompt = TestData.ReferenceIds(TestData.QwenTiny, "prompt_2");
+        var answer = TestData.ReferenceIds(TestData.QwenTiny, "prompt_1")[..18];
+        var plain = prompt[..20].Where(t => t != answer[0]).ToArray();           // no marker in it
+        var other = prompt[4..20].Where(t => t != answer[0]).ToArray();
+        // The marker is the answer sequence's first token, and its answer runs to the end: every position weighs 3.
+        var weighting = new AnswerWeighting([answer[0]], End: -1, Tokens: 1000, Weight: 3);
+        Assert.Equal(Enumerable.Repeat(3f, answer.Length), weighting.Of(answer));
+        Assert.Equal(Enumerable.Repeat(1f, plain.Length), weighting.Of(plain));
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var secondTeacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        var options = new DistillOptions();
+        using var unweighted = new Distiller(teacher, model, options);
+        using var weighted = new Distiller(teacher, model, options) { Answers = weighting };
+        var parameters = unweighted.Stage2Parameters(TrainedParts.Mamba);
+        foreach (var parameter in parameters)
+        {
+            parameter.requires_grad = true;
+        }
+
+        var a = unweighted.Stage2Backward([answer]);
+        var b = unweighted.Stage2Backward([plain]);
+        var both = weighted.Stage2Backward([answer, plain]);
+        double Mean(double x, int nx, double y, int ny) => (3 * nx * x + ny * y) / (3 * nx + ny);
+        Assert.Equal(Mean(a.Kl, answer.Length, b.Kl, plain.Length), both.Kl, 5);
+        Assert.Equal(Mean(a.Ce, answer.Length - 1, b.Ce, plain.Length - 1), both.Ce, 5);
+        Assert.NotEqual(unweighted.Stage2Backward([answer, plain]).Kl, both.Kl, 5);
+
+        long[][] batch = [plain, answer, other];
+        var one = weighted.Stage2Backward(batch).Loss;
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
+        using var team = new DistillTeam([teacher, secondTeacher], model, student, target, lowPrecision: false, parameters, options, cache: null, weighting);
+        Assert.Equal(one, team.Stage2Backward(batch, [0, 1, 2]).Loss, 5);
+    }
+
     [Fact]
     public void Stage2_reads_the_teacher_top_k_it_cached_and_with_k_the_vocabulary_its_KL_is_the_full_KL()
     {

@@ -33,6 +33,12 @@ public static class DistillCommand
         var lr2 = new Option<double>("--lr2") { Description = "Peak learning rate of stage 2.", DefaultValueFactory = _ => 5e-4 };
         var klWeight = new Option<double>("--kl-weight") { Description = "Weight of KL(teacher ‖ student) in stage 2.", DefaultValueFactory = _ => 1.0 };
         var ceWeight = new Option<double>("--ce-weight") { Description = "Weight of the next-token cross-entropy in stage 2.", DefaultValueFactory = _ => 1.0 };
+        var answerWeight = new Option<double>("--answer-weight")
+        {
+            Description = "Stage 2's weight of the positions that predict an assistant answer's first tokens (--answer-tokens), against 1 for every other position; KL and CE become weighted means.",
+            DefaultValueFactory = _ => 1.0,
+        };
+        var answerTokens = new Option<int>("--answer-tokens") { Description = "How many of an answer's first tokens --answer-weight covers.", DefaultValueFactory = _ => 16 };
         var train = new Option<string>("--train") { Description = "What trains in stage 2: mamba, and optionally o_proj, attention (all of self_attn), or all; comma-separated.", DefaultValueFactory = _ => "mamba" };
         var seed = new Option<long>("--seed") { Description = "Seed of the data order and of torch.", DefaultValueFactory = _ => 0 };
         var every = new Option<int>("--checkpoint-every") { Description = "Write a resumable checkpoint every N steps.", DefaultValueFactory = _ => 50 };
@@ -64,7 +70,7 @@ public static class DistillCommand
 
         var command = new Command("distill", "Distill a converted student from its teacher (stage 1 layer-local, stage 2 end to end).")
         {
-            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, train, seed, every, stopAfter, stopAfterSeconds, teacherDType, matmulDType, teacherCache, topK, saveDType, workers, onBadLine,
+            teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, answerWeight, answerTokens, train, seed, every, stopAfter, stopAfterSeconds, teacherDType, matmulDType, teacherCache, topK, saveDType, workers, onBadLine,
         };
         compute.AddTo(command);
         command.SetAction(parse => Run(() =>
@@ -86,6 +92,8 @@ public static class DistillCommand
                 Stage2LearningRate = parse.GetValue(lr2),
                 KlWeight = parse.GetValue(klWeight),
                 CeWeight = parse.GetValue(ceWeight),
+                AnswerWeight = parse.GetValue(answerWeight),
+                AnswerTokens = parse.GetValue(answerTokens),
                 Stage2Train = Parts(parse.GetValue(train)!),
                 Seed = parse.GetValue(seed),
                 CheckpointEvery = parse.GetValue(every),
@@ -103,6 +111,10 @@ public static class DistillCommand
             if (options.Stage1Steps < 0 || options.Stage2Steps < 0 || options.Stage1Steps + options.Stage2Steps == 0)
             {
                 throw new UserError("--stage1-steps and --stage2-steps must be ≥ 0, and not both 0");
+            }
+            if (!(options.AnswerWeight > 0) || options.AnswerTokens < 0)
+            {
+                throw new UserError("--answer-weight must be > 0 and --answer-tokens ≥ 0");
             }
             if (options.TeacherTopK < 1)
             {

@@ -41,6 +41,15 @@ public sealed record DistillOptions
     public TrainedParts Stage2Train { get; init; } = TrainedParts.Mamba;
 
     /// <summary>
+    /// Stage 2's weight of the positions that predict an assistant answer's first <see cref="AnswerTokens"/> tokens
+    /// (<see cref="AnswerWeighting"/>; KL and CE alike, each a weighted mean); 1: every position alike.
+    /// </summary>
+    public double AnswerWeight { get; init; } = 1.0;
+
+    /// <summary>How many of an answer's first tokens <see cref="AnswerWeight"/> covers.</summary>
+    public int AnswerTokens { get; init; } = 16;
+
+    /// <summary>
     /// The teacher's compute dtype; null: the student's (float32). The teacher only runs forward, so bfloat16 costs it
     /// no master weights, and on a CPU with bfloat16 instructions its forward takes half the time.
     /// </summary>

@@ -173,6 +173,9 @@ public sealed class Distiller : IDisposable
     /// </summary>
     public TeacherLogitCache? TeacherCache { get; init; }
 
+    /// <summary>Stage 2's weights of the positions that predict an answer's first tokens; null: every position alike.</summary>
+    public AnswerWeighting? Answers { get; init; }
+
     /// <summary>
     /// Stage-2 loss and gradients for one batch: (total, KL, CE), through this distiller's student (a worker's replica
     /// when the student is a <see cref="StudentReplica"/>'s model). <paramref name="streamIndices"/>:
@@ -194,8 +197,20 @@ public sealed class Distiller : IDisposable
         var device = studentLog.device;
         var ce = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1));
         batch ??= sequences;
-        var meanKl = kl.sum() / batch.Sum(s => s.Length);                      // KL per position, every position
-        var meanCe = ce.sum() / batch.Sum(s => Math.Max(0, s.Length - 1));    // CE per next-token target
+        Tensor meanKl, meanCe;
+        if (Answers is { } answers)
+        {
+            // Weighted means, over the whole batch's weights (so that the shares still sum to the batch's loss).
+            var weights = tensor(sequences.SelectMany(answers.Of).ToArray(), device: device);
+            var batchWeights = batch.Select(answers.Of).ToArray();
+            meanKl = (kl * weights).sum() / batchWeights.Sum(w => (double)w.Sum());
+            meanCe = (ce.squeeze(1) * weights.index_select(0, tensor(rows, device: device))).sum() / batchWeights.Sum(w => (double)w.SkipLast(1).Sum());
+        }
+        else
+        {
+            meanKl = kl.sum() / batch.Sum(s => s.Length);                      // KL per position, every position
+            meanCe = ce.sum() / batch.Sum(s => Math.Max(0, s.Length - 1));    // CE per next-token target
+        }
         var loss = _options.KlWeight * meanKl + _options.CeWeight * meanCe;
         loss.backward();
         return (loss.item<float>(), meanKl.item<float>(), meanCe.item<float>());

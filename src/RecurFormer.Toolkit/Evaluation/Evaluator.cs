@@ -37,6 +37,11 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
 {
     public const string AssistantPrompt = "<|im_start|>assistant\n";
 
+    private readonly List<GeneratedAnswer> _answers = [];
+
+    /// <summary>Every greedy answer of the last <see cref="Evaluate"/>, in the order of the qa lines (for <see cref="AnswerAgreement"/>).</summary>
+    public IReadOnlyList<GeneratedAnswer> Answers => _answers;
+
     public JsonObject Evaluate(IReadOnlyList<ValidationExample> examples, IProgress<int>? progress = null)
     {
         var clock = Stopwatch.StartNew();
@@ -194,15 +199,12 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     private (double ExactMatch, double F1, List<JsonNode?> Samples) QuestionAnswering(IReadOnlyList<ValidationExample> qa, Action<int> advance)
     {
         var samples = new List<JsonNode?>();
+        _answers.Clear();
         if (qa.Count == 0 || options.MaxAnswerTokens == 0)
         {
             return (double.NaN, double.NaN, samples);
         }
-        var stopIds = tokenizer.EosTokenIds.Concat(model.Config.EosTokenIds).Select(i => (long)i).ToHashSet();
-        if (tokenizer.TryGetTokenId("<|endoftext|>", out var endOfText))
-        {
-            stopIds.Add(endOfText);
-        }
+        var stopIds = StopIds(model, tokenizer);
         double exact = 0, f1 = 0;
         foreach (var chunk in qa.Chunk(options.BatchSize))
         {
@@ -215,6 +217,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 var match = AnswerScore.ExactMatch(generated, reference);
                 exact += match ? 1 : 0;
                 f1 += AnswerScore.F1(generated, reference);
+                _answers.Add(new GeneratedAnswer(chunk[i].Line, prompts[i], answers[i].ToArray(), match));
                 if (samples.Count < options.Samples)
                 {
                     samples.Add(new JsonObject { ["line"] = chunk[i].Line, ["question"] = chunk[i].Question, ["answer"] = reference, ["generated"] = generated, ["exact"] = match });
@@ -223,6 +226,17 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
             advance(chunk.Length);
         }
         return (exact / qa.Count, f1 / qa.Count, samples);
+    }
+
+    /// <summary>The tokens that end an answer: the tokenizer's and the model's end-of-sequence tokens, and &lt;|endoftext|&gt;.</summary>
+    public static HashSet<long> StopIds(ICausalLM model, CheckpointTokenizer tokenizer)
+    {
+        var stopIds = tokenizer.EosTokenIds.Concat(model.Config.EosTokenIds).Select(i => (long)i).ToHashSet();
+        if (tokenizer.TryGetTokenId("<|endoftext|>", out var endOfText))
+        {
+            stopIds.Add(endOfText);
+        }
+        return stopIds;
     }
 
     /// <summary>The conversation's system and user turns, then the assistant header: the prompt the model was trained to answer.</summary>
@@ -267,3 +281,6 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         }
     }
 }
+
+/// <summary>One greedy answer: the qa line it answers, its prompt's tokens, the answer's tokens (no stop token), and whether it matched exactly.</summary>
+public sealed record GeneratedAnswer(int Line, long[] Prompt, long[] Tokens, bool Exact);
