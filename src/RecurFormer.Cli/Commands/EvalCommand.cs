@@ -34,6 +34,7 @@ public static class EvalCommand
         };
         compute.AddTo(command);
         command.Subcommands.Add(TradeOff());
+        command.Subcommands.Add(Curve());
         command.SetAction(parse => Run(() =>
         {
             var folder = parse.GetValue(model)!;
@@ -112,6 +113,56 @@ public static class EvalCommand
             File.WriteAllText(Path.Combine(folder, "trade-off.md"), table);
             WriteJson(Path.Combine(folder, "trade-off.json"), System.Text.Json.JsonSerializer.SerializeToNode(new[] { reference }.Concat(points).ToArray())!);
             TradeOffTable.Plot(Path.Combine(folder, "trade-off.png"), reference, points);
+            Console.Write(table);
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary><c>recurformer eval curve</c>: quality against training tokens, with fixed levels (e.g. the window of equal memory).</summary>
+    private static Command Curve()
+    {
+        var teacher = new Option<string>("--teacher") { Description = "The teacher's eval JSON.", Required = true };
+        var points = new Option<string[]>("--point")
+        {
+            Description = "A checkpoint's eval JSON as SERIES@TOKENS=PATH (tokens trained on, stage 1 + stage 2; M or k suffix), e.g. \"Mamba 50%@9.2M=eval.json\"; repeat per point.",
+            Required = true, AllowMultipleArgumentsPerToken = true,
+        };
+        var levels = new Option<string[]>("--level") { Description = "A fixed reference as NAME=PATH, e.g. \"window w76 (equal memory)=eval.json\"; repeatable.", AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--out", "-o") { Description = "Folder for curve.md, curve-perplexity.png and curve-exact-match.png.", Required = true };
+        var command = new Command("curve", "Plot perplexity and exact match against training tokens from eval reports, next to fixed levels.") { teacher, points, levels, output };
+        command.SetAction(parse => Run(() =>
+        {
+            RequireFile(parse.GetValue(teacher)!, "--teacher");
+            T Parsed<T>(Func<string, T> parse, string spec)
+            {
+                try
+                {
+                    return parse(spec);
+                }
+                catch (FormatException error)
+                {
+                    throw new UserError(error.Message);
+                }
+            }
+            var curve = parse.GetValue(points)!.Select(spec =>
+            {
+                var (series, tokens, path) = Parsed(TrainingCurve.ParsePoint, spec);
+                RequireFile(path, "--point");
+                return new CurvePoint(series, tokens, TradeOffTable.Read(path));
+            }).ToArray();
+            var fixedLevels = (parse.GetValue(levels) ?? []).Select(spec =>
+            {
+                var (name, path) = Parsed(TrainingCurve.ParseLevel, spec);
+                RequireFile(path, "--level");
+                return new CurveLevel(name, TradeOffTable.Read(path));
+            }).ToArray();
+            var reference = TradeOffTable.Read(parse.GetValue(teacher)!);
+            var folder = parse.GetValue(output)!;
+            Directory.CreateDirectory(folder);
+            var table = TrainingCurve.Markdown(reference, curve, fixedLevels);
+            File.WriteAllText(Path.Combine(folder, "curve.md"), table);
+            TrainingCurve.Plot(folder, reference, curve, fixedLevels);
             Console.Write(table);
             return 0;
         }));

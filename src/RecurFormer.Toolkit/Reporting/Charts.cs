@@ -53,4 +53,34 @@ public static class Charts
         plot.YLabel(logY ? $"log10 {yLabel}" : yLabel);
         plot.SavePng(path, 900, 600);
     }
+
+    /// <summary>
+    /// Measured series as lines with a marker at each point, and levels (values that do not depend on x) as dashed
+    /// lines across the whole x range.
+    /// </summary>
+    /// <param name="legend">Where the legend goes: the corner the curves leave free (upper right for falling ones).</param>
+    public static void Curves(string path, IEnumerable<(string Name, double[] X, double[] Y)> series, IEnumerable<(string Name, double Y)> levels,
+        string title, string xLabel, string yLabel, Alignment legend)
+    {
+        var plot = new Plot();
+        var all = series.Where(s => s.X.Length > 0).ToArray();
+        var (left, right) = all.Length == 0 ? (0.0, 1.0) : (Math.Min(0, all.Min(s => s.X.Min())), all.Max(s => s.X.Max()));
+        foreach (var (name, x, y) in all)
+        {
+            var line = plot.Add.Scatter(x, y);
+            line.MarkerSize = 7;
+            line.LegendText = name;
+        }
+        foreach (var (name, y) in levels)
+        {
+            var line = plot.Add.ScatterLine(new[] { left, right }, new[] { y, y });
+            line.LinePattern = LinePattern.Dashed;
+            line.LegendText = name;
+        }
+        plot.ShowLegend(legend);
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        plot.SavePng(path, 900, 600);
+    }
 }
