@@ -24,58 +24,74 @@ public sealed class AnswerTests
         var tokenizer = CheckpointTokenizer.FromPretrained(Teacher);
         using var teacher = TestData.Load(Teacher);
         var questions = ValidationExample.ReadAll(new JsonlReader(Validation)).Where(e => e.Kind == ValidationExample.Qa).Take(4).ToArray();
-        var evaluator = new Evaluator(teacher, tokenizer, new EvalOptions { MaxAnswerTokens = 12, BatchSize = 4 });
+        var evaluator = new Evaluator(teacher, tokenizer, new EvalOptions { MaxAnswerTokens = 96, BatchSize = 4 });
         evaluator.Evaluate(questions);
-        var baseline = evaluator.Answers.ToArray();
-        Assert.Equal(questions.Select(q => q.Line), baseline.Select(a => a.Line));
-        Assert.All(baseline, a => Assert.True(a.Tokens.Length >= 4, "every answer of the teacher runs at least 4 tokens"));
+        Assert.Equal(questions.Select(q => q.Line), evaluator.Answers.Select(a => a.Line));
+        Assert.All(evaluator.Answers, a => Assert.True(a.Tokens.Length is >= 4 and < 96, "every answer of the teacher runs at least 4 tokens and stops"));
+        // Exact flags set here, so that the counts below are known: the baseline answered the first three exactly.
+        var baseline = evaluator.Answers.Select((a, i) => a with { Exact = i < 3 }).ToArray();
 
-        // A model that differs: its first answer takes another token at index 2, its second stops after 3 tokens.
+        // A model that differs: its first answer takes another token at index 2 (a lost exact match), its second stops
+        // after 3 tokens (lost too), its third runs on by one token after the baseline's end (still exact: the score
+        // is the model's to keep), its fourth is the baseline's (and exact where the baseline was not: gained).
         var other = baseline[0].Tokens[2] == 11 ? 12L : 11L;
+        var extra = baseline[2].Tokens[0];
         GeneratedAnswer[] model =
         [
             baseline[0] with { Tokens = [.. baseline[0].Tokens[..2], other, .. baseline[0].Tokens[3..]], Exact = false },
-            baseline[1] with { Tokens = baseline[1].Tokens[..3], Exact = !baseline[1].Exact },
-            baseline[2], baseline[3],
+            baseline[1] with { Tokens = baseline[1].Tokens[..3], Exact = false },
+            baseline[2] with { Tokens = [.. baseline[2].Tokens, extra] },
+            baseline[3] with { Exact = true },
         ];
         var stops = Evaluator.StopIds(teacher, tokenizer);
         var agreement = AnswerAgreement.Of(model, baseline, teacher, stops, batchSize: 2);
 
         Assert.Equal(4, agreement["questions"]!.GetValue<int>());
-        Assert.Equal(2, agreement["identical"]!.GetValue<int>());
-        Assert.Equal(2, agreement["diverged"]!.GetValue<int>());
+        Assert.Equal(1, agreement["identical"]!.GetValue<int>());
+        Assert.Equal(3, agreement["diverged"]!.GetValue<int>());
+        Assert.Equal(1, agreement["both_exact"]!.GetValue<int>());
+        Assert.Equal(2, agreement["lost"]!.GetValue<int>());
+        Assert.Equal(1, agreement["gained"]!.GetValue<int>());
         Assert.Equal(1, agreement["model_stopped_first"]!.GetValue<int>());
-        Assert.Equal(0, agreement["baseline_stopped_first"]!.GetValue<int>());
-        Assert.Equal((baseline[0].Exact ? 1 : 0) + (baseline[1].Exact ? 1 : 0), agreement["lost"]!.GetValue<int>());
-        Assert.Equal(baseline[1].Exact ? 0 : 1, agreement["gained"]!.GetValue<int>());
+        Assert.Equal(1, agreement["baseline_stopped_first"]!.GetValue<int>());
         Assert.Equal(2.0, agreement["divergence_token"]!["p25"]!.GetValue<double>());
-        Assert.Equal(3.0, agreement["divergence_token"]!["p75"]!.GetValue<double>());
+        Assert.Equal(3.0, agreement["divergence_token"]!["median"]!.GetValue<double>());
+        Assert.Equal(baseline[2].Tokens.Length, agreement["divergence_token"]!["p75"]!.GetValue<double>());
 
-        // The baseline's tokens where the answers part, and all its answer tokens: how many the prompt holds.
+        // The baseline's tokens where the answers part (not where it stopped), and all its answer tokens: how many the prompt holds.
         bool[] parting = [baseline[0].Prompt.Contains(baseline[0].Tokens[2]), baseline[1].Prompt.Contains(baseline[1].Tokens[3])];
         Assert.Equal(parting.Count(p => p) / 2.0, agreement["baseline_token_in_prompt"]!.GetValue<double>(), 4);
         var tokens = baseline.SelectMany(b => b.Tokens.Select(t => b.Prompt.Contains(t))).ToArray();
         Assert.Equal(tokens.Count(p => p) / (double)tokens.Length, agreement["answer_tokens_in_prompt"]!.GetValue<double>(), 4);
         Assert.InRange(tokens.Count(p => p), 1, tokens.Length - 1);   // answers copy some tokens from the question, not all
+        double AtPosition(int k) => baseline.Where(b => b.Tokens.Length > k).Average(b => b.Prompt.Contains(b.Tokens[k]) ? 1.0 : 0.0);
+        Assert.Equal((AtPosition(2) + AtPosition(3)) / 2, agreement["answer_tokens_in_prompt_at_those_positions"]!.GetValue<double>(), 4);
 
-        // The margins, from the teacher's own logits over the shared prefix.
+        // The margins, from the teacher's own logits over the shared prefix: its token (or its most likely stop) minus the model's.
         float[] Next(GeneratedAnswer answer, int position)
         {
             using var logits = TestData.AllLogits(teacher, [.. answer.Prompt, .. answer.Tokens[..position]]);
             using var last = nn.functional.softmax(logits[-1], 0);
             return last.data<float>().ToArray();
         }
+        double Stop(float[] p) => stops.Max(id => (double)p[id]);
         var first = Next(baseline[0], 2);
         var second = Next(baseline[1], 3);
-        double[] expected =
-        [
-            first[baseline[0].Tokens[2]] - first[other],
-            second[baseline[1].Tokens[3]] - stops.Max(id => (double)second[id]),
-        ];
-        Assert.All(expected, m => Assert.True(m > 0, $"the teacher prefers its own greedy token (margin {m})"));
+        var third = Next(baseline[2], baseline[2].Tokens.Length);
+        double[] lost = [first[baseline[0].Tokens[2]] - first[other], second[baseline[1].Tokens[3]] - Stop(second)];
+        var ranOn = Stop(third) - third[extra];
+        Assert.All(lost.Append(ranOn), m => Assert.True(m > 0, $"the teacher prefers its own greedy choice (margin {m})"));
+        double[] all = [.. lost, ranOn];
+        Array.Sort(all);
         var margins = agreement["baseline_margin"]!;
-        Assert.Equal(expected.Min(), margins["p25"]!.GetValue<double>(), 3);
-        Assert.Equal(expected.Max(), margins["p75"]!.GetValue<double>(), 3);
+        Assert.Equal(all[0], margins["p25"]!.GetValue<double>(), 3);
+        Assert.Equal(all[1], margins["median"]!.GetValue<double>(), 3);
+        Assert.Equal(all[2], margins["p75"]!.GetValue<double>(), 3);
+        Assert.Equal(0.0, margins["below_0"]!.GetValue<double>());
+        var lostMargins = agreement["lost_baseline_margin"]!;
+        Assert.Equal(2, lostMargins["count"]!.GetValue<int>());
+        Assert.Equal(lost.Min(), lostMargins["p25"]!.GetValue<double>(), 3);
+        Assert.Equal(lost.Max(), lostMargins["p75"]!.GetValue<double>(), 3);
     }
 
     [Fact]
@@ -85,27 +101,38 @@ public sealed class AnswerTests
         var weighting = AnswerWeighting.For(tokenizer, new DistillOptions { AnswerWeight = 5, AnswerTokens = 4 })!;
         Assert.Null(AnswerWeighting.For(tokenizer, new DistillOptions()));
         long[] Encode(string text) => tokenizer.Encode(text, addBosToken: false).Select(t => (long)t).ToArray();
+        var end = tokenizer.TryGetTokenId("<|im_end|>", out var id) ? id : throw new InvalidOperationException("no <|im_end|>");
 
-        var question = Encode("<|im_start|>user\nWhat is X?<|im_end|>\n" + Evaluator.AssistantPrompt);
-        var longAnswer = Encode("Gets the value of the current instance.<|im_end|>\n");
-        var shortAnswer = Encode("Yes<|im_end|>\n");
-        long[] sequence = [.. Encode("Some doc text."), .. question, .. longAnswer, .. question, .. shortAnswer];
+        // Two conversations after a doc line, tokenized as one text (as the training stream is).
+        const string question = "<|im_start|>user\nWhat is X?<|im_end|>\n" + Evaluator.AssistantPrompt;
+        var sequence = Encode("Some doc text.<|endoftext|>" + question + "Gets the value of the current instance.<|im_end|>\n<|endoftext|>"
+            + question + "Yes<|im_end|>\n");
         var weights = weighting.Of(sequence);
 
-        Assert.Equal(sequence.Length, weights.Length);
-        var first = Encode("Some doc text.").Length + question.Length - 1;        // predicts the first answer's first token
-        var second = first + longAnswer.Length + question.Length;
+        // Where the marker's last token is, found independently: the positions right before each answer's first token.
+        var marker = weighting.Marker;
+        var ends = Enumerable.Range(marker.Length - 1, sequence.Length - marker.Length + 1)
+            .Where(t => sequence.AsSpan(t - marker.Length + 1, marker.Length).SequenceEqual(marker)).ToArray();
+        Assert.Equal(2, ends.Length);
         var expected = Enumerable.Repeat(1f, sequence.Length).ToArray();
-        for (var t = first; t < first + 4; t++)
+        for (var t = ends[0]; t < ends[0] + 4; t++)                                  // a long answer: its first 4 tokens
         {
             expected[t] = 5;
         }
-        var end = Array.IndexOf(sequence, tokenizer.TryGetTokenId("<|im_end|>", out var id) ? (long)id : -1, second);
-        for (var t = second; t < end; t++)                                          // a short answer: up to its end token
+        var shortEnd = Array.IndexOf(sequence, (long)end, ends[1]);
+        Assert.True(shortEnd - ends[1] < 4, "the short answer ends within the weighted tokens");
+        for (var t = ends[1]; t < shortEnd; t++)                                      // a short one: up to its end token
         {
             expected[t] = 5;
         }
-        Assert.True(end - second < 4, "the short answer ends within the weighted tokens");
         Assert.Equal(expected, weights);
+
+        // A marker at the very end weighs its own position only; a sequence cut inside an answer gives it nothing.
+        long[] cut = [.. sequence[..(ends[0] + 1)]];
+        Assert.Equal([.. Enumerable.Repeat(1f, cut.Length - 1), 5f], weighting.Of(cut));
+        Assert.All(weighting.Of(sequence[(ends[0] + 1)..(ends[1] - marker.Length + 1)]), w => Assert.Equal(1f, w));
+        // More answer tokens than the sequence holds: up to its end, no further.
+        var long_ = new AnswerWeighting(marker, end, int.MaxValue, 2).Of(cut);
+        Assert.Equal(2f, long_[^1]);
     }
 }

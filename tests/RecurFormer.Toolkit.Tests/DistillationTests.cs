@@ -261,7 +261,7 @@ public sealed class DistillationTests : IDisposable
         using var model = TestData.Load(student);
         var options = new DistillOptions();
         using var unweighted = new Distiller(teacher, model, options);
-        using var weighted = new Distiller(teacher, model, options) { Answers = weighting };
+        using var weighted = new Distiller(teacher, model, options) { AnswerWeighting = weighting };
         var parameters = unweighted.Stage2Parameters(TrainedParts.Mamba);
         foreach (var parameter in parameters)
         {
@@ -275,6 +275,24 @@ public sealed class DistillationTests : IDisposable
         Assert.Equal(Mean(a.Kl, answer.Length, b.Kl, plain.Length), both.Kl, 5);
         Assert.Equal(Mean(a.Ce, answer.Length - 1, b.Ce, plain.Length - 1), both.Ce, 5);
         Assert.NotEqual(unweighted.Stage2Backward([answer, plain]).Kl, both.Kl, 5);
+
+        // A marker in the middle: positions 6..9 weigh 3, and each position's own KL and CE, computed here from the two
+        // models' logits, must be weighted where the weights say (a shift by one position would show).
+        long[] middle = [.. plain[..6], answer[0], .. other[..10]];
+        var marked = new AnswerWeighting([answer[0]], End: -1, Tokens: 4, Weight: 3);
+        var weights = marked.Of(middle);
+        Assert.Equal([1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1], weights);
+        using var markedDistiller = new Distiller(teacher, model, options) { AnswerWeighting = marked };
+        var byHand = markedDistiller.Stage2Backward([middle]);
+        using (var scope = NewDisposeScope())
+        {
+            var teacherLog = nn.functional.log_softmax(TestData.AllLogits(teacher, middle), 1);
+            var studentLog = nn.functional.log_softmax(TestData.AllLogits(model, middle), 1);
+            var kl = (teacherLog.exp() * (teacherLog - studentLog)).sum(1).data<float>().ToArray();
+            var ce = Enumerable.Range(0, middle.Length - 1).Select(t => -studentLog[t, middle[t + 1]].item<float>()).ToArray();
+            Assert.Equal(kl.Select((v, t) => v * weights[t]).Sum() / weights.Sum(), byHand.Kl, 4);
+            Assert.Equal(ce.Select((v, t) => v * weights[t]).Sum() / weights[..^1].Sum(), byHand.Ce, 4);
+        }
 
         long[][] batch = [plain, answer, other];
         var one = weighted.Stage2Backward(batch).Loss;

@@ -13,7 +13,7 @@ public sealed class TrainingCurveTests : IDisposable
     [Theory]
     [InlineData("Mamba 50%@9.2M=a/eval.json", "Mamba 50%", 9_200_000, "a/eval.json")]
     [InlineData("run@512k=e.json", "run", 512_000, "e.json")]
-    [InlineData("a@b@300=x=y.json", "a@b", 300, "x=y.json")]
+    [InlineData("run@300=runs@2/x=y.json", "run", 300, "runs@2/x=y.json")]
     public void Points_name_a_series_the_tokens_and_the_report(string spec, string series, double tokens, string path)
     {
         var point = TrainingCurve.ParsePoint(spec);
@@ -29,6 +29,8 @@ public sealed class TrainingCurveTests : IDisposable
     [InlineData("run@-3M=e.json")]
     [InlineData("run@3M=")]
     [InlineData("@3M=e.json")]
+    [InlineData("run@NaN=e.json")]
+    [InlineData("run@InfinityM=e.json")]
     public void A_malformed_point_says_what_a_point_looks_like(string spec)
     {
         var error = Assert.Throws<FormatException>(() => TrainingCurve.ParsePoint(spec));

@@ -134,11 +134,11 @@ public static class EvalCommand
         command.SetAction(parse => Run(() =>
         {
             RequireFile(parse.GetValue(teacher)!, "--teacher");
-            T Parsed<T>(Func<string, T> parse, string spec)
+            T Parsed<T>(Func<string, T> parser, string spec)
             {
                 try
                 {
-                    return parse(spec);
+                    return parser(spec);
                 }
                 catch (FormatException error)
                 {

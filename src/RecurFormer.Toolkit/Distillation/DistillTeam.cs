@@ -29,9 +29,9 @@ internal sealed class DistillTeam : IDisposable
     /// <param name="replicaTarget">Where and in which dtype the replicas run.</param>
     /// <param name="lowPrecision">Whether every worker, the first included, runs a replica in a lower dtype than the master's.</param>
     /// <param name="trained">The parameters this stage trains (the ones replicas take before each step and give gradients for).</param>
-    /// <param name="answers">Stage 2's weights of answer positions; null: every position alike.</param>
+    /// <param name="weighting">Stage 2's weights of answer positions; null: every position alike.</param>
     public DistillTeam(IReadOnlyList<ICausalLM> teachers, ICausalLM student, string folder, ComputeTarget replicaTarget, bool lowPrecision,
-        IReadOnlyList<Parameter> trained, DistillOptions options, TeacherLogitCache? cache, AnswerWeighting? answers = null)
+        IReadOnlyList<Parameter> trained, DistillOptions options, TeacherLogitCache? cache, AnswerWeighting? weighting = null)
     {
         var count = teachers.Count;
         _replicas = new StudentReplica?[count];
@@ -46,7 +46,7 @@ internal sealed class DistillTeam : IDisposable
                 // that workers do not queue for the process's one team; with one (the default here) the process's
                 // team runs inline on each worker's thread anyway.
                 _kernelThreads[w] = count > 1 && get_num_threads() > 1 ? new KernelThreads(get_num_threads()) : null;
-                _workers[w] = new Distiller(teachers[w], _replicas[w]?.Model ?? student, options) { TeacherCache = cache, Answers = answers, Threads = _kernelThreads[w] };
+                _workers[w] = new Distiller(teachers[w], _replicas[w]?.Model ?? student, options) { TeacherCache = cache, AnswerWeighting = weighting, Threads = _kernelThreads[w] };
             }
         }
         catch

@@ -68,7 +68,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         var tokenizer = CheckpointTokenizer.FromPretrained(studentFolder);
         using var data = new TrainingSequences(texts, tokenizer, options.SequenceLength, options.Seed);
         data.Skip(state.Sequences);
-        using var distiller = new Distiller(teacher, student, options) { TeacherCache = TeacherCache(), Answers = AnswerWeighting.For(tokenizer, options) };
+        using var distiller = new Distiller(teacher, student, options) { TeacherCache = TeacherCache(), AnswerWeighting = AnswerWeighting.For(tokenizer, options) };
         var clock = Stopwatch.StartNew();
         var total = options.Stage1Steps + options.Stage2Steps;
         var stepsThisRun = 0;
@@ -98,7 +98,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             var throughput = new StageThroughput(stage, tokensPerStep);
             _throughput.Add(throughput);
             using var team = new DistillTeam(teachers.Models, student, source, target with { DType = lowPrecision ?? target.DType }, lowPrecision is not null,
-                parameters, options, distiller.TeacherCache, distiller.Answers) { Phases = throughput.Phases };
+                parameters, options, distiller.TeacherCache, distiller.AnswerWeighting) { Phases = throughput.Phases };
             using var optimizer = new TeamAdamW(parameters, peak, 0.9, 0.99, 1e-8, options.WeightDecay, team.Threads);
             if (startStep > 0 && File.Exists(paths.Optimizer))
             {

@@ -174,7 +174,7 @@ public sealed class Distiller : IDisposable
     public TeacherLogitCache? TeacherCache { get; init; }
 
     /// <summary>Stage 2's weights of the positions that predict an answer's first tokens; null: every position alike.</summary>
-    public AnswerWeighting? Answers { get; init; }
+    public AnswerWeighting? AnswerWeighting { get; init; }
 
     /// <summary>
     /// Stage-2 loss and gradients for one batch: (total, KL, CE), through this distiller's student (a worker's replica
@@ -198,7 +198,7 @@ public sealed class Distiller : IDisposable
         var ce = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1));
         batch ??= sequences;
         Tensor meanKl, meanCe;
-        if (Answers is { } answers)
+        if (AnswerWeighting is { } answers)
         {
             // Weighted means, over the whole batch's weights (so that the shares still sum to the batch's loss).
             var weights = tensor(sequences.SelectMany(answers.Of).ToArray(), device: device);

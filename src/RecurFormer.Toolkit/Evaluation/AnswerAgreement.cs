@@ -12,6 +12,8 @@ namespace RecurFormer.Toolkit.Evaluation;
 /// ended counts as the most likely stop token). Perplexity barely sees a flip between two near-equal tokens, exact
 /// match loses the whole answer to it: a small margin says the model is off by little, a large one that it is wrong.
 /// Also whether the baseline's token there is one the prompt holds (copied, e.g. from the member's name).
+/// The margin comes from one prefill of the shared prefix, the answers from batched decoding: at a near-tie the two
+/// can round differently, and the margin is then slightly negative (its share is reported).
 /// </summary>
 public static class AnswerAgreement
 {
@@ -29,6 +31,7 @@ public static class AnswerAgreement
         var diverged = pairs.Where(p => !p.Model.Tokens.SequenceEqual(p.Baseline.Tokens)).ToArray();
         var divergences = Divergences(diverged, baselineModel, stopIds, batchSize);
         var lost = divergences.Where(d => d.Pair.Baseline.Exact && !d.Pair.Model.Exact).ToArray();
+        var parted = divergences.Where(d => !d.BaselineStopped).ToArray();   // the baseline has a token there
         return new JsonObject
         {
             ["questions"] = pairs.Length,
@@ -39,10 +42,13 @@ public static class AnswerAgreement
             ["diverged"] = diverged.Length,
             ["model_stopped_first"] = divergences.Count(d => d.ModelStopped),
             ["baseline_stopped_first"] = divergences.Count(d => d.BaselineStopped),
-            ["divergence_token"] = Summary(divergences.Select(d => (double)d.Position)),
+            ["divergence_token"] = Summary(divergences.Select(d => (double)d.Position), shares: false),   // 0: the answer's first token
             // Whether the baseline's token where the answers part also occurs in the prompt (a token the answer copies,
-            // such as part of the member's name), against that share over all of the baseline's answer tokens.
-            ["baseline_token_in_prompt"] = Share(divergences.Where(d => !d.BaselineStopped).Select(d => d.Pair.Baseline.Prompt.Contains(d.Pair.Baseline.Tokens[d.Position]))),
+            // such as part of the member's name), against that share over the baseline's answer tokens at the same
+            // positions (answers copy more at some positions than at others) and over all of them.
+            ["baseline_token_in_prompt"] = Share(parted.Select(d => InPrompt(d.Pair.Baseline, d.Position))),
+            ["answer_tokens_in_prompt_at_those_positions"] = parted.Length == 0 ? null
+                : Math.Round(parted.Average(d => baseline.Where(b => b.Tokens.Length > d.Position).Average(b => InPrompt(b, d.Position) ? 1.0 : 0.0)), 4),
             ["answer_tokens_in_prompt"] = Share(baseline.SelectMany(b => b.Tokens.Select(t => b.Prompt.Contains(t)))),
             ["baseline_margin"] = Summary(divergences.Select(d => d.Margin)),
             ["lost_baseline_margin"] = Summary(lost.Select(d => d.Margin)),
@@ -56,7 +62,8 @@ public static class AnswerAgreement
         int batchSize)
     {
         var result = new List<Divergence>();
-        var stops = stopIds.ToArray();
+        var vocabulary = baselineModel.Config.VocabSize;
+        var stops = stopIds.Where(id => id >= 0 && id < vocabulary).ToArray();
         foreach (var chunk in pairs.Chunk(Math.Max(1, batchSize)))
         {
             var positions = chunk.Select(p => FirstDifference(p.Model.Tokens, p.Baseline.Tokens)).ToArray();
@@ -74,7 +81,7 @@ public static class AnswerAgreement
             {
                 var (model, baseline) = chunk[i];
                 var p = probabilities[i];
-                var stop = stops.Max(id => (double)p[id]);
+                var stop = stops.Length == 0 ? 0 : stops.Max(id => (double)p[id]);
                 double Chosen(long[] tokens) => positions[i] < tokens.Length ? p[tokens[positions[i]]] : stop;
                 result.Add(new Divergence(chunk[i], positions[i], positions[i] == model.Tokens.Length, positions[i] == baseline.Tokens.Length,
                     Chosen(baseline.Tokens) - Chosen(model.Tokens)));
@@ -82,6 +89,8 @@ public static class AnswerAgreement
         }
         return result;
     }
+
+    private static bool InPrompt(GeneratedAnswer answer, int position) => answer.Prompt.Contains(answer.Tokens[position]);
 
     private static int FirstDifference(long[] a, long[] b)
     {
@@ -93,21 +102,26 @@ public static class AnswerAgreement
         return i;
     }
 
-    /// <summary>Count, quartiles, and the shares below 0.1 and 0.3 (margins; for positions they read as token counts).</summary>
-    private static JsonObject Summary(IEnumerable<double> values)
+    /// <summary>Count and quartiles; for margins (<paramref name="shares"/>) also the shares below 0, 0.1 and 0.3.</summary>
+    private static JsonObject Summary(IEnumerable<double> values, bool shares = true)
     {
         var sorted = values.Order().ToArray();
         double? Quantile(double q) => sorted.Length == 0 ? null : Math.Round(sorted[(int)Math.Round(q * (sorted.Length - 1))], 4);
         double? Share(double limit) => sorted.Length == 0 ? null : Math.Round(sorted.Count(v => v < limit) / (double)sorted.Length, 4);
-        return new JsonObject
+        var summary = new JsonObject
         {
             ["count"] = sorted.Length,
             ["p25"] = Quantile(0.25),
             ["median"] = Quantile(0.5),
             ["p75"] = Quantile(0.75),
-            ["below_0.1"] = Share(0.1),
-            ["below_0.3"] = Share(0.3),
         };
+        if (shares)
+        {
+            summary["below_0"] = Share(0);
+            summary["below_0.1"] = Share(0.1);
+            summary["below_0.3"] = Share(0.3);
+        }
+        return summary;
     }
 
     private static double? Share(IEnumerable<bool> values)

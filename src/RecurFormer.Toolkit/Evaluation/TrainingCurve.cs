@@ -18,10 +18,13 @@ public sealed record CurveLevel(string Name, TradeOffPoint Eval);
 /// </summary>
 public static class TrainingCurve
 {
-    /// <summary>A point given as <c>series@tokens=eval.json</c>, tokens with an optional M (millions) or k suffix.</summary>
+    /// <summary>
+    /// A point given as <c>series@tokens=eval.json</c>, tokens with an optional M (millions) or k suffix. The series
+    /// name ends at the first @ and the token count at the first = after it: the path may hold either.
+    /// </summary>
     public static (string Series, double Tokens, string Path) ParsePoint(string spec)
     {
-        var at = spec.LastIndexOf('@');
+        var at = spec.IndexOf('@');
         var equals = at < 0 ? -1 : spec.IndexOf('=', at);
         if (at <= 0 || equals < 0 || equals == spec.Length - 1)
         {
@@ -30,10 +33,10 @@ public static class TrainingCurve
         return (spec[..at], Tokens(spec[(at + 1)..equals], spec), spec[(equals + 1)..]);
     }
 
-    /// <summary>A level given as <c>name=eval.json</c>.</summary>
+    /// <summary>A level given as <c>name=eval.json</c> (the name ends at the first =).</summary>
     public static (string Name, string Path) ParseLevel(string spec)
     {
-        var equals = spec.LastIndexOf('=');
+        var equals = spec.IndexOf('=');
         if (equals <= 0 || equals == spec.Length - 1)
         {
             throw new FormatException($"'{spec}': a level is NAME=EVAL.json, e.g. \"window w76 (equal memory)=eval.json\"");
@@ -45,7 +48,7 @@ public static class TrainingCurve
     {
         var scale = text.EndsWith('M') || text.EndsWith('m') ? 1e6 : text.EndsWith('k') || text.EndsWith('K') ? 1e3 : 1;
         var number = scale == 1 ? text : text[..^1];
-        if (!double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value < 0)
+        if (!double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value) || value < 0)
         {
             throw new FormatException($"'{spec}': '{text}' is not a number of tokens");
         }
