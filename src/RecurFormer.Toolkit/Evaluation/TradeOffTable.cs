@@ -37,7 +37,12 @@ public static class TradeOffTable
         return text.ToString();
     }
 
-    private static string Delta(double value, double reference) => string.Create(CultureInfo.InvariantCulture, $"{(value / reference - 1) * 100:+0.0;-0.0;0.0}%");
+    /// <summary>The change of <paramref name="value"/> over <paramref name="reference"/> in percent, signed, e.g. "+4.8%".</summary>
+    internal static string Delta(double value, double reference, int decimals = 1)
+    {
+        var digits = "0." + new string('0', decimals);
+        return ((value / reference - 1) * 100).ToString($"+{digits};-{digits};{digits}", CultureInfo.InvariantCulture) + "%";
+    }
 
     /// <summary>Perplexity ratio and exact match against the KV share kept, one series per kind.</summary>
     public static void Plot(string path, TradeOffPoint teacher, IReadOnlyList<TradeOffPoint> points)

@@ -62,7 +62,7 @@ public static class TrainingCurve
         text.AppendLine("| series | training tokens | ppl all | Δ | EM | F1 |");
         text.AppendLine("|---|---:|---:|---:|---:|---:|");
         void Row(string name, string tokens, TradeOffPoint p) => text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-            $"| {name} | {tokens} | {p.Perplexity:F4} | {Delta(p.Perplexity, teacher.Perplexity)} | {p.ExactMatch * 100:F0} | {p.F1 * 100:F1} |"));
+            $"| {name} | {tokens} | {p.Perplexity:F4} | {TradeOffTable.Delta(p.Perplexity, teacher.Perplexity, decimals: 2)} | {p.ExactMatch * 100:F0} | {p.F1 * 100:F1} |"));
         Row("teacher", "–", teacher);
         foreach (var series in points.GroupBy(p => p.Series))
         {
@@ -91,6 +91,4 @@ public static class TrainingCurve
             p => (p.Perplexity / teacher.Perplexity - 1) * 100);
         Chart("curve-exact-match.png", "Exact match against training tokens", "QA exact match (%)", ScottPlot.Alignment.LowerRight, p => p.ExactMatch * 100);
     }
-
-    private static string Delta(double value, double reference) => string.Create(CultureInfo.InvariantCulture, $"{(value / reference - 1) * 100:+0.00;-0.00;0.00}%");
 }
