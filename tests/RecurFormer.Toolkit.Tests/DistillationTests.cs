@@ -241,6 +241,51 @@ public sealed class DistillationTests : IDisposable
     }
 
     /// <summary>
+    /// A worker whose stage-1 teacher fails releases the other, which runs out of its own mixers and waits for the
+    /// failed share's targets to take one of its mixers: the team reports the teacher's own error (not the other
+    /// worker's cancelled wait), whichever share failed, and the next step runs.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task A_failed_stage1_teacher_ends_the_step_with_its_own_error_and_the_next_step_runs(int failing)
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 1), (1, 0)]);
+        var prompt = TestData.ReferenceIds(TestData.QwenTiny, "prompt_2");
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var secondTeacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        var options = new DistillOptions();
+        using var single = new Distiller(teacher, model, options);
+        var parameters = single.Stage1Parameters();
+        var target = RecurFormer.Model.Runtime.TorchRuntime.Initialize(new RecurFormer.Model.Runtime.TorchOptions { DType = "float32" });
+        using var team = new DistillTeam([teacher, secondTeacher], model, student, target, lowPrecision: false, parameters, options, cache: null);
+
+        // Shares [first] and [second, third]: a token past the vocabulary in the first share, or the second share's
+        // lengths differing, makes that share's teacher throw.
+        var outside = prompt[..20].ToArray();
+        outside[3] = 1_000_000;
+        long[][] broken = failing == 0 ? [outside, prompt[..20], prompt[2..22]] : [prompt[..20], prompt[..20], prompt[..15]];
+        var step = Task.Run(() => team.Stage1Backward(broken));
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => step.WaitAsync(TimeSpan.FromMinutes(2)));   // a hang times out instead
+        Assert.IsNotType<TimeoutException>(error);
+        Assert.IsNotType<OperationCanceledException>(error);
+        if (failing == 1)
+        {
+            Assert.Contains("equal length", Assert.IsType<ArgumentException>(error).Message);
+        }
+
+        team.ClearGradients();
+        foreach (var parameter in parameters)
+        {
+            parameter.grad = null;
+        }
+        var (loss, _) = team.Stage1Backward([prompt[..20], prompt[2..22], prompt[4..24]]);
+        Assert.True(double.IsFinite(loss) && loss > 0, $"loss {loss}");
+        Assert.All(parameters, p => Assert.NotNull(p.grad));
+    }
+
+    /// <summary>
     /// Stage 2 with answer weights: a sequence whose every position weighs 3 next to one whose positions weigh 1 gives
     /// the weighted means of the two sequences' own KL and CE; and two workers sharing the batch give one's loss.
     /// </summary>

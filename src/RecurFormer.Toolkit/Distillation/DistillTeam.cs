@@ -66,7 +66,7 @@ internal sealed class DistillTeam : IDisposable
     /// <summary>Testing only: runs after the workers of a step, before their gradients are summed (a failure there leaves them half summed).</summary>
     internal Action? AfterWorkers { get; set; }
 
-    /// <summary>Where the phases of each step are timed (pull, workers, push).</summary>
+    /// <summary>Where the phases of each step are timed (workers, add, push).</summary>
     public StepPhases Phases { get; init; } = new();
 
     /// <summary>Stage-1 loss and gradients (into the master's mixers) for one batch: the mean relative loss over layers and each layer's.</summary>
@@ -74,28 +74,49 @@ internal sealed class DistillTeam : IDisposable
     {
         var shares = Shares(batch);
         var layers = _workers[0].Layers;
-        PullWeights();
-        // Two rounds: every share's teacher forward first, since each layer's loss is relative to the energy of its
-        // targets over the whole batch.
-        var targets = new Stage1Targets?[shares.Length];
+        // One round of workers: each runs its share's teacher, hands the targets over (Stage1Handoff) and goes on to the
+        // mixer tasks, which MixerTaskQueue balances. A task's gradients are for norm 1 (each layer's loss is relative
+        // to the energy of its targets over the whole batch, known only when every teacher is done): they are added,
+        // divided by the norm, once the workers are done.
+        var handoff = new Stage1Handoff(shares.Length);
+        var results = new Stage1Gradients?[shares.Length, layers.Count];
         try
         {
-            // Each layer's part of each share's loss, whichever worker runs it (MixerTaskQueue balances them).
-            var losses = new double[shares.Length, layers.Count];
+            var tasks = new MixerTaskQueue(shares.Length, layers.Count);
+            (double Teacher, double Mixers)[] parts;
             using (Phases.Time("workers"))
             {
-                Run(shares.Length, w => targets[w] = _workers[w].Stage1Teacher(shares[w]), "teacher");
-                var reference = Stage1Targets.Reference(targets!);
-                var tasks = new MixerTaskQueue(shares.Length, layers.Count);
-                Run(shares.Length, w =>
+                parts = Run(shares.Length, w =>
                 {
+                    double teacher;
+                    try
+                    {
+                        _replicas[w]?.PullWeights();
+                        var start = System.Diagnostics.Stopwatch.GetTimestamp();
+                        handoff.Publish(w, _workers[w].Stage1Teacher(shares[w]));
+                        teacher = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+                    }
+                    catch (Exception error)
+                    {
+                        handoff.Fail(error);
+                        throw;
+                    }
+                    var mixers = System.Diagnostics.Stopwatch.GetTimestamp();
                     while (tasks.TryTake(w, out var share, out var layer))
                     {
-                        losses[share, layer] = _workers[share].Stage1LayerBackward(targets[share]!, layer, reference, _kernelThreads[w]);
+                        results[share, layer] = _workers[share].Stage1LayerGradients(handoff.TargetsOf(share), layer, _kernelThreads[w]);
                     }
-                    return 0;
-                }, "mixers");
+                    return (teacher, System.Diagnostics.Stopwatch.GetElapsedTime(mixers).TotalSeconds);
+                }, failure: () => handoff.Failure);
             }
+            for (var w = 0; w < parts.Length; w++)
+            {
+                Phases.Add($"worker {w} teacher", parts[w].Teacher);
+                Phases.Add($"worker {w} mixers", parts[w].Mixers);   // a stolen task's wait for its share's targets included
+            }
+            // How far apart the same work ran within a step (the means of the workers' phases hide it).
+            Phases.Add("teacher spread", parts.Max(p => p.Teacher) - parts.Min(p => p.Teacher));
+            var losses = AddStage1Gradients(results, handoff.Reference());
             AfterWorkers?.Invoke();
             PushGradients();
             var perLayer = Enumerable.Range(0, layers.Count).ToDictionary(l => layers[l], l => Enumerable.Range(0, shares.Length).Sum(s => losses[s, l]));
@@ -103,11 +124,46 @@ internal sealed class DistillTeam : IDisposable
         }
         finally
         {
-            foreach (var share in targets)
+            foreach (var result in results)
             {
-                share?.Dispose(); // all of them, also when a worker failed
+                result?.Dispose();
+            }
+            foreach (var share in handoff.Published)
+            {
+                share.Dispose(); // all of them, also when a worker failed
             }
         }
+    }
+
+    /// <summary>
+    /// Each (share, layer)'s gradients added to its share's student, divided by the layer's norm; returns the losses.
+    /// The pairs touch disjoint parameters, so the team's threads take them in turn, largest layers first.
+    /// </summary>
+    private double[,] AddStage1Gradients(Stage1Gradients?[,] results, IReadOnlyDictionary<int, (double Energy, long Elements)> reference)
+    {
+        using var _ = Phases.Time("add");
+        var losses = new double[results.GetLength(0), results.GetLength(1)];
+        var pairs = (from share in Enumerable.Range(0, results.GetLength(0))
+                     from layer in Enumerable.Range(0, results.GetLength(1))
+                     orderby results[share, layer]!.Elements descending
+                     select (share, layer)).ToArray();
+        var next = -1;
+        try
+        {
+            _threads.Run(_ =>
+            {
+                for (var i = Interlocked.Increment(ref next); i < pairs.Length; i = Interlocked.Increment(ref next))
+                {
+                    var (share, layer) = pairs[i];
+                    losses[share, layer] = results[share, layer]!.AddTo(_workers[share].Stage1Norm(layer, reference));
+                }
+            });
+        }
+        catch (KernelThreadException error)
+        {
+            ExceptionDispatchInfo.Throw(error.InnerException!);
+        }
+        return losses;
     }
 
     /// <summary>Stage-2 loss and gradients (into the master's trained parameters) for one batch: (total, KL, CE).</summary>
@@ -115,11 +171,14 @@ internal sealed class DistillTeam : IDisposable
     {
         var shares = Shares(batch);
         var indices = Shares(streamIndices);
-        PullWeights();
         (double Loss, double Kl, double Ce)[] parts;
         using (Phases.Time("workers"))
         {
-            parts = Run(shares.Length, w => _workers[w].Stage2Backward(shares[w], indices[w], batch));
+            parts = Run(shares.Length, w =>
+            {
+                _replicas[w]?.PullWeights();
+                return _workers[w].Stage2Backward(shares[w], indices[w], batch);
+            });
         }
         AfterWorkers?.Invoke();
         PushGradients();
@@ -146,29 +205,36 @@ internal sealed class DistillTeam : IDisposable
         }
     }
 
-    private void PullWeights()
-    {
-        using var _ = Phases.Time("pull");
-        foreach (var replica in _replicas)
-        {
-            replica?.PullWeights();
-        }
-    }
-
+    /// <summary>
+    /// The replicas' gradients added to the master's, each parameter's in worker order, the parameters split among the
+    /// team's threads. (Each worker copies the master's weights into its own replica at the start of its share of a
+    /// step, in parallel: the master's weights are only read during a step.)
+    /// </summary>
     private void PushGradients()
     {
         using var _ = Phases.Time("push");
-        foreach (var replica in _replicas)
+        try
         {
-            replica?.PushGradients();
+            _threads.Run(thread =>
+            {
+                foreach (var replica in _replicas)
+                {
+                    replica?.PushGradients(thread, _threads.Count);
+                }
+            });
+        }
+        catch (KernelThreadException error)
+        {
+            ExceptionDispatchInfo.Throw(error.InnerException!);
         }
     }
 
     /// <summary>
     /// Runs work(w) for workers 0..count-1 at once (worker 0 on the calling thread) and returns their results in order;
-    /// each worker's time is added to its phase, and to its <paramref name="part"/> of the step where one is named.
+    /// each worker's time is added to its phase.
     /// </summary>
-    private T[] Run<T>(int count, Func<int, T> work, string? part = null)
+    /// <param name="failure">The error behind a worker's <see cref="OperationCanceledException"/> (a wait that another worker's failure ended), reported in its place.</param>
+    private T[] Run<T>(int count, Func<int, T> work, Func<Exception?>? failure = null)
     {
         var results = new T[count];
         var seconds = new double[count];
@@ -186,15 +252,12 @@ internal sealed class DistillTeam : IDisposable
             for (var w = 0; w < count; w++)
             {
                 Phases.Add($"worker {w}", seconds[w]); // a gap between them is time the faster one waits
-                if (part is not null)
-                {
-                    Phases.Add($"worker {w} {part}", seconds[w]);
-                }
             }
         }
         catch (KernelThreadException error)
         {
-            ExceptionDispatchInfo.Throw(error.InnerException!); // the worker's own error, not the team's wrapper
+            // The worker's own error, not the team's wrapper (nor a wait that the error ended in another worker).
+            ExceptionDispatchInfo.Throw(error.InnerException is OperationCanceledException && failure?.Invoke() is { } cause ? cause : error.InnerException!);
         }
         return results;
     }

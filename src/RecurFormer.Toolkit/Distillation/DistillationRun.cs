@@ -326,9 +326,10 @@ public sealed class StageThroughput(int stage, long tokensPerStep)
 }
 
 /// <summary>
-/// Seconds per step spent in each named phase of a step (the workers' forward and backward, copying weights to the
-/// replicas, summing their gradients, the optimiser), counted from the second step on like <see cref="StageThroughput"/>.
-/// The phases outside the workers run on one thread while the other cores wait: they are what limits more workers.
+/// Seconds per step spent in each named phase of a step (the workers' forward and backward, with each worker's parts;
+/// in stage 1 adding the mixers' gradients and how far apart the workers' teachers ran; summing the replicas' gradients;
+/// the optimiser), counted from the second step on like <see cref="StageThroughput"/>. The phases outside the workers
+/// end with a wait for the slowest thread: they are what limits more workers.
 /// </summary>
 public sealed class StepPhases
 {

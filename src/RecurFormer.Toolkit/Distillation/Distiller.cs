@@ -148,23 +148,32 @@ public sealed class Distiller : IDisposable
     /// (<see cref="Stage1LayerBackward"/>). Returns each layer's part.
     /// </summary>
     public Dictionary<int, double> Stage1Backward(Stage1Targets targets, IReadOnlyDictionary<int, (double Energy, long Elements)> reference) =>
-        Enumerable.Range(0, _layers.Count).ToDictionary(i => _layers[i].Layer, i => Stage1LayerBackward(targets, i, reference, Threads));
+        Enumerable.Range(0, _layers.Count).ToDictionary(i => _layers[i].Layer, i =>
+        {
+            using var gradients = Stage1LayerGradients(targets, i, Threads);
+            return gradients.AddTo(Stage1Norm(i, reference));
+        });
 
     /// <summary>
     /// The loss of the <paramref name="position"/>-th replaced layer's mixer on its share of the batch, and its
-    /// gradients: the squared error after o_proj (so that directions o_proj ignores cost nothing) relative to the
-    /// teacher's contribution over the whole batch (<paramref name="reference"/>: mean squared target per layer); a
-    /// share's parts sum to the batch's loss. Layers are independent given the teacher's targets, so different layers
-    /// of one distiller may run on different threads at once (<see cref="DistillTeam"/> balances its workers so);
-    /// <paramref name="threads"/> are the calling worker's kernel threads.
+    /// gradients, for norm 1: <see cref="Stage1Gradients.AddTo"/> with <see cref="Stage1Norm"/> adds them. The loss is
+    /// the squared error after o_proj (so that directions o_proj ignores cost nothing) relative to the teacher's
+    /// contribution over the whole batch; a share's parts sum to the batch's loss. Layers are independent given the
+    /// teacher's targets, so different layers of one distiller may run on different threads at once
+    /// (<see cref="DistillTeam"/> balances its workers so); <paramref name="threads"/> are the calling worker's kernel threads.
     /// </summary>
-    public double Stage1LayerBackward(Stage1Targets targets, int position, IReadOnlyDictionary<int, (double Energy, long Elements)> reference, KernelThreads? threads)
+    public Stage1Gradients Stage1LayerGradients(Stage1Targets targets, int position, KernelThreads? threads)
     {
         var (layer, data) = (_layers[position], targets.Layers[position]);
-        var (energy, elements) = reference[layer.Layer];
-        var norm = Math.Max(energy / elements, 1e-12) * elements;
         // The mean over layers, as the step's loss is: each layer's gradients scaled by 1 / layers.
-        return layer.Function.Stage1Backward(data.Input, targets.Sequences, data.Target, layer.Weight, norm, 1.0 / _layers.Count, threads);
+        return layer.Function.Stage1Gradients(data.Input, targets.Sequences, data.Target, layer.Weight, 1.0 / _layers.Count, threads);
+    }
+
+    /// <summary>The <paramref name="position"/>-th replaced layer's norm: the energy of its targets over the whole batch (<paramref name="reference"/>), at least 1e-12 per value.</summary>
+    public double Stage1Norm(int position, IReadOnlyDictionary<int, (double Energy, long Elements)> reference)
+    {
+        var (energy, elements) = reference[_layers[position].Layer];
+        return Math.Max(energy / elements, 1e-12) * elements;
     }
 
     /// <summary>

@@ -75,24 +75,41 @@ public sealed class MixerFunction
     /// <param name="target">[B × L, output] float32, the replaced heads' output.</param>
     public double Stage1Backward(Tensor x, int sequences, Tensor target, ErrorWeight weight, double norm, double scale, KernelThreads? threads = null)
     {
+        using var gradients = Stage1Gradients(x, sequences, target, weight, scale, threads);
+        return gradients.AddTo(norm);
+    }
+
+    /// <summary>
+    /// Stage 1's loss and gradients for norm 1, kept rather than added (<see cref="Stage1Gradients.AddTo"/> divides
+    /// them by the norm as it adds them). Why: the norm pools the teacher targets of a whole batch, and a
+    /// <see cref="DistillTeam"/> worker runs its share's mixers while the other shares' teachers still run; the
+    /// gradients are linear in the error's scale, so computing them for norm 1 and dividing as they are added is the
+    /// same function.
+    /// </summary>
+    public Stage1Gradients Stage1Gradients(Tensor x, int sequences, Tensor target, ErrorWeight weight, double scale, KernelThreads? threads = null)
+    {
         using var scope = NewDisposeScope();
         threads ??= KernelThreads.ForThisProcess;
-        // Scalars made and freed here: TorchSharp frees an implicit one in its finalizer, which may run while an
-        // operation still reads it (docs/runtime.md).
-        using Scalar factor = 2 * scale / norm, perNorm = scale / norm;
         if (!UsesKernels(x))
         {
+            // Scalars made and freed here: TorchSharp frees an implicit one in its finalizer, which may run while an
+            // operation still reads it (docs/runtime.md).
+            using Scalar scaled = scale;
             var total = weight.Differentiable(Differentiable(x, sequences, threads) - target);
-            total.mul(perNorm).backward();
-            return total.item<float>() / norm;
+            Parameter[] parameters = [.. new[] { _inProj, _convWeight, _convBias, _xProj, _dtWeight, _dtBias, _aLog, _d, _outProj }.OfType<Parameter>()];
+            var computed = torch.autograd.grad([total.mul(scaled)], parameters);
+            return Kept(total.item<float>(), parameters.Zip(computed).ToList());
         }
         using var _ = no_grad();
+        using Scalar factor = 2 * scale;
         var f = Run(x, sequences, threads);
         var (tokens, inner) = (x.shape[0], _shape.InnerSize);
+        // Each parameter's gradient for norm 1 (added, divided by the norm, by Stage1Gradients.AddTo).
+        var gradients = new List<(Parameter Parameter, Tensor Gradient)>();
+        void AddGradient(Parameter parameter, Tensor gradient) => gradients.Add((parameter, gradient));
 
-        // The loss, and ∂/∂out.
+        // The loss, and ∂/∂out (for norm 1).
         var (squares, gradOut) = weight.Apply(f.Output - target, factor);
-        var loss = squares / norm;
 
         // out_proj.
         var gradOutLow = Low(gradOut!);
@@ -133,7 +150,18 @@ public sealed class MixerFunction
         var xLow = Low(x);
         var inGradient = cat([Product(Low(gradU.view(tokens, inner)).t(), xLow), Product(Low(scan.Gate!).t(), xLow)], 0);   // [2 dI, input]
         AddGradient(_inProj, inGradient);
-        return loss;
+
+        return Kept(squares, gradients);
+    }
+
+    /// <summary>The gradients out of the call's dispose scope, into the caller's hands.</summary>
+    private static Stage1Gradients Kept(double squares, List<(Parameter Parameter, Tensor Gradient)> gradients)
+    {
+        foreach (var (_, gradient) in gradients)
+        {
+            gradient.DetachFromDisposeScope();
+        }
+        return new Stage1Gradients(squares, gradients);
     }
 
     /// <summary>
@@ -199,17 +227,48 @@ public sealed class MixerFunction
 
     /// <summary>a · b in the products' dtype (both already in it), as float32.</summary>
     private static Tensor Product(Tensor a, Tensor b) => a.mm(b).to_type(ScalarType.Float32);
+}
 
-    /// <summary>Adds to a parameter's gradient, or gives it one, as autograd's accumulation does.</summary>
-    private static void AddGradient(Parameter parameter, Tensor gradient)
+/// <summary>
+/// One mixer's stage-1 loss and gradients for norm 1 (<see cref="MixerFunction.Stage1Gradients"/>), until they are added
+/// to the parameters' gradients divided by the norm. Owns the gradient tensors.
+/// </summary>
+public sealed class Stage1Gradients(double squares, IReadOnlyList<(Parameter Parameter, Tensor Gradient)> gradients) : IDisposable
+{
+    /// <summary>Σ‖δ Wᵀ‖², the loss for norm 1.</summary>
+    public double Squares => squares;
+
+    /// <summary>How many gradient values there are (the work of adding them).</summary>
+    public long Elements => gradients.Sum(g => g.Gradient.numel());
+
+    /// <summary>Adds each gradient / <paramref name="norm"/> to its parameter's gradient; returns the loss, Squares / norm.</summary>
+    public double AddTo(double norm)
     {
-        if (parameter.grad is { } sum)
+        using var _ = no_grad();
+        using var scope = NewDisposeScope(); // the gradients' wrappers
+        // A Scalar made and freed here: TorchSharp frees an implicit one in its finalizer, which may run while an
+        // operation still reads it (docs/runtime.md).
+        using Scalar perNorm = 1 / norm;
+        foreach (var (parameter, gradient) in gradients)
         {
-            sum.add_(gradient.view(sum.shape));
+            if (parameter.grad is { } sum)
+            {
+                sum.add_(gradient.view(sum.shape), alpha: perNorm);
+            }
+            else
+            {
+                // The gradient is this object's own tensor, so it is scaled in place and handed over.
+                parameter.grad = gradient.view(parameter.shape).mul_(perNorm);
+            }
         }
-        else
+        return squares / norm;
+    }
+
+    public void Dispose()
+    {
+        foreach (var (_, gradient) in gradients)
         {
-            parameter.grad = gradient.view(parameter.shape).contiguous();
+            gradient.Dispose();
         }
     }
 }

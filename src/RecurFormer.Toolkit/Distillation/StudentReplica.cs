@@ -60,16 +60,24 @@ internal sealed class StudentReplica : IDisposable
     }
 
     /// <summary>
-    /// The copy's gradients (of one step) added to the master parameters', widened; the copy's are cleared. Replicas
-    /// add in a fixed order, so the sum does not depend on which worker finished first.
+    /// The copy's gradients (of one step) added to the master parameters', widened, for <paramref name="part"/> of
+    /// <paramref name="parts"/> of the parameters (parts of about equal size, the same split every time); the copy's
+    /// are cleared. Threads push their parts at once; replicas add in a fixed order, so each parameter's sum does not
+    /// depend on which worker finished first.
     /// </summary>
-    public void PushGradients()
+    public void PushGradients(int part, int parts)
     {
         using var _ = no_grad();
         // The gradient wrappers and the widened temporaries are freed here, not when a finalizer gets to them.
         using var scope = NewDisposeScope();
-        foreach (var (master, copy) in _trained)
+        var owners = Owners(parts);
+        for (var i = 0; i < _trained.Length; i++)
         {
+            var (master, copy) = _trained[i];
+            if (owners[i] != part)
+            {
+                continue;
+            }
             if (copy.grad is { } gradient)
             {
                 if (master.grad is { } sum)
@@ -84,6 +92,29 @@ internal sealed class StudentReplica : IDisposable
             }
         }
     }
+
+    /// <summary>Which part each trained parameter belongs to when split in <paramref name="parts"/>: largest first, each to the smallest part so far.</summary>
+    private int[] Owners(int parts)
+    {
+        lock (_owners)
+        {
+            if (!_owners.TryGetValue(parts, out var owners))
+            {
+                owners = new int[_trained.Length];
+                var sizes = new long[parts];
+                foreach (var i in Enumerable.Range(0, _trained.Length).OrderByDescending(i => _trained[i].Master.numel()))
+                {
+                    var smallest = Array.IndexOf(sizes, sizes.Min());
+                    owners[i] = smallest;
+                    sizes[smallest] += _trained[i].Master.numel();
+                }
+                _owners[parts] = owners;
+            }
+            return owners;
+        }
+    }
+
+    private readonly Dictionary<int, int[]> _owners = [];
 
     public void ClearGradients()
     {
