@@ -145,7 +145,7 @@ public sealed class Distiller : IDisposable
 
     /// <summary>
     /// Stage 1's second half: each mixer's loss on its share of the batch and its gradients, one layer at a time
-    /// (<see cref="Stage1LayerBackward"/>). Returns each layer's part.
+    /// (<see cref="Stage1LayerGradients"/>, added with <see cref="Stage1Norm"/>). Returns each layer's part.
     /// </summary>
     public Dictionary<int, double> Stage1Backward(Stage1Targets targets, IReadOnlyDictionary<int, (double Energy, long Elements)> reference) =>
         Enumerable.Range(0, _layers.Count).ToDictionary(i => _layers[i].Layer, i =>
@@ -166,7 +166,7 @@ public sealed class Distiller : IDisposable
     {
         var (layer, data) = (_layers[position], targets.Layers[position]);
         // The mean over layers, as the step's loss is: each layer's gradients scaled by 1 / layers.
-        return layer.Function.Stage1Gradients(data.Input, targets.Sequences, data.Target, layer.Weight, 1.0 / _layers.Count, threads);
+        return layer.Function.Stage1ForUnitNorm(data.Input, targets.Sequences, data.Target, layer.Weight, 1.0 / _layers.Count, threads);
     }
 
     /// <summary>The <paramref name="position"/>-th replaced layer's norm: the energy of its targets over the whole batch (<paramref name="reference"/>), at least 1e-12 per value.</summary>

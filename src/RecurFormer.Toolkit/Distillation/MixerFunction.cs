@@ -75,7 +75,7 @@ public sealed class MixerFunction
     /// <param name="target">[B × L, output] float32, the replaced heads' output.</param>
     public double Stage1Backward(Tensor x, int sequences, Tensor target, ErrorWeight weight, double norm, double scale, KernelThreads? threads = null)
     {
-        using var gradients = Stage1Gradients(x, sequences, target, weight, scale, threads);
+        using var gradients = Stage1ForUnitNorm(x, sequences, target, weight, scale, threads);
         return gradients.AddTo(norm);
     }
 
@@ -86,7 +86,7 @@ public sealed class MixerFunction
     /// gradients are linear in the error's scale, so computing them for norm 1 and dividing as they are added is the
     /// same function.
     /// </summary>
-    public Stage1Gradients Stage1Gradients(Tensor x, int sequences, Tensor target, ErrorWeight weight, double scale, KernelThreads? threads = null)
+    public Stage1Gradients Stage1ForUnitNorm(Tensor x, int sequences, Tensor target, ErrorWeight weight, double scale, KernelThreads? threads = null)
     {
         using var scope = NewDisposeScope();
         threads ??= KernelThreads.ForThisProcess;
@@ -97,7 +97,8 @@ public sealed class MixerFunction
             using Scalar scaled = scale;
             var total = weight.Differentiable(Differentiable(x, sequences, threads) - target);
             Parameter[] parameters = [.. new[] { _inProj, _convWeight, _convBias, _xProj, _dtWeight, _dtBias, _aLog, _d, _outProj }.OfType<Parameter>()];
-            var computed = torch.autograd.grad([total.mul(scaled)], parameters);
+            // Copies: autograd's results may share memory or be expanded, and AddTo scales its own tensors in place.
+            var computed = torch.autograd.grad([total.mul(scaled)], parameters).Select(g => g.clone());
             return Kept(total.item<float>(), parameters.Zip(computed).ToList());
         }
         using var _ = no_grad();
@@ -230,7 +231,7 @@ public sealed class MixerFunction
 }
 
 /// <summary>
-/// One mixer's stage-1 loss and gradients for norm 1 (<see cref="MixerFunction.Stage1Gradients"/>), until they are added
+/// One mixer's stage-1 loss and gradients for norm 1 (<see cref="MixerFunction.Stage1ForUnitNorm"/>), until they are added
 /// to the parameters' gradients divided by the norm. Owns the gradient tensors.
 /// </summary>
 public sealed class Stage1Gradients(double squares, IReadOnlyList<(Parameter Parameter, Tensor Gradient)> gradients) : IDisposable

@@ -6,8 +6,9 @@ namespace RecurFormer.Toolkit.Distillation;
 /// most left. Why: the workers' cores do not run at the same speed (one was 10–40% slower in some runs, whatever the
 /// code: docs/conversion.md), and a step waits for the slowest worker; the layers of a share are independent once
 /// its teacher targets exist. A task always runs on its share's student, whoever runs it, so each gradient is still
-/// computed once into the same replica and summed in worker order: the result does not depend on who took what (the
-/// workers' kernel teams are all of one size, so the kernels' per-thread sums split the same way whoever runs them).
+/// computed once for the same replica (added to it after the workers, then summed in worker order): the result does
+/// not depend on who took what (the workers' kernel teams are all of one size, so the kernels' per-thread sums split
+/// the same way whoever runs them).
 /// </summary>
 internal sealed class MixerTaskQueue
 {

@@ -4,17 +4,17 @@ namespace RecurFormer.Toolkit.Distillation;
 /// Where the workers of one stage-1 step hand each other their shares' teacher targets. A worker publishes its share's
 /// targets as soon as its teacher is done and goes straight on to its mixers; a worker that has run out of its own
 /// mixers and takes one of another share waits for that share's targets. The batch's reference (the pooled energy of
-/// all shares' targets, each layer's loss norm) is read once the workers are done. Why: the two workers' teachers took
-/// 55–97 ms for the same work within one step, and with a barrier after the teachers the faster worker sat out the
-/// difference every step; now the mixers' work stealing (<see cref="MixerTaskQueue"/>) absorbs it (docs/conversion.md,
-/// "Tenth round"). Waits spin, yielding: a share's teacher is normally done long before another worker runs out of
+/// all shares' targets, each layer's loss norm) is read once the workers are done. Why: the two workers' teachers ran
+/// the same work up to 39 ms apart within a step, and with a barrier after the teachers the faster worker sat out
+/// the difference every step; now the mixers' work stealing (<see cref="MixerTaskQueue"/>) absorbs it
+/// (docs/conversion.md, "Tenth round"; distill.json's "teacher spread"). Waits spin, yielding: a share's teacher is normally done long before another worker runs out of
 /// mixers. A worker whose teacher failed releases the others with its error.
 /// </summary>
 internal sealed class Stage1Handoff(int shares)
 {
     private readonly Stage1Targets?[] _targets = new Stage1Targets?[shares];
     private int _missing = shares;
-    private Dictionary<int, (double Energy, long Elements)>? _reference;
+    private Dictionary<int, (double Energy, long Elements)>? _reference = shares == 0 ? [] : null;   // nothing to wait for
     private Exception? _failure;
 
     /// <summary>What has been published so far (for disposal: also after a failure).</summary>
