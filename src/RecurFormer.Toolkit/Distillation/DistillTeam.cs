@@ -148,21 +148,14 @@ internal sealed class DistillTeam : IDisposable
                      orderby results[share, layer]!.Elements descending
                      select (share, layer)).ToArray();
         var next = -1;
-        try
+        OnEveryThread(_ =>
         {
-            _threads.Run(_ =>
+            for (var i = Interlocked.Increment(ref next); i < pairs.Length; i = Interlocked.Increment(ref next))
             {
-                for (var i = Interlocked.Increment(ref next); i < pairs.Length; i = Interlocked.Increment(ref next))
-                {
-                    var (share, layer) = pairs[i];
-                    losses[share, layer] = results[share, layer]!.AddTo(_workers[share].Stage1Norm(layer, reference));
-                }
-            });
-        }
-        catch (KernelThreadException error)
-        {
-            ExceptionDispatchInfo.Throw(error.InnerException!);
-        }
+                var (share, layer) = pairs[i];
+                losses[share, layer] = results[share, layer]!.AddTo(_workers[share].Stage1Norm(layer, reference));
+            }
+        });
         return losses;
     }
 
@@ -213,15 +206,21 @@ internal sealed class DistillTeam : IDisposable
     private void PushGradients()
     {
         using var _ = Phases.Time("push");
+        OnEveryThread(thread =>
+        {
+            foreach (var replica in _replicas)
+            {
+                replica?.PushGradients(thread, _threads.Count);
+            }
+        });
+    }
+
+    /// <summary>Runs body(thread) on every thread of the team (not timed as a worker's); a thread's error is thrown as itself.</summary>
+    private void OnEveryThread(Action<int> body)
+    {
         try
         {
-            _threads.Run(thread =>
-            {
-                foreach (var replica in _replicas)
-                {
-                    replica?.PushGradients(thread, _threads.Count);
-                }
-            });
+            _threads.Run(body);
         }
         catch (KernelThreadException error)
         {

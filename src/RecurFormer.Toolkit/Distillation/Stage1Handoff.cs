@@ -7,8 +7,9 @@ namespace RecurFormer.Toolkit.Distillation;
 /// all shares' targets, each layer's loss norm) is read once the workers are done. Why: the two workers' teachers ran
 /// the same work up to 39 ms apart within a step, and with a barrier after the teachers the faster worker sat out
 /// the difference every step; now the mixers' work stealing (<see cref="MixerTaskQueue"/>) absorbs it
-/// (docs/conversion.md, "Tenth round"; distill.json's "teacher spread"). Waits spin, yielding: a share's teacher is normally done long before another worker runs out of
-/// mixers. A worker whose teacher failed releases the others with its error.
+/// (docs/conversion.md, "Tenth round"; distill.json's "teacher spread"). Waits spin, yielding: a share's teacher is
+/// normally done long before another worker runs out of mixers. A worker whose teacher failed releases the others
+/// with its error.
 /// </summary>
 internal sealed class Stage1Handoff(int shares)
 {

@@ -17,6 +17,8 @@ namespace RecurFormer.Toolkit.Distillation;
 internal sealed class StudentReplica : IDisposable
 {
     private readonly (Parameter Master, Parameter Copy)[] _trained;
+    private readonly long[] _sizes;          // elements of each trained parameter
+    private readonly int[] _largestFirst;    // their indices, largest first (a stable order: the same split every time)
 
     /// <param name="folder">A checkpoint of the student's architecture (its weights are replaced by the master's).</param>
     public StudentReplica(ICausalLM master, string folder, ComputeTarget target, IReadOnlyList<Parameter> trained)
@@ -40,6 +42,8 @@ internal sealed class StudentReplica : IDisposable
             }
         }
         _trained = [.. pairs];
+        _sizes = [.. _trained.Select(p => p.Master.numel())];
+        _largestFirst = [.. Enumerable.Range(0, _trained.Length).OrderByDescending(i => _sizes[i])];
         if (_trained.Length != trainedSet.Count)
         {
             throw new InvalidOperationException($"{trainedSet.Count - _trained.Length} trained parameters are not parameters of the student");
@@ -96,25 +100,16 @@ internal sealed class StudentReplica : IDisposable
     /// <summary>Which part each trained parameter belongs to when split in <paramref name="parts"/>: largest first, each to the smallest part so far.</summary>
     private int[] Owners(int parts)
     {
-        lock (_owners)
+        var owners = new int[_trained.Length];
+        var sizes = new long[parts];
+        foreach (var i in _largestFirst)
         {
-            if (!_owners.TryGetValue(parts, out var owners))
-            {
-                owners = new int[_trained.Length];
-                var sizes = new long[parts];
-                foreach (var i in Enumerable.Range(0, _trained.Length).OrderByDescending(i => _trained[i].Master.numel()))
-                {
-                    var smallest = Array.IndexOf(sizes, sizes.Min());
-                    owners[i] = smallest;
-                    sizes[smallest] += _trained[i].Master.numel();
-                }
-                _owners[parts] = owners;
-            }
-            return owners;
+            var smallest = Array.IndexOf(sizes, sizes.Min());
+            owners[i] = smallest;
+            sizes[smallest] += _sizes[i];
         }
+        return owners;
     }
-
-    private readonly Dictionary<int, int[]> _owners = [];
 
     public void ClearGradients()
     {
