@@ -1,8 +1,9 @@
+using System.Text.Json.Nodes;
 using static RecurFormer.Cli.Tests.CliProcess;
 
 namespace RecurFormer.Cli.Tests;
 
-/// <summary>`recurformer distill` refusing what it cannot do, before it loads any weight.</summary>
+/// <summary>`recurformer distill` refusing what it cannot do, before it loads any weight; `distill answers` end to end.</summary>
 public sealed class DistillCommandTests
 {
     private static string Models(string name) => Path.Combine(RepositoryRoot, "models", name);
@@ -36,6 +37,47 @@ public sealed class DistillCommandTests
             {
                 Directory.Delete(output, recursive: true);
             }
+        }
+    }
+
+    [Fact]
+    public async Task Distill_answers_writes_the_teachers_answers_keeps_an_existing_file_without_force_and_stops_at_a_bad_line()
+    {
+        var folder = Directory.CreateTempSubdirectory("recurformer-answers-").FullName;
+        try
+        {
+            var data = EvalCommandTests.Lines(folder, 1, 3);
+            var output = Path.Combine(folder, "answers.jsonl");
+            var result = await Run("distill", "answers", "--teacher", Models("dotnet-docs-qwen2-16m"), "--data", data, "--out", output, "--batch", "2");
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            var counts = JsonNode.Parse(result.Stdout)!;
+            Assert.Equal(3, counts["conversations"]!.GetValue<int>());
+            Assert.Equal(0, counts["dropped_at_the_token_limit"]!.GetValue<int>());   // the teacher's answers stop well within 96 tokens
+            Assert.Equal(1, counts["other_lines_left_out"]!.GetValue<int>());
+            var written = File.ReadAllLines(output);
+            Assert.Equal(3, written.Length);
+            Assert.Equal(3, counts["written"]!.GetValue<int>());
+            Assert.All(written, line => Assert.StartsWith("<|im_start|>", JsonNode.Parse(line)!["text"]!.GetValue<string>()));
+            Assert.False(File.Exists(output + ".partial"));
+
+            var again = await Run("distill", "answers", "--teacher", Models("dotnet-docs-qwen2-16m"), "--data", data, "--out", output);
+            Assert.Equal(1, again.ExitCode);
+            Assert.Contains("exists; give --force to overwrite it", again.Stderr);
+            Assert.DoesNotContain("   at ", again.Stderr);
+            Assert.Equal(written, File.ReadAllLines(output));
+
+            // A malformed line stops the run with the line's number, and leaves neither the output nor a part of it.
+            File.AppendAllLines(data, ["not json"]);
+            var bad = Path.Combine(folder, "bad.jsonl");
+            var stopped = await Run("distill", "answers", "--teacher", Models("dotnet-docs-qwen2-16m"), "--data", data, "--out", bad);
+            Assert.Equal(1, stopped.ExitCode);
+            Assert.Contains($"{data}:5:", stopped.Stderr);
+            Assert.DoesNotContain("   at ", stopped.Stderr);
+            Assert.False(File.Exists(bad) || File.Exists(bad + ".partial"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
         }
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using RecurFormer.Model.CausalLM;
 using RecurFormer.Tokenization;
 using RecurFormer.Toolkit.Data;
@@ -8,8 +9,9 @@ using static TorchSharp.torch;
 namespace RecurFormer.Toolkit.Tests;
 
 /// <summary>
-/// Answers of the demo teacher: where two answer lists part (<see cref="AnswerAgreement"/>), and stage 2's weights of
-/// answer positions (<see cref="AnswerWeighting"/>).
+/// Answers of the demo teacher: where two answer lists part (<see cref="AnswerAgreement"/>), stage 2's weights of
+/// answer positions (<see cref="AnswerWeighting"/>), the training conversations rewritten with the teacher's answers
+/// (<see cref="TeacherAnswers"/>), and the evaluator's report where it answered nothing.
 /// </summary>
 public sealed class AnswerTests
 {
@@ -134,5 +136,69 @@ public sealed class AnswerTests
         // More answer tokens than the sequence holds: up to its end, no further.
         var long_ = new AnswerWeighting(marker, end, int.MaxValue, 2).Of(cut);
         Assert.Equal(2f, long_[^1]);
+    }
+
+    [Fact]
+    public void Teacher_answers_put_the_teachers_greedy_answer_in_place_of_each_conversations_own()
+    {
+        var tokenizer = CheckpointTokenizer.FromPretrained(Teacher);
+        using var teacher = TestData.Load(Teacher);
+        var lines = ValidationExample.ReadAll(new JsonlReader(Validation));
+        var questions = lines.Where(e => e.Kind == ValidationExample.Qa).Take(4).ToArray();
+        var evaluator = new Evaluator(teacher, tokenizer, new EvalOptions { MaxAnswerTokens = 96, BatchSize = 4 });
+        evaluator.Evaluate(questions);
+
+        // A doc line first (left out), the four conversations as one batch (as the evaluator decoded them), and a fifth
+        // conversation past the limit.
+        string[] texts = [lines.First(e => e.Kind == ValidationExample.Doc).Text, .. questions.Select(q => q.Text), lines.Last(e => e.Kind == ValidationExample.Qa).Text];
+        var output = new StringWriter();
+        var counts = new TeacherAnswers(teacher, tokenizer, maxAnswerTokens: 96, batchSize: 4).Write(texts, output, limit: 4);
+
+        var written = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!["text"]!.GetValue<string>()).ToArray();
+        Assert.Equal(4, written.Length);
+        var same = 0;
+        for (var i = 0; i < 4; i++)
+        {
+            var answer = tokenizer.Decode(evaluator.Answers[i].Tokens.Select(t => (int)t).ToArray(), skipSpecialTokens: true);
+            var reference = questions[i].Text[Evaluator.Prompt(questions[i].Text).Length..questions[i].Text.LastIndexOf("<|im_end|>", StringComparison.Ordinal)];
+            Assert.Equal(Evaluator.Prompt(questions[i].Text) + answer + "<|im_end|>\n<|endoftext|>", written[i]);
+            same += answer == reference ? 1 : 0;
+        }
+        Assert.Equal(new TeacherAnswerCounts(Conversations: 4, SameAsBefore: same, Rewritten: 4 - same, Dropped: 0, OtherLines: 1), counts);
+        Assert.InRange(same, 1, 3);   // the teacher repeats some reference answers and not others: both branches are counted
+
+        // Answers cut off by the token limit are left out: the teacher's all run longer than 3 tokens.
+        var cut = new StringWriter();
+        Assert.Equal(new TeacherAnswerCounts(4, 0, 0, 4, 0), new TeacherAnswers(teacher, tokenizer, 3, 4).Write(questions.Select(q => q.Text), cut));
+        Assert.Equal("", cut.ToString());
+
+        // Only the first assistant turn changes; text without a complete one is not a conversation.
+        const string twoTurns = "<|im_start|>user\nA?<|im_end|>\n<|im_start|>assistant\nB<|im_end|>\n<|im_start|>user\nC?<|im_end|>\n<|im_start|>assistant\nD<|im_end|>\n";
+        Assert.Equal(twoTurns.Replace("\nB<", "\nE<"), TeacherAnswers.WithAnswer(twoTurns, "E"));
+        Assert.Null(TeacherAnswers.WithAnswer("System.Object.ToString\nReturns a string.<|endoftext|>", "E"));
+        Assert.Null(TeacherAnswers.WithAnswer("<|im_start|>user\nA?<|im_end|>\n<|im_start|>assistant\nB", "E"));
+    }
+
+    [Fact]
+    public void An_evaluation_without_questions_or_without_docs_reports_null_for_what_it_did_not_measure()
+    {
+        var tokenizer = CheckpointTokenizer.FromPretrained(Teacher);
+        using var teacher = TestData.Load(Teacher);
+        var docs = ValidationExample.ReadAll(new JsonlReader(Validation)).Where(e => e.Kind == ValidationExample.Doc).Take(3).ToArray();
+        var report = new Evaluator(teacher, tokenizer, new EvalOptions { MaxAnswerTokens = 0 }).Evaluate(docs);
+
+        Assert.True(report["perplexity"]!["doc"]!.GetValue<double>() > 1);
+        Assert.Null(report["qa"]!["exact_match"]);
+        Assert.Null(report["qa"]!["token_f1"]);
+        var json = report.ToJsonString();   // NaN has no JSON form: this threw before
+        Assert.Contains("\"qa\":null", json);            // perplexity of the qa lines: there are none
+        Assert.Contains("\"exact_match\":null", json);   // present, and null
+        Assert.Null(EvalComparison.Get(report, "qa.exact_match"));
+
+        // Questions only, with question answering off: the doc lines' perplexity is the one not measured.
+        var questions = ValidationExample.ReadAll(new JsonlReader(Validation)).Where(e => e.Kind == ValidationExample.Qa).Take(2).ToArray();
+        var onlyQuestions = new Evaluator(teacher, tokenizer, new EvalOptions { MaxAnswerTokens = 0 }).Evaluate(questions);
+        Assert.True(onlyQuestions["perplexity"]!["qa"]!.GetValue<double>() > 1);
+        Assert.Contains("\"doc\":null", onlyQuestions.ToJsonString());
     }
 }

@@ -73,6 +73,7 @@ public static class DistillCommand
             teacher, student, data, output, force, resume, stage1, stage2, batch, length, length2, lr1, lr2, klWeight, ceWeight, answerWeight, answerTokens, train, seed, every, stopAfter, stopAfterSeconds, teacherDType, matmulDType, teacherCache, topK, saveDType, workers, onBadLine,
         };
         compute.AddTo(command);
+        command.Subcommands.Add(Answers());
         command.SetAction(parse => Run(() =>
         {
             var teacherFolder = parse.GetValue(teacher)!;
@@ -206,10 +207,99 @@ public static class DistillCommand
         return command;
     }
 
-    /// <summary>auto: bfloat16 where inference's auto picks it (measured faster there), else the training dtype.</summary>
+    /// <summary>
+    /// <c>recurformer distill answers</c>: a training file whose conversations carry the teacher's own greedy answers,
+    /// for sequence-level distillation (<see cref="TeacherAnswers"/>).
+    /// </summary>
+    private static Command Answers()
+    {
+        var teacher = new Option<string>("--teacher") { Description = "The source Transformer checkpoint that answers.", Required = true };
+        var data = new Option<string>("--data") { Description = "Training text (.jsonl or .jsonl.xz, a \"text\" field per line); its ChatML conversations are answered, its other lines left out.", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "The .jsonl to write: {\"text\": conversation} per line, the first assistant answer the teacher's.", Required = true };
+        var force = new Option<bool>("--force") { Description = "Overwrite --out if it exists." };
+        var limit = new Option<int?>("--limit") { Description = "Answer only the first N conversations." };
+        var maxAnswer = new Option<int>("--max-answer-tokens") { Description = "Most tokens per answer; an answer that reaches it is left out (it may have been cut off).", DefaultValueFactory = _ => 96 };
+        var batch = new Option<int>("--batch") { Description = "Conversations decoded at once.", DefaultValueFactory = _ => 32 };
+        var onBadLine = OnBadLine();
+        var compute = new ComputeOptions();
+        var command = new Command("answers", "Write the training conversations with the teacher's greedy answers (data for sequence-level distillation).")
+        {
+            teacher, data, output, force, limit, maxAnswer, batch, onBadLine,
+        };
+        compute.AddTo(command);
+        command.SetAction(parse => Run(() =>
+        {
+            var teacherFolder = parse.GetValue(teacher)!;
+            RequireFolder(teacherFolder, "--teacher");
+            RequireFile(parse.GetValue(data)!, "--data");
+            var path = parse.GetValue(output)!;
+            if (File.Exists(path) && !parse.GetValue(force))
+            {
+                throw new UserError($"--out {path} exists; give --force to overwrite it");
+            }
+            if (parse.GetValue(limit) is < 1 || parse.GetValue(batch) < 1 || parse.GetValue(maxAnswer) < 1)
+            {
+                throw new UserError("--limit, --batch and --max-answer-tokens must be at least 1");
+            }
+            var reader = new JsonlReader(parse.GetValue(data)!, Policy(parse.GetValue(onBadLine)!));
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var target = compute.Initialize(parse);
+            var tokenizer = RecurFormer.Tokenization.CheckpointTokenizer.FromPretrained(teacherFolder);
+            using var model = RecurFormer.Model.CausalLM.CausalLMLoader.FromPretrained(teacherFolder, target);
+            var answers = new TeacherAnswers(model, tokenizer, parse.GetValue(maxAnswer), parse.GetValue(batch));
+            // One pass to count what will be answered (seconds, against the minutes of answering), so that the progress
+            // line has its total and an ETA.
+            var total = new JsonlReader(reader.Path, MalformedLines.Skip).ReadTexts()
+                .Where(l => TeacherAnswers.IsConversation(l.Text)).Take(parse.GetValue(limit) ?? int.MaxValue).Count();
+            var folder = Path.GetDirectoryName(Path.GetFullPath(path));
+            if (folder is not null)
+            {
+                Directory.CreateDirectory(folder);
+            }
+            // Written beside the output and moved over it at the end, so that a stopped run leaves no half file.
+            var partial = path + ".partial";
+            TeacherAnswerCounts counts;
+            try
+            {
+                using (var writer = new StreamWriter(partial, append: false, new System.Text.UTF8Encoding(false)))
+                {
+                    counts = answers.Write(reader.ReadTexts().Select(l => l.Text), writer, parse.GetValue(limit), new ProgressLine("answers", total));
+                }
+                File.Move(partial, path, overwrite: true);
+            }
+            catch
+            {
+                try
+                {
+                    File.Delete(partial);
+                }
+                catch (IOException)
+                {
+                    // The run's own error is the one to report.
+                }
+                throw;
+            }
+            ReportSkipped(reader);
+            Console.WriteLine(Json(new JsonObject
+            {
+                ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
+                ["conversations"] = counts.Conversations,
+                ["written"] = counts.SameAsBefore + counts.Rewritten,
+                ["same_as_before"] = counts.SameAsBefore,
+                ["rewritten"] = counts.Rewritten,
+                ["dropped_at_the_token_limit"] = counts.Dropped,
+                ["other_lines_left_out"] = counts.OtherLines,
+                ["out"] = path,
+            }));
+            return 0;
+        }));
+        return command;
+    }
+
     /// <summary>Whether --device names the CPU, spelled as the runtime accepts it (before libtorch is loaded).</summary>
     private static bool IsCpu(string device) => device.Trim().Equals("cpu", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>auto: bfloat16 where inference's auto picks it (measured faster there), else the training dtype.</summary>
     private static TorchSharp.torch.ScalarType LowPrecision(string text, RecurFormer.Model.Runtime.ComputeTarget target, string option)
     {
         try

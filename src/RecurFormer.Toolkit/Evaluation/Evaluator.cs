@@ -64,12 +64,12 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
 
         var perplexity = new JsonObject
         {
-            ["all"] = nll.Perplexity("all"),
-            ["doc"] = nll.Perplexity(ValidationExample.Doc),
-            ["qa"] = nll.Perplexity(ValidationExample.Qa),
-            ["packed512"] = nll.Perplexity("packed"),
+            ["all"] = Measured(nll.Perplexity("all")),
+            ["doc"] = Measured(nll.Perplexity(ValidationExample.Doc)),
+            ["qa"] = Measured(nll.Perplexity(ValidationExample.Qa)),
+            ["packed512"] = Measured(nll.Perplexity("packed")),
             ["packed512_by_position"] = new JsonObject(options.Buckets.Select(b =>
-                KeyValuePair.Create($"{b.Start}-{b.End}", (JsonNode?)nll.Perplexity(Bucket(b))))),
+                KeyValuePair.Create($"{b.Start}-{b.End}", Measured(nll.Perplexity(Bucket(b)))))),
         };
         var config = (TransformerConfig)model.Config;
         return new JsonObject
@@ -91,8 +91,8 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
             ["perplexity"] = perplexity,
             ["qa"] = new JsonObject
             {
-                ["exact_match"] = exact,
-                ["token_f1"] = f1,
+                ["exact_match"] = Measured(exact),
+                ["token_f1"] = Measured(f1),
                 ["questions"] = qa.Length,
                 ["max_answer_tokens"] = options.MaxAnswerTokens,
                 ["samples"] = new JsonArray(samples.ToArray()),
@@ -102,6 +102,12 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
         };
     }
+
+    /// <summary>
+    /// A figure, or JSON null where nothing measured it (no doc lines, or question answering off with
+    /// --max-answer-tokens 0): NaN has no JSON form, and the readers of these reports take null as "not measured".
+    /// </summary>
+    private static JsonNode? Measured(double value) => double.IsNaN(value) ? null : value;
 
     /// <summary>Sequences per perplexity forward.</summary>
     private static int PrefillBatch(int wanted) => Math.Max(1, wanted);
@@ -209,7 +215,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         foreach (var chunk in qa.Chunk(options.BatchSize))
         {
             var prompts = chunk.Select(e => tokenizer.Encode(Prompt(e.Text), addBosToken: false).Select(t => (long)t).ToArray()).ToArray();
-            var answers = GreedyBatch(prompts, stopIds);
+            var answers = GreedyDecoder.Decode(model, prompts, stopIds, options.MaxAnswerTokens);
             for (var i = 0; i < chunk.Length; i++)
             {
                 var generated = tokenizer.Decode(answers[i].Select(t => (int)t).ToArray(), skipSpecialTokens: true).Trim();
@@ -244,41 +250,6 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     {
         var index = conversation.IndexOf(AssistantPrompt, StringComparison.Ordinal);
         return index < 0 ? conversation + AssistantPrompt : conversation[..(index + AssistantPrompt.Length)];
-    }
-
-    /// <summary>Greedy decoding of several prompts at once: one packed prefill, then batched one-token steps.</summary>
-    private List<long>[] GreedyBatch(long[][] prompts, HashSet<long> stopIds)
-    {
-        using var caches = model.CreateCache(prompts.Max(p => p.Length) + options.MaxAnswerTokens, prompts.Length);
-        var outputs = prompts.Select(_ => new List<long>()).ToArray();
-        {
-            var active = Enumerable.Range(0, prompts.Length).ToList();
-            var next = prompts;
-            for (var step = 0; step < options.MaxAnswerTokens && active.Count > 0; step++)
-            {
-                long[] picked;
-                using (var scope = NewDisposeScope())
-                {
-                    var logits = model.Forward(new ForwardBatch(next, active.Select(i => caches[i]).ToArray()));
-                    picked = logits.argmax(1).cpu().data<long>().ToArray();
-                }
-                var still = new List<int>();
-                var tokens = new List<long[]>();
-                for (var j = 0; j < active.Count; j++)
-                {
-                    if (stopIds.Contains(picked[j]))
-                    {
-                        continue;
-                    }
-                    outputs[active[j]].Add(picked[j]);
-                    still.Add(active[j]);
-                    tokens.Add([picked[j]]);
-                }
-                active = still;
-                next = tokens.ToArray();
-            }
-            return outputs;
-        }
     }
 }
 
