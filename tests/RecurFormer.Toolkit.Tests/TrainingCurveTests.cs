@@ -69,8 +69,21 @@ public sealed class TrainingCurveTests : IDisposable
         }
     }
 
+    [Fact]
+    public void A_report_without_question_answering_shows_a_dash_for_its_exact_match_in_both_tables()
+    {
+        var teacher = Report("teacher", 1.40, 0.43);
+        var perplexityOnly = Report("ppl-only", 1.47, null);   // eval --max-answer-tokens 0 writes null
+        Assert.True(double.IsNaN(perplexityOnly.ExactMatch));
+
+        var curveRow = TrainingCurve.Markdown(teacher, [new("Mamba", 1e6, perplexityOnly)], []).Split('\n', StringSplitOptions.RemoveEmptyEntries)[3];
+        Assert.Equal("| Mamba | 1.00M | 1.4700 | +5.00% | – | 70.0 |", curveRow);
+        var tradeOffRow = TradeOffTable.Markdown(teacher, [perplexityOnly]).Split('\n', StringSplitOptions.RemoveEmptyEntries)[3];
+        Assert.Equal("| ppl-only | mamba | 50 % | 1 KiB | 1.4700 | +5.0% | 1.4700 | +5.0% | – | 70.0 |", tradeOffRow);
+    }
+
     /// <summary>A TradeOffPoint as <c>recurformer eval</c>'s JSON gives it (only the figures the curve reads).</summary>
-    private TradeOffPoint Report(string name, double perplexity, double exactMatch)
+    private TradeOffPoint Report(string name, double perplexity, double? exactMatch)
     {
         var path = Path.Combine(_temp.Path, $"{name}.json");
         File.WriteAllText(path, new JsonObject

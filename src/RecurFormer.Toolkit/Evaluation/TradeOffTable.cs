@@ -32,14 +32,21 @@ public static class TradeOffTable
         foreach (var p in new[] { teacher }.Concat(points))
         {
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {p.Name} | {p.Kind} | {p.KvKept:P0} | {(p.StateBytes + p.WindowBytes) / 1024:F0} KiB | {p.Perplexity:F4} | {Delta(p.Perplexity, teacher.Perplexity)} | {p.Packed512:F4} | {Delta(p.Packed512, teacher.Packed512)} | {p.ExactMatch * 100:F0} | {p.F1 * 100:F1} |"));
+                $"| {p.Name} | {p.Kind} | {p.KvKept:P0} | {(p.StateBytes + p.WindowBytes) / 1024:F0} KiB | {Figure(p.Perplexity, "F4")} | {Delta(p.Perplexity, teacher.Perplexity)} | {Figure(p.Packed512, "F4")} | {Delta(p.Packed512, teacher.Packed512)} | {Figure(p.ExactMatch * 100, "F0")} | {Figure(p.F1 * 100, "F1")} |"));
         }
         return text.ToString();
     }
 
-    /// <summary>The change of <paramref name="value"/> over <paramref name="reference"/> in percent, signed, e.g. "+4.8%".</summary>
+    /// <summary>A figure of a report, or "–" where the report has none (e.g. exact match of an eval run with --max-answer-tokens 0).</summary>
+    internal static string Figure(double value, string format) => double.IsNaN(value) ? "–" : value.ToString(format, CultureInfo.InvariantCulture);
+
+    /// <summary>The change of <paramref name="value"/> over <paramref name="reference"/> in percent, signed, e.g. "+4.8%"; "–" where either is missing.</summary>
     internal static string Delta(double value, double reference, int decimals = 1)
     {
+        if (double.IsNaN(value) || double.IsNaN(reference))
+        {
+            return "–";
+        }
         var digits = "0." + new string('0', decimals);
         return ((value / reference - 1) * 100).ToString($"+{digits};-{digits};{digits}", CultureInfo.InvariantCulture) + "%";
     }

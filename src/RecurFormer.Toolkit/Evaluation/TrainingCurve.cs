@@ -62,7 +62,7 @@ public static class TrainingCurve
         text.AppendLine("| series | training tokens | ppl all | Δ | EM | F1 |");
         text.AppendLine("|---|---:|---:|---:|---:|---:|");
         void Row(string name, string tokens, TradeOffPoint p) => text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-            $"| {name} | {tokens} | {p.Perplexity:F4} | {TradeOffTable.Delta(p.Perplexity, teacher.Perplexity, decimals: 2)} | {p.ExactMatch * 100:F0} | {p.F1 * 100:F1} |"));
+            $"| {name} | {tokens} | {TradeOffTable.Figure(p.Perplexity, "F4")} | {TradeOffTable.Delta(p.Perplexity, teacher.Perplexity, decimals: 2)} | {TradeOffTable.Figure(p.ExactMatch * 100, "F0")} | {TradeOffTable.Figure(p.F1 * 100, "F1")} |"));
         Row("teacher", "–", teacher);
         foreach (var series in points.GroupBy(p => p.Series))
         {
