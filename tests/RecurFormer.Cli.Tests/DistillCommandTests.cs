@@ -41,6 +41,45 @@ public sealed class DistillCommandTests
     }
 
     [Fact]
+    public async Task A_resume_with_other_options_than_the_checkpoints_is_refused_and_one_with_the_same_finishes_the_run()
+    {
+        var folder = Directory.CreateTempSubdirectory("recurformer-resume-").FullName;
+        try
+        {
+            var data = EvalCommandTests.Lines(folder, 4, 4);
+            var output = Path.Combine(folder, "run");
+            string[] run = ["distill", "--teacher", Models("dotnet-docs-qwen2-16m"), "--student", Models("dotnet-docs-recurformer-16m"),
+                "--data", data, "--out", output, "--stage1-steps", "0", "--stage2-steps", "2",
+                "--batch", "1", "--length", "16", "--stage2-length", "16", "--threads", "1"];
+            var first = await Run([.. run, "--stop-after", "1"]);
+            Assert.True(first.ExitCode == 0, first.Stderr);
+            Assert.False(File.Exists(Path.Combine(output, "model.safetensors"))); // stopped: only the checkpoint
+
+            // The flags of the run forgotten on resuming (the defaults: 200 + 200 steps, batch 4, ...): refused, and
+            // nothing written over the checkpoint or beside it.
+            var forgotten = await Run("distill", "--teacher", Models("dotnet-docs-qwen2-16m"), "--student", Models("dotnet-docs-recurformer-16m"),
+                "--data", data, "--out", output, "--resume", "--threads", "1");
+            Assert.Equal(1, forgotten.ExitCode);
+            Assert.Contains("is a run with other options (", forgotten.Stderr);
+            Assert.Contains("BatchSize: the checkpoint's 1, asked for 4", forgotten.Stderr);
+            Assert.Contains("Stage2Steps: the checkpoint's 2, asked for 200", forgotten.Stderr);
+            Assert.Contains($"--student {Path.Combine(output, "checkpoint")}", forgotten.Stderr);
+            Assert.DoesNotContain("   at ", forgotten.Stderr);
+            Assert.False(File.Exists(Path.Combine(output, "model.safetensors")));
+
+            // What may change on resuming (threads, checkpoint interval) does not stop it.
+            var resumed = await Run([.. run, "--resume", "--checkpoint-every", "7"]);
+            Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+            Assert.Equal(2, JsonNode.Parse(resumed.Stdout)!["stage2_last"]!["step"]!.GetValue<int>());
+            Assert.True(File.Exists(Path.Combine(output, "model.safetensors")));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Distill_answers_writes_the_teachers_answers_keeps_an_existing_file_without_force_and_stops_at_a_bad_line()
     {
         var folder = Directory.CreateTempSubdirectory("recurformer-answers-").FullName;

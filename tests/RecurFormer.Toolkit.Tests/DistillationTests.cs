@@ -113,7 +113,11 @@ public sealed class DistillationTests : IDisposable
         Assert.Single(first);
         Assert.Equal((1, 1), (ResumeState.Load(paths.State).Stage, ResumeState.Load(paths.State).Step));
         Assert.True(File.Exists(Path.Combine(paths.Checkpoint, "model.safetensors")));
-        var rest = new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options, target).Run(paths, true, ScalarType.Float32);
+        // Resumed with another schedule (a forgotten flag): refused before it trains or writes anything.
+        var other = Assert.Throws<ArgumentException>(() => new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options with { Stage1Steps = 4, Seed = 5 }, target).Run(paths, true, ScalarType.Float32));
+        Assert.Contains("Seed: the checkpoint's 0, asked for 5; Stage1Steps: the checkpoint's 3, asked for 4", other.Message);
+        Assert.Equal(options.Recipe(), ResumeState.Load(paths.State).Recipe);
+        var rest = new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options with { CheckpointEvery = 7 }, target).Run(paths, true, ScalarType.Float32);
         Assert.Equal([1, 1, 1, 2], rest.Select(r => r.Stage));
         Assert.True(File.Exists(Path.Combine(paths.Out, "model.safetensors")));
     }

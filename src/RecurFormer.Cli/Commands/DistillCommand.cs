@@ -101,6 +101,15 @@ public static class DistillCommand
                 TeacherCache = parse.GetValue(teacherCache),
                 TeacherTopK = parse.GetValue(topK),
             };
+            var outFolder = parse.GetValue(output)!;
+            var paths = new DistillationPaths(outFolder);
+            var resuming = parse.GetValue(resume);
+            if (resuming && File.Exists(paths.State) && options.RecipeDifferences(ResumeState.Load(paths.State).Recipe) is [_, ..] differences)
+            {
+                // First of all: a resume that forgot one of the run's flags would otherwise train on under another
+                // schedule, or end at once and write the half-trained checkpoint over the run's result.
+                throw new UserError($"--resume: {outFolder} is a run with other options ({string.Join("; ", differences)}); give it the same flags, or start a new run with --student {paths.Checkpoint}");
+            }
             if (parse.GetValue(stopAfterSeconds) is { } limit && !(limit > 0 && limit <= TimeSpan.MaxValue.TotalSeconds / 2))
             {
                 throw new UserError($"--stop-after-seconds must be a positive number of seconds, not {limit}");
@@ -141,9 +150,6 @@ public static class DistillCommand
                 "float32" or "fp32" => TorchSharp.torch.ScalarType.Float32,
                 var other => throw new UserError($"--save-dtype must be bfloat16, float16 or float32, not '{other}'"),
             };
-            var outFolder = parse.GetValue(output)!;
-            var paths = new DistillationPaths(outFolder);
-            var resuming = parse.GetValue(resume);
             if (resuming)
             {
                 if (!File.Exists(paths.State))
@@ -284,7 +290,7 @@ public static class DistillCommand
             {
                 ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
                 ["conversations"] = counts.Conversations,
-                ["written"] = counts.SameAsBefore + counts.Rewritten,
+                ["written"] = counts.Written,
                 ["same_as_before"] = counts.SameAsBefore,
                 ["rewritten"] = counts.Rewritten,
                 ["dropped_at_the_token_limit"] = counts.Dropped,

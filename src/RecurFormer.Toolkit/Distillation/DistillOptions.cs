@@ -81,4 +81,44 @@ public sealed record DistillOptions
 
     /// <summary>Write a resumable checkpoint every this many steps (and at the end of each stage).</summary>
     public int CheckpointEvery { get; init; } = 50;
+
+    /// <summary>
+    /// The options that set a run's course: its schedule, batches, losses and seed, by property name (as in
+    /// distill.json's options). A checkpoint keeps them, and a resumed run must ask for the same: one that forgot a
+    /// flag would otherwise go on under another schedule, or end at once and overwrite the run's result. How the
+    /// steps are computed (workers, dtypes, the teacher cache) and how often to checkpoint may change on resuming.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Recipe() => new SortedDictionary<string, string>(StringComparer.Ordinal)
+    {
+        [nameof(Stage1Steps)] = Text(Stage1Steps),
+        [nameof(Stage2Steps)] = Text(Stage2Steps),
+        [nameof(BatchSize)] = Text(BatchSize),
+        [nameof(SequenceLength)] = Text(SequenceLength),
+        [nameof(Stage2SequenceLength)] = Text(Stage2SequenceLength),
+        [nameof(Stage1LearningRate)] = Text(Stage1LearningRate),
+        [nameof(Stage2LearningRate)] = Text(Stage2LearningRate),
+        [nameof(WarmupSteps)] = Text(WarmupSteps),
+        [nameof(WeightDecay)] = Text(WeightDecay),
+        [nameof(ClipNorm)] = Text(ClipNorm),
+        [nameof(KlWeight)] = Text(KlWeight),
+        [nameof(CeWeight)] = Text(CeWeight),
+        [nameof(Stage2Train)] = Stage2Train.ToString(),
+        [nameof(AnswerWeight)] = Text(AnswerWeight),
+        [nameof(AnswerTokens)] = Text(AnswerTokens),
+        [nameof(Seed)] = Text(Seed),
+    };
+
+    /// <summary>
+    /// How this run's recipe differs from a checkpoint's (<see cref="Recipe"/>), one "name: checkpoint's, asked for"
+    /// line each; empty when they agree. An option the checkpoint does not name (an older version's) is not compared.
+    /// </summary>
+    public IReadOnlyList<string> RecipeDifferences(IReadOnlyDictionary<string, string> checkpoint)
+    {
+        var asked = Recipe();
+        return checkpoint.Where(entry => asked.TryGetValue(entry.Key, out var value) && value != entry.Value)
+            .Select(entry => $"{entry.Key}: the checkpoint's {entry.Value}, asked for {asked[entry.Key]}")
+            .ToArray();
+    }
+
+    private static string Text(IFormattable value) => value.ToString(null, System.Globalization.CultureInfo.InvariantCulture);
 }

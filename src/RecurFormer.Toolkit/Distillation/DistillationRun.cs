@@ -57,7 +57,11 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             throw new ArgumentException($"workers: at least 1, and 1 off the CPU (not {options.Workers} on {target.Device})");
         }
         manual_seed(options.Seed);
-        var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, []);
+        var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, [], options.Recipe());
+        if (options.RecipeDifferences(state.Recipe) is [_, ..] differences)
+        {
+            throw new ArgumentException($"{paths.Checkpoint} was a run with other options ({string.Join("; ", differences)}): resume it with its own, or start a new run with it as the student");
+        }
         var records = state.Records.ToList();
         var source = resume ? paths.Checkpoint : studentFolder;
         // One teacher per worker: each worker's models are its own (DistillTeam).
@@ -156,7 +160,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 var stopping = (++stepsThisRun >= StopAfterSteps || clock.Elapsed >= StopAfterTime) && !last;
                 if ((step + 1) % options.CheckpointEvery == 0 || last || stopping)
                 {
-                    var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records) : new ResumeState(stage, step + 1, data.Consumed, records);
+                    var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records, options.Recipe()) : new ResumeState(stage, step + 1, data.Consumed, records, options.Recipe());
                     SaveCheckpoint(paths, student, optimizer, next, last);
                     WriteLosses(paths, records);
                 }
@@ -264,14 +268,18 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
     }
 }
 
-/// <summary>Where a run stands: the stage and step to do next, the data sequences consumed, and the losses so far.</summary>
-public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyList<LossRecord> Records)
+/// <summary>
+/// Where a run stands: the stage and step to do next, the data sequences consumed, the losses so far, and the options
+/// that set its course (<see cref="DistillOptions.Recipe"/>; empty in a checkpoint of an earlier version).
+/// </summary>
+public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyList<LossRecord> Records, IReadOnlyDictionary<string, string> Recipe)
 {
     public void Save(string path) => File.WriteAllText(path, new JsonObject
     {
         ["stage"] = Stage,
         ["step"] = Step,
         ["sequences"] = Sequences,
+        ["recipe"] = new JsonObject(Recipe.Select(entry => KeyValuePair.Create(entry.Key, (JsonNode?)entry.Value))),
         ["records"] = new JsonArray(Records.Select(r => (JsonNode)r.ToJson()).ToArray()),
     }.ToJsonString());
 
@@ -283,7 +291,8 @@ public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyL
         }
         var root = JsonNode.Parse(File.ReadAllText(path))!;
         return new ResumeState(root["stage"]!.GetValue<int>(), root["step"]!.GetValue<int>(), root["sequences"]!.GetValue<long>(),
-            root["records"]!.AsArray().Select(r => LossRecord.FromJson(r!)).ToArray());
+            root["records"]!.AsArray().Select(r => LossRecord.FromJson(r!)).ToArray(),
+            root["recipe"] is JsonObject recipe ? recipe.ToDictionary(entry => entry.Key, entry => entry.Value!.GetValue<string>()) : new Dictionary<string, string>());
     }
 }
 

@@ -8,7 +8,11 @@ using RecurFormer.Toolkit.Evaluation;
 namespace RecurFormer.Toolkit.Distillation;
 
 /// <summary>How many conversations <see cref="TeacherAnswers"/> read, and what became of them.</summary>
-public sealed record TeacherAnswerCounts(int Conversations, int SameAsBefore, int Rewritten, int Dropped, int OtherLines);
+public sealed record TeacherAnswerCounts(int Conversations, int SameAsBefore, int Rewritten, int Dropped, int OtherLines)
+{
+    /// <summary>Conversations in the output: those whose answer was the reference's already, and those rewritten.</summary>
+    public int Written => SameAsBefore + Rewritten;
+}
 
 /// <summary>
 /// Data for sequence-level distillation: the training file's ChatML conversations with their first assistant answer
@@ -36,7 +40,7 @@ public sealed class TeacherAnswers(ICausalLM teacher, CheckpointTokenizer tokeni
 
         void Flush()
         {
-            var prompts = pending.Select(c => tokenizer.Encode(Evaluator.Prompt(c), addBosToken: false).Select(t => (long)t).ToArray()).ToArray();
+            var prompts = pending.Select(c => Evaluator.PromptTokens(tokenizer, c)).ToArray();
             var answers = GreedyDecoder.Decode(teacher, prompts, stopIds, maxAnswerTokens);
             for (var i = 0; i < pending.Count; i++)
             {

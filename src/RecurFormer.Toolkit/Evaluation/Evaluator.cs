@@ -214,7 +214,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         double exact = 0, f1 = 0;
         foreach (var chunk in qa.Chunk(options.BatchSize))
         {
-            var prompts = chunk.Select(e => tokenizer.Encode(Prompt(e.Text), addBosToken: false).Select(t => (long)t).ToArray()).ToArray();
+            var prompts = chunk.Select(e => PromptTokens(tokenizer, e.Text)).ToArray();
             var answers = GreedyDecoder.Decode(model, prompts, stopIds, options.MaxAnswerTokens);
             for (var i = 0; i < chunk.Length; i++)
             {
@@ -251,6 +251,10 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         var index = conversation.IndexOf(AssistantPrompt, StringComparison.Ordinal);
         return index < 0 ? conversation + AssistantPrompt : conversation[..(index + AssistantPrompt.Length)];
     }
+
+    /// <summary>The tokens of the conversation's <see cref="Prompt"/>, as the greedy decoder takes them.</summary>
+    public static long[] PromptTokens(CheckpointTokenizer tokenizer, string conversation) =>
+        tokenizer.Encode(Prompt(conversation), addBosToken: false).Select(t => (long)t).ToArray();
 }
 
 /// <summary>One greedy answer: the qa line it answers, its prompt's tokens, the answer's tokens (no stop token), and whether it matched exactly.</summary>
