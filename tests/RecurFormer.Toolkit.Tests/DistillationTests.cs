@@ -102,6 +102,20 @@ public sealed class DistillationTests : IDisposable
     }
 
     [Fact]
+    public void A_checkpoint_of_an_earlier_version_without_a_recipe_resumes_under_any_options()
+    {
+        var path = Path.Combine(Directory.CreateDirectory(_temp.Sub("old")).FullName, "state.json");
+        File.WriteAllText(path, """{"stage":2,"step":3,"sequences":40,"records":[]}""");
+        var state = ResumeState.Load(path);
+        Assert.Empty(state.Recipe);
+        Assert.Empty(new DistillOptions { Stage2Steps = 9, Seed = 4 }.RecipeDifferences(state.Recipe));
+
+        // Saved again (as a resumed run does at its next checkpoint), it carries the recipe from then on.
+        (state with { Recipe = new DistillOptions { Seed = 4 }.Recipe() }).Save(path);
+        Assert.Equal(["Seed: the checkpoint's 4, asked for 0"], new DistillOptions().RecipeDifferences(ResumeState.Load(path).Recipe));
+    }
+
+    [Fact]
     public void A_run_out_of_time_leaves_a_checkpoint_that_resumes_to_the_end()
     {
         var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 1)]);
