@@ -50,8 +50,8 @@ public sealed class DistillCommandTests
             var output = Path.Combine(folder, "run");
             string[] run = ["distill", "--teacher", Models("dotnet-docs-qwen2-16m"), "--student", Models("dotnet-docs-recurformer-16m"),
                 "--data", data, "--out", output, "--stage1-steps", "0", "--stage2-steps", "2",
-                "--batch", "1", "--length", "16", "--stage2-length", "16", "--threads", "1"];
-            var first = await Run([.. run, "--stop-after", "1"]);
+                "--batch", "1", "--length", "16", "--stage2-length", "16"];
+            var first = await Run([.. run, "--stop-after", "1", "--threads", "1"]);
             Assert.True(first.ExitCode == 0, first.Stderr);
             Assert.False(File.Exists(Path.Combine(output, "model.safetensors"))); // stopped: only the checkpoint
 
@@ -61,14 +61,15 @@ public sealed class DistillCommandTests
                 "--data", data, "--out", output, "--resume", "--threads", "1");
             Assert.Equal(1, forgotten.ExitCode);
             Assert.Contains("is a run with other options (", forgotten.Stderr);
-            Assert.Contains("BatchSize: the checkpoint's 1, asked for 4", forgotten.Stderr);
-            Assert.Contains("Stage2Steps: the checkpoint's 2, asked for 200", forgotten.Stderr);
+            Assert.Contains("--batch 1 in the checkpoint, 4 now", forgotten.Stderr);
+            Assert.Contains("--stage2-steps 2 in the checkpoint, 200 now", forgotten.Stderr);
             Assert.Contains($"--student {Path.Combine(output, "checkpoint")}", forgotten.Stderr);
             Assert.DoesNotContain("   at ", forgotten.Stderr);
             Assert.False(File.Exists(Path.Combine(output, "model.safetensors")));
+            Assert.Equal(1, JsonNode.Parse(File.ReadAllText(Path.Combine(output, "checkpoint", "state.json")))!["step"]!.GetValue<int>());
 
             // What may change on resuming (threads, checkpoint interval) does not stop it.
-            var resumed = await Run([.. run, "--resume", "--checkpoint-every", "7"]);
+            var resumed = await Run([.. run, "--resume", "--checkpoint-every", "7", "--threads", "2"]);
             Assert.True(resumed.ExitCode == 0, resumed.Stderr);
             Assert.Equal(2, JsonNode.Parse(resumed.Stdout)!["stage2_last"]!["step"]!.GetValue<int>());
             Assert.True(File.Exists(Path.Combine(output, "model.safetensors")));

@@ -110,9 +110,9 @@ public sealed class DistillationTests : IDisposable
         Assert.Empty(state.Recipe);
         Assert.Empty(new DistillOptions { Stage2Steps = 9, Seed = 4 }.RecipeDifferences(state.Recipe));
 
-        // Saved again (as a resumed run does at its next checkpoint), it carries the recipe from then on.
+        // A state saved with a recipe (as a resumed run saves its next checkpoint) reads back with it.
         (state with { Recipe = new DistillOptions { Seed = 4 }.Recipe() }).Save(path);
-        Assert.Equal(["Seed: the checkpoint's 4, asked for 0"], new DistillOptions().RecipeDifferences(ResumeState.Load(path).Recipe));
+        Assert.Equal([new RecipeDifference("Seed", "4", "0")], new DistillOptions().RecipeDifferences(ResumeState.Load(path).Recipe));
     }
 
     [Fact]
@@ -129,7 +129,7 @@ public sealed class DistillationTests : IDisposable
         Assert.True(File.Exists(Path.Combine(paths.Checkpoint, "model.safetensors")));
         // Resumed with another schedule (a forgotten flag): refused before it trains or writes anything.
         var other = Assert.Throws<ArgumentException>(() => new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options with { Stage1Steps = 4, Seed = 5 }, target).Run(paths, true, ScalarType.Float32));
-        Assert.Contains("Seed: the checkpoint's 0, asked for 5; Stage1Steps: the checkpoint's 3, asked for 4", other.Message);
+        Assert.Contains($"{paths.Out} is a run with other options (Seed: the checkpoint's 0, asked for 5; Stage1Steps: the checkpoint's 3, asked for 4)", other.Message);
         Assert.Equal(options.Recipe(), ResumeState.Load(paths.State).Recipe);
         var rest = new DistillationRun(TestData.QwenTiny, student, () => WordTexts, options with { CheckpointEvery = 7 }, target).Run(paths, true, ScalarType.Float32);
         Assert.Equal([1, 1, 1, 2], rest.Select(r => r.Stage));

@@ -106,9 +106,10 @@ public static class DistillCommand
             var resuming = parse.GetValue(resume);
             if (resuming && File.Exists(paths.State) && options.RecipeDifferences(ResumeState.Load(paths.State).Recipe) is [_, ..] differences)
             {
-                // First of all: a resume that forgot one of the run's flags would otherwise train on under another
-                // schedule, or end at once and write the half-trained checkpoint over the run's result.
-                throw new UserError($"--resume: {outFolder} is a run with other options ({string.Join("; ", differences)}); give it the same flags, or start a new run with --student {paths.Checkpoint}");
+                // Before the other checks and any model load: a resume that forgot one of the run's flags would otherwise
+                // train on under another schedule, or end at once and write the half-trained checkpoint over the run's result.
+                var listed = differences.Select(d => $"{RecipeFlags.GetValueOrDefault(d.Name, d.Name)} {d.Checkpoint} in the checkpoint, {d.Asked} now");
+                throw new UserError($"--resume: {outFolder} is a run with other options ({string.Join("; ", listed)}); give it the same flags, or start a new run with another --out and --student {paths.Checkpoint}");
             }
             if (parse.GetValue(stopAfterSeconds) is { } limit && !(limit > 0 && limit <= TimeSpan.MaxValue.TotalSeconds / 2))
             {
@@ -212,6 +213,24 @@ public static class DistillCommand
         }));
         return command;
     }
+
+    /// <summary>The flag of each option in a run's recipe (<see cref="DistillOptions.Recipe"/>) that has one.</summary>
+    private static readonly Dictionary<string, string> RecipeFlags = new()
+    {
+        [nameof(DistillOptions.Stage1Steps)] = "--stage1-steps",
+        [nameof(DistillOptions.Stage2Steps)] = "--stage2-steps",
+        [nameof(DistillOptions.BatchSize)] = "--batch",
+        [nameof(DistillOptions.SequenceLength)] = "--length",
+        [nameof(DistillOptions.Stage2SequenceLength)] = "--stage2-length",
+        [nameof(DistillOptions.Stage1LearningRate)] = "--lr1",
+        [nameof(DistillOptions.Stage2LearningRate)] = "--lr2",
+        [nameof(DistillOptions.KlWeight)] = "--kl-weight",
+        [nameof(DistillOptions.CeWeight)] = "--ce-weight",
+        [nameof(DistillOptions.AnswerWeight)] = "--answer-weight",
+        [nameof(DistillOptions.AnswerTokens)] = "--answer-tokens",
+        [nameof(DistillOptions.Stage2Train)] = "--train",
+        [nameof(DistillOptions.Seed)] = "--seed",
+    };
 
     /// <summary>
     /// <c>recurformer distill answers</c>: a training file whose conversations carry the teacher's own greedy answers,

@@ -109,16 +109,23 @@ public sealed record DistillOptions
     };
 
     /// <summary>
-    /// How this run's recipe differs from a checkpoint's (<see cref="Recipe"/>), one "name: checkpoint's, asked for"
-    /// line each; empty when they agree. An option the checkpoint does not name (an older version's) is not compared.
+    /// How this run's recipe differs from a checkpoint's (<see cref="Recipe"/>), by option name; empty when they agree.
+    /// An option the checkpoint does not name (an older version's) is not compared.
     /// </summary>
-    public IReadOnlyList<string> RecipeDifferences(IReadOnlyDictionary<string, string> checkpoint)
+    public IReadOnlyList<RecipeDifference> RecipeDifferences(IReadOnlyDictionary<string, string> checkpoint)
     {
         var asked = Recipe();
         return checkpoint.Where(entry => asked.TryGetValue(entry.Key, out var value) && value != entry.Value)
-            .Select(entry => $"{entry.Key}: the checkpoint's {entry.Value}, asked for {asked[entry.Key]}")
+            .OrderBy(entry => entry.Key, StringComparer.Ordinal)
+            .Select(entry => new RecipeDifference(entry.Key, entry.Value, asked[entry.Key]))
             .ToArray();
     }
 
     private static string Text(IFormattable value) => value.ToString(null, System.Globalization.CultureInfo.InvariantCulture);
+}
+
+/// <summary>One option of a run's recipe whose value in a checkpoint is not the one asked for now.</summary>
+public sealed record RecipeDifference(string Name, string Checkpoint, string Asked)
+{
+    public override string ToString() => $"{Name}: the checkpoint's {Checkpoint}, asked for {Asked}";
 }

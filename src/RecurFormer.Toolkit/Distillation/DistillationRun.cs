@@ -60,7 +60,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
         var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, [], options.Recipe());
         if (options.RecipeDifferences(state.Recipe) is [_, ..] differences)
         {
-            throw new ArgumentException($"{paths.Checkpoint} was a run with other options ({string.Join("; ", differences)}): resume it with its own, or start a new run with it as the student");
+            throw new ArgumentException($"{paths.Out} is a run with other options ({string.Join("; ", differences)}): resume it with its own, or start a new run elsewhere with {paths.Checkpoint} as the student");
         }
         var records = state.Records.ToList();
         var source = resume ? paths.Checkpoint : studentFolder;
@@ -292,7 +292,7 @@ public sealed record ResumeState(int Stage, int Step, long Sequences, IReadOnlyL
         var root = JsonNode.Parse(File.ReadAllText(path))!;
         return new ResumeState(root["stage"]!.GetValue<int>(), root["step"]!.GetValue<int>(), root["sequences"]!.GetValue<long>(),
             root["records"]!.AsArray().Select(r => LossRecord.FromJson(r!)).ToArray(),
-            root["recipe"] is JsonObject recipe ? recipe.ToDictionary(entry => entry.Key, entry => entry.Value!.GetValue<string>()) : new Dictionary<string, string>());
+            root["recipe"] is JsonObject recipe ? recipe.ToDictionary(entry => entry.Key, entry => entry.Value?.ToString() ?? "") : new Dictionary<string, string>());
     }
 }
 
