@@ -57,7 +57,8 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
             throw new ArgumentException($"workers: at least 1, and 1 off the CPU (not {options.Workers} on {target.Device})");
         }
         manual_seed(options.Seed);
-        var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, [], options.Recipe());
+        var recipe = options.Recipe();
+        var state = resume ? ResumeState.Load(paths.State) : new ResumeState(1, 0, 0, [], recipe);
         if (options.RecipeDifferences(state.Recipe) is [_, ..] differences)
         {
             throw new ArgumentException($"{paths.Out} is a run with other options ({string.Join("; ", differences)}): resume it with its own, or start a new run elsewhere with {paths.Checkpoint} as the student");
@@ -160,7 +161,7 @@ public sealed class DistillationRun(string teacherFolder, string studentFolder, 
                 var stopping = (++stepsThisRun >= StopAfterSteps || clock.Elapsed >= StopAfterTime) && !last;
                 if ((step + 1) % options.CheckpointEvery == 0 || last || stopping)
                 {
-                    var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records, options.Recipe()) : new ResumeState(stage, step + 1, data.Consumed, records, options.Recipe());
+                    var next = last ? new ResumeState(stage + 1, 0, data.Consumed, records, recipe) : new ResumeState(stage, step + 1, data.Consumed, records, recipe);
                     SaveCheckpoint(paths, student, optimizer, next, last);
                     WriteLosses(paths, records);
                 }
