@@ -6,7 +6,7 @@ namespace RecurFormer.Model.Tests;
 /// <summary>
 /// The process's allocator keeps what a thread other than the main one frees (<c>AllocatorTuning</c>): without the top
 /// padding, glibc unmapped a worker thread's emptied heaps and mapped fresh zeroed pages for the next step, which cost
-/// distill's second worker ~7,700 page faults and a quarter of its speed per stage-2 step.
+/// distill's second worker 5,000–10,000 page faults per stage-2 step (docs/conversion.md, "Thirteenth round").
 /// </summary>
 public sealed partial class AllocatorTuningTests
 {

@@ -10,8 +10,8 @@ namespace RecurFormer.Model.Runtime;
 /// such blocks in the heap for reuse; resident memory then stays at its high-water mark instead of breathing.
 /// A thread other than the main one allocates from its own arena, made of 64 MB heaps that glibc unmaps as soon as
 /// one is empty, whatever the trim threshold, unless the top padding is larger than what emptied it: distill's second
-/// worker freed and mapped ~30 MB of 16 MB logits per stage-2 step that way (7,700 page faults a step, the worker 25%
-/// slower than the first). A 64 MB top padding keeps those heaps; it reserves address space, and only pages touched
+/// worker freed and mapped 20–40 MB of 16 MB logits per stage-2 step that way (5,000–10,000 page faults a step; with
+/// the padding, stage 2 at 4 × 256 ran 18% faster at the median of five pairs, docs/conversion.md). A 64 MB top padding keeps those heaps; it reserves address space, and only pages touched
 /// become resident.
 /// Applied once per process, when libtorch is loaded.
 /// </summary>
