@@ -106,7 +106,7 @@ public sealed class CacheAccountingTests : IDisposable
         using var engine = Start(folder, tokenizer: false);
         var layout = engine.Layout;
         Assert.Equal(0, layout.BlockBytes);
-        Assert.Equal(2L * 4 * 128 * (4 + 16), layout.MambaSlotBytes); // 2 layers × float32 × d_inner × (d_conv + d_state)
+        Assert.Equal(2L * 4 * 128 * (3 + 16), layout.MambaSlotBytes); // 2 layers × float32 × d_inner × (d_conv − 1 + d_state)
 
         using var reference = Model.Checkpoints.SafeTensorsFile.Open(Path.Combine(folder, "reference.safetensors"));
         var prompts = Enumerable.Range(0, 3).Select(i => reference.Load($"prompt_{i}").data<long>().Select(t => (int)t).ToArray()).ToArray();

@@ -12,6 +12,7 @@ public sealed class CausalConvTests
     [InlineData(3, 37, 40, 4, 1, true)]    // three sequences, a partial vector of channels
     [InlineData(2, 64, 96, 2, 3, false)]   // kernel 2, no bias, three threads
     [InlineData(2, 3, 40, 4, 2, true)]     // fewer tokens than taps, a partial vector, two threads
+    [InlineData(2, 20, 24, 1, 2, true)]    // kernel 1: a per-channel scale, no past input
     public void The_convolution_and_its_gradients_equal_libtorch(int sequences, int tokens, int inner, int kernel, int threadCount, bool withBias)
     {
         using var scope = NewDisposeScope();

@@ -12,7 +12,7 @@ namespace RecurFormer.Model.Tests;
 /// </summary>
 public sealed class HybridFixture : IDisposable
 {
-    public HybridFixture(string fixture, IReadOnlyList<LayerReplacement> layers, WindowSpec window, int seed = 7)
+    public HybridFixture(string fixture, IReadOnlyList<LayerReplacement> layers, WindowSpec window, int seed = 7, MambaSpec? mamba = null)
     {
         Folder = Directory.CreateTempSubdirectory("recurformer-hybrid-").FullName;
         var source = TestData.Fixture(fixture);
@@ -21,7 +21,7 @@ public sealed class HybridFixture : IDisposable
             File.Copy(file, Path.Combine(Folder, Path.GetFileName(file)));
         }
         var raw = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
-        var layout = new HybridLayout { Layers = layers, Window = window, Mamba = new MambaSpec(2, 8, 4, null) };
+        var layout = new HybridLayout { Layers = layers, Window = window, Mamba = mamba ?? new MambaSpec(2, 8, 4, null) };
         raw["recurformer"] = layout.ToJson();
         File.WriteAllText(Path.Combine(Folder, "config.json"), raw.ToJsonString());
         var config = (TransformerConfig)ModelConfig.Load(Folder);

@@ -11,13 +11,29 @@ namespace RecurFormer.Model.Tests;
 /// </summary>
 public sealed class KernelPathTests
 {
-    public static TheoryData<string> Models() => ["qwen2-tiny", "llama-tiny", "hybrid", "window-mamba", "demo-teacher", "demo-window", "demo-recurformer"];
+    public static TheoryData<string> Models() =>
+        ["qwen2-tiny", "llama-tiny", "hybrid", "hybrid-conv2", "window-mamba", "window-mamba-conv1", "demo-teacher", "demo-window", "demo-recurformer"];
+
+    /// <summary>Layer 0 mixes Mamba, window-Mamba and full groups (the mixer places and adds heads); layer 1 a window beside a window-Mamba group.</summary>
+    private static IReadOnlyList<LayerReplacement> WindowMambaLayers =>
+        [new LayerReplacement([0], []) { WindowMambaGroups = [1] }, new LayerReplacement([], [0]) { WindowMambaGroups = [2] }];
 
     private static string Folder(string name, out IDisposable? owner)
     {
         owner = null;
         switch (name)
         {
+            case "hybrid-conv2":
+                // A conv state of one column (d_conv 2), as the default model's mixers have.
+                var two = new HybridFixture("llama-tiny", [new LayerReplacement([0], [1]), new LayerReplacement([], [2])], new WindowSpec(6, 2),
+                    mamba: new MambaSpec(2, 8, 2, null));
+                owner = two;
+                return two.Folder;
+            case "window-mamba-conv1":
+                // d_conv 1: the convolution is a per-channel scale and the mixer holds no conv state at all.
+                var one = new HybridFixture("llama-tiny", WindowMambaLayers, new WindowSpec(6, 2), mamba: new MambaSpec(1, 4, 1, null));
+                owner = one;
+                return one.Folder;
             case "hybrid":
                 // llama-tiny has 3 KV groups: layer 0 mixes Mamba, window and full; layer 1 has a window only. The window is
                 // short (6 + 2 sinks) so that the rings wrap many times.
@@ -27,9 +43,7 @@ public sealed class KernelPathTests
             case "window-mamba":
                 // Samba-style groups (window attention plus the mixer's output): layer 0 has Mamba, window-Mamba and full
                 // groups, so the mixer both places and adds heads; layer 1 a plain window beside a window-Mamba group.
-                var both = new HybridFixture("llama-tiny",
-                    [new LayerReplacement([0], []) { WindowMambaGroups = [1] }, new LayerReplacement([], [0]) { WindowMambaGroups = [2] }],
-                    new WindowSpec(6, 2));
+                var both = new HybridFixture("llama-tiny", WindowMambaLayers, new WindowSpec(6, 2));
                 owner = both;
                 return both.Folder;
             case "demo-teacher":
@@ -105,6 +119,8 @@ public sealed class KernelPathTests
 
     [Theory]
     [InlineData("hybrid")]
+    [InlineData("hybrid-conv2")]
+    [InlineData("window-mamba-conv1")]
     [InlineData("demo-window")]
     [InlineData("demo-recurformer")]
     public void Chunked_prefill_equals_one_prefill_when_chunks_cross_the_window(string name)
@@ -127,5 +143,33 @@ public sealed class KernelPathTests
         parts.ForEach(p => p.Dispose());
         var difference = (actual - expected).abs().max().item<float>();
         Assert.True(difference < 1e-4, $"{name}: max |Δlogit| = {difference}");
+    }
+    /// <summary>
+    /// libtorch's prefill (CUDA's, and the CPU's where the KV dtype has no kernels, as float16 here) continues a
+    /// sequence from its conv and SSM state as one prefill does: the conv state holds the last d_conv − 1 inputs.
+    /// </summary>
+    [Theory]
+    [InlineData("hybrid")]
+    [InlineData("hybrid-conv2")]
+    [InlineData("window-mamba-conv1")]
+    public void Chunked_prefill_on_libtorch_equals_one_prefill(string name)
+    {
+        var folder = Folder(name, out var owner);
+        using var _ = owner;
+        using var model = CausalLMLoader.FromPretrained(folder, Runtime.TorchRuntime.Initialize(new Runtime.TorchOptions { DType = "float16" }));
+        var ids = Prompts(model.Config.VocabSize)[2];
+        using var whole = model.CreateCache(ids.Length);
+        using var expected = model.Forward(new ForwardBatch([ids], whole.Sequences) { AllLogits = true }).to_type(ScalarType.Float32);
+
+        using var chunked = model.CreateCache(ids.Length);
+        var parts = new List<Tensor>();
+        foreach (var (start, length) in new[] { (0, 30), (30, 1), (31, 2), (33, 64) })
+        {
+            parts.Add(model.Forward(new ForwardBatch([ids[start..(start + length)]], chunked.Sequences) { AllLogits = true }).to_type(ScalarType.Float32));
+        }
+        using var actual = cat(parts, 0);
+        parts.ForEach(p => p.Dispose());
+        var difference = (actual - expected).abs().max().item<float>();
+        Assert.True(difference < 2e-2, $"{name}: max |Δlogit| = {difference} (logits up to {expected.abs().max().item<float>()})");
     }
 }

@@ -11,7 +11,7 @@ namespace RecurFormer.Model.Caching;
 /// (group-major: one group's keys of one block are one contiguous run, which is what a decode step reads), reached
 /// through each sequence's block table;</item>
 /// <item>per sequence "slot": window rings per layer <c>[slots, windowGroups, sinks + window, headDim]</c> and Mamba
-/// state per layer, conv <c>[slots, dInner, dConv]</c> and SSM <c>[slots, dInner, dState]</c> in float32.</item>
+/// state per layer, conv <c>[slots, dInner, dConv − 1]</c> and SSM <c>[slots, dInner, dState]</c> in float32.</item>
 /// </list>
 /// The slot pools have room for <c>snapshots</c> more slots after the sequences' own: copies of a sequence's rings and
 /// Mamba state at a block boundary, which is what lets a later request resume a cached prefix (prefix caching).
@@ -57,7 +57,7 @@ public sealed class CacheStorage : IDisposable
             }
             if (layout.MambaShapes[layer] is { } mixer && slots > 0)
             {
-                _conv[layer] = Allocate([stateSlots, mixer.InnerSize, mixer.ConvKernel], ScalarType.Float32);
+                _conv[layer] = Allocate([stateSlots, mixer.InnerSize, mixer.ConvStateColumns], ScalarType.Float32);
                 _ssm[layer] = Allocate([stateSlots, mixer.InnerSize, mixer.StateSize], ScalarType.Float32);
             }
         }
@@ -91,7 +91,7 @@ public sealed class CacheStorage : IDisposable
     public Tensor? RingKeys(int layer) => _ringKeys[layer];
     public Tensor? RingValues(int layer) => _ringValues[layer];
 
-    /// <summary>Mamba state of a layer: conv <c>[slots, dInner, dConv]</c>, SSM <c>[slots, dInner, dState]</c>, or null.</summary>
+    /// <summary>Mamba state of a layer: conv <c>[slots, dInner, dConv − 1]</c> (the last inputs, oldest first), SSM <c>[slots, dInner, dState]</c>, or null.</summary>
     public Tensor? Conv(int layer) => _conv[layer];
     public Tensor? Ssm(int layer) => _ssm[layer];
 

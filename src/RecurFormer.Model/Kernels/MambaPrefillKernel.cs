@@ -24,7 +24,7 @@ internal static unsafe class MambaPrefillKernel
     }
 
     /// <param name="x">[tokens, Inner] float32: the x half of in_proj's output.</param>
-    /// <param name="convState">[Inner, Kernel] of the slot.</param>
+    /// <param name="convState">[Inner, Kernel − 1] of the slot: the last inputs, oldest first.</param>
     /// <param name="ssmState">[Inner, State] of the slot.</param>
     /// <param name="xc">[tokens, Inner] scratch: the convolved input.</param>
     /// <param name="selective">[tokens, Rank + 2·State] scratch: x_proj's output.</param>
@@ -68,33 +68,36 @@ internal static unsafe class MambaPrefillKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Convolve(in Parameters p, int tokens, float* x, float* convState, float* xc, int first, int count)
     {
-        int kernel = p.Kernel, inner = p.Inner;
+        int kernel = p.Kernel, held = kernel - 1, inner = p.Inner;
         var weights = stackalloc Vector512<float>[kernel];
-        var window = stackalloc Vector512<float>[kernel];
+        var window = stackalloc Vector512<float>[kernel]; // the state's inputs, then the token's
         var lane = stackalloc float[Lanes];
         for (var k = 0; k < kernel; k++)
         {
             weights[k] = Gather(p.ConvWeight + (long)first * kernel + k, kernel, count, lane);
-            window[k] = Gather(convState + (long)first * kernel + k, kernel, count, lane);
+        }
+        for (var k = 0; k < held; k++)
+        {
+            window[k] = Gather(convState + (long)first * held + k, held, count, lane);
         }
         var bias = p.ConvBias is null ? Vector512<float>.Zero : Gather(p.ConvBias + first, 1, count, lane);
         for (var t = 0; t < tokens; t++)
         {
-            for (var k = 0; k < kernel - 1; k++)
-            {
-                window[k] = window[k + 1];
-            }
-            window[kernel - 1] = Load(x + (long)t * inner + first, count, lane);
+            window[held] = Load(x + (long)t * inner + first, count, lane);
             var sum = bias;
             for (var k = 0; k < kernel; k++)
             {
                 sum = Vector512.FusedMultiplyAdd(weights[k], window[k], sum);
             }
             Store(FastExp.Silu(sum), xc + (long)t * inner + first, count, lane);
+            for (var k = 0; k < held; k++)
+            {
+                window[k] = window[k + 1];
+            }
         }
-        for (var k = 0; k < kernel; k++)
+        for (var k = 0; k < held; k++)
         {
-            Scatter(window[k], convState + (long)first * kernel + k, kernel, count, lane);
+            Scatter(window[k], convState + (long)first * held + k, held, count, lane);
         }
     }
 

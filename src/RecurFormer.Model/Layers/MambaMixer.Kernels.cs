@@ -45,7 +45,7 @@ public sealed partial class MambaMixer
         var parameters = new MambaPrefillKernel.Parameters(p.ConvWeight, p.ConvBias, x_proj.Kernel, p.DtWeight, p.DtBias, p.ALog, p.D,
             Shape.InnerSize, Shape.ConvKernel, Shape.TimeStepRank, Shape.StateSize);
         MambaPrefillKernel.Run(context.Batch.KernelThreads, parameters, tokens, TensorMemory.Pointer<float>(x),
-            (float*)pools.Conv.Data + (long)slot * Shape.InnerSize * Shape.ConvKernel, (float*)pools.Ssm.Data + (long)slot * Shape.InnerSize * Shape.StateSize,
+            (float*)pools.Conv.Data + (long)slot * Shape.InnerSize * Shape.ConvStateColumns, (float*)pools.Ssm.Data + (long)slot * Shape.InnerSize * Shape.StateSize,
             TensorMemory.Pointer<float>(xc), TensorMemory.Pointer<float>(selective), TensorMemory.Pointer<float>(y));
         return y;
     }
@@ -62,31 +62,37 @@ public sealed partial class MambaMixer
         in_proj.Kernel.Compute(input, step.Workspace.MambaXz, rows, start, end);
     }
 
-    /// <summary>Phase 2: this thread's channels of the causal convolution (state shifted by the new input) and SiLU.</summary>
+    /// <summary>Phase 2: this thread's channels of the causal convolution (the state's inputs, then the new one) and SiLU; the state shifts by the new input.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal unsafe void DecodeConvolution(DecodeStep step, int thread)
     {
         var p = Parameters;
-        int inner = Shape.InnerSize, kernel = Shape.ConvKernel;
+        int inner = Shape.InnerSize, kernel = Shape.ConvKernel, held = Shape.ConvStateColumns;
         var conv = (float*)step.Storage.Memory(_layer).Conv.Data;
         var (start, end) = step.Threads.Share(thread, inner, ChannelAlignment);
         for (var b = 0; b < step.Batch; b++)
         {
             var u = step.Workspace.MambaXz + (long)b * 2 * inner;
             var xc = step.Workspace.MambaXc + (long)b * inner;
-            var slot = conv + (long)step.Slots[b] * inner * kernel;
+            var slot = conv + (long)step.Slots[b] * inner * held;
             for (var d = start; d < end; d++)
             {
-                var state = slot + (long)d * kernel;
+                var state = slot + (long)d * held;
                 var weights = p.ConvWeight + (long)d * kernel;
                 var sum = p.ConvBias is null ? 0f : p.ConvBias[d];
-                for (var k = 0; k < kernel - 1; k++)
+                for (var k = 0; k < held; k++)
                 {
-                    state[k] = state[k + 1];
                     sum += weights[k] * state[k];
                 }
-                state[kernel - 1] = u[d];
                 sum += weights[kernel - 1] * u[d];
+                if (held > 0)
+                {
+                    for (var k = 0; k < held - 1; k++)
+                    {
+                        state[k] = state[k + 1];
+                    }
+                    state[held - 1] = u[d];
+                }
                 xc[d] = Kernel.Silu(sum);
             }
         }

@@ -92,7 +92,7 @@ public sealed partial class MambaMixer : nn.Module
         var convPool = context.Storage.Conv(_layer)!;
         var ssmPool = context.Storage.Ssm(_layer)!;
         var slots = context.Slots;
-        var conv = cat([convPool.index_select(0, slots).narrow(2, 1, Shape.ConvKernel - 1), u.unsqueeze(2)], 2); // [B, dInner, dConv]
+        var conv = cat([convPool.index_select(0, slots), u.unsqueeze(2)], 2);             // [B, dInner, dConv]
         var xc = (conv * conv1d_weight.squeeze(1).unsqueeze(0)).sum(-1);                   // [B, dInner]
         if (conv1d_bias is not null)
         {
@@ -104,7 +104,7 @@ public sealed partial class MambaMixer : nn.Module
         var decay = (dt.unsqueeze(2) * a.unsqueeze(0)).exp();                              // [B, dI, N]
         var ssm = decay * ssmPool.index_select(0, slots) + dt.unsqueeze(2) * bInput.unsqueeze(1) * xc.unsqueeze(2);
         var y = (ssm * cOutput.unsqueeze(1)).sum(-1) + xc * D;                             // [B, dI]
-        convPool.index_copy_(0, slots, conv.detach());
+        convPool.index_copy_(0, slots, conv.narrow(2, 1, Shape.ConvStateColumns).detach());
         ssmPool.index_copy_(0, slots, ssm.detach());
         return y;
     }
@@ -118,17 +118,17 @@ public sealed partial class MambaMixer : nn.Module
             return PrefillWithKernels(u.narrow(0, batch.Offsets[s], batch.TokenCount(s)), context, s);
         }
         var slot = batch.Caches[s].Slot;
-        var convState = context.Storage.Conv(_layer)![slot];                              // [dI, dConv]
+        var convState = context.Storage.Conv(_layer)![slot];                              // [dI, dConv - 1]
         var ssmState = context.Storage.Ssm(_layer)![slot];                                // [dI, dState]
         var tokens = u.narrow(0, batch.Offsets[s], batch.TokenCount(s)).t();             // [dI, n]
-        var window = cat([convState, tokens], 1);                                        // [dI, dConv + n]
+        var window = cat([convState, tokens], 1);                                        // [dI, dConv - 1 + n]
         // Causal depthwise conv: output t sees the dConv-1 inputs before it (the state's, then the sequence's).
-        var xc = nn.functional.conv1d(window.narrow(1, 1, window.shape[1] - 1).unsqueeze(0), conv1d_weight, conv1d_bias, groups: Shape.InnerSize)
+        var xc = nn.functional.conv1d(window.unsqueeze(0), conv1d_weight, conv1d_bias, groups: Shape.InnerSize)
             .squeeze(0).t();                                                             // [n, dI]
         xc = nn.functional.silu(xc);
 
         var (dt, bInput, cOutput) = SelectiveParameters(xc);
-        convState.copy_(window.narrow(1, window.shape[1] - Shape.ConvKernel, Shape.ConvKernel).detach());
+        convState.copy_(window.narrow(1, window.shape[1] - Shape.ConvStateColumns, Shape.ConvStateColumns).detach());
         if (SelectiveScanFunction.Supports(u.device))
         {
             // Training on the CPU: the linear-time scan kernels, forward and backward, as one autograd node.
