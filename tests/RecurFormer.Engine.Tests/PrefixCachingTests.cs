@@ -55,11 +55,14 @@ public sealed class PrefixCachingTests
     }
 
     /// <summary>
-    /// Within 1e-5, relative for log-probabilities below -1: a prefill of the tail alone and of the whole prompt run
-    /// matrix products of different shapes, whose float32 sums round differently in the last digits.
+    /// Within 2e-5, relative for log-probabilities below -1: a prefill of the tail alone and of the whole prompt run
+    /// matrix products of different shapes, whose float32 sums round differently in the last digits. Measured over the
+    /// 512 log-probabilities of the eviction test: up to 4.9e-6 for the teacher, 7.7e-6 for the window model, 1.2e-5
+    /// for the RecurFormer model (d_conv 1; 4.1e-6 for the d_conv 2 model before it). A snapshot restored wrong moves
+    /// them by orders of magnitude more.
     /// </summary>
     private static void AssertClose(double expected, double actual) =>
-        Assert.True(Math.Abs(expected - actual) <= 1e-5 * Math.Max(1, Math.Abs(expected)), $"{actual} is not within 1e-5 of {expected}");
+        Assert.True(Math.Abs(expected - actual) <= 2e-5 * Math.Max(1, Math.Abs(expected)), $"{actual} is not within 2e-5 of {expected}");
 
     [Theory]
     [MemberData(nameof(Models))]

@@ -24,7 +24,7 @@ public sealed class KernelPathTests
         switch (name)
         {
             case "hybrid-conv2":
-                // A conv state of one column (d_conv 2), as the default model's mixers have.
+                // A conv state of one column (d_conv 2), as the thirteenth round's default model had.
                 var two = new HybridFixture("llama-tiny", [new LayerReplacement([0], [1]), new LayerReplacement([], [2])], new WindowSpec(6, 2),
                     mamba: new MambaSpec(2, 8, 2, null));
                 owner = two;
