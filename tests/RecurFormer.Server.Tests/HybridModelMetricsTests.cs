@@ -20,7 +20,7 @@ public sealed class HybridModelMetricsTests
         // /metrics is read while the reply streams, not after some tokens of it: the engine does not wait for its client,
         // so on a loaded machine it could finish the whole reply before the client had read 200 tokens of it (this test
         // failed so once in a full CI run). The snapshot checked below is the first one that shows a live sequence of 200
-        // tokens or more (by the bytes its full KV would take), well past the ~36 tokens (with a 16-bit KV cache) where
+        // tokens or more (by the bytes its full KV would take), well past the ~32 tokens (with a 16-bit KV cache) where
         // the fixed rings and Mamba state start to cost less than the KV they replace.
         var layout = server.Engine.Layout;
         var longEnough = layout.SequenceBytesWithoutReplacement(200);
