@@ -3,18 +3,20 @@
 # at the same batch and length"): each build converts its own 50% Mamba student of the demo teacher, then runs
 # STAGE1_STEPS steps of 4 × 256 tokens (stage 1) and STAGE2_STEPS of 4 × 128 (stage 2) at each --threads, the builds in
 # turn within each repetition, each run in a raised-priority scheduler group (where the session may raise it). tokens/s is counted after the first SKIP
-# steps of each stage (JIT tiering and oneDNN's kernel generation), from each run's losses.json (older builds have no
-# throughput field). CACHE_BUILDS also run with stage 2 reading the teacher cache (--teacher-cache; written by one
+# steps of each stage (JIT tiering and oneDNN's kernel generation: a fast build's first ~11 steps take 150–260 ms against
+# 120–150 after, docs/conversion.md, fifteenth round), from each run's losses.json (older builds have no throughput
+# field). The × columns divide medians; "paired" is the median of each repetition's ratio to the baseline's run of the
+# same repetition, which the host's slow stretches (a whole repetition 20% slower) move less. CACHE_BUILDS also run with stage 2 reading the teacher cache (--teacher-cache; written by one
 # unmeasured run of whole cache shards first). Prints a table (median and range over repetitions) and writes OUT/distill-throughput.json.
 #   bash deploy/benchmarks/distill-throughput.sh OUT NAME=CHECKOUT [NAME=CHECKOUT ...]
 # A CHECKOUT is a source tree (e.g. `git worktree add /tmp/before c2cebb2`); it is built in Release. The first is the
-# baseline of the × column. Env: THREADS ("1 2"), REPS (3), STAGE1_STEPS (20), STAGE2_STEPS (20), SKIP (5),
+# baseline of the × column. Env: THREADS ("1 2"), REPS (3), STAGE1_STEPS (45), STAGE2_STEPS (45), SKIP (15),
 # CACHE_BUILDS (names, space-separated; default none).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -ge 2 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
 out=$(mkdir -p "$1" && cd "$1" && pwd); shift
-threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-20}; s2=${STAGE2_STEPS:-20}; skip=${SKIP:-5}
+threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-45}; s2=${STAGE2_STEPS:-45}; skip=${SKIP:-15}
 [ "$skip" -ge 1 ] && [ "$s1" -gt "$skip" ] && [ "$s2" -gt "$skip" ] || { echo "error: need 1 ≤ SKIP < STAGE1_STEPS, STAGE2_STEPS" >&2; exit 2; }
 cache_builds=" ${CACHE_BUILDS:-} "
 teacher=$repo/models/dotnet-docs-qwen2-16m; data=$repo/../shared/data/dotnet-docs/train.jsonl.xz
@@ -76,17 +78,20 @@ jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson order "$(printf 
   def ratio($value; $base): if $value != null and $base != null and $base > 0 then $value / $base else null end;
   . as $all
   | [group_by([.build, .threads, .cache])[] | {build: .[0].build, threads: .[0].threads, teacher_cache: .[0].cache,
-      stage1: ([.[].stage1] | summary), stage2: ([.[].stage2] | summary)}]
+      stage1: ([.[].stage1] | summary), stage2: ([.[].stage2] | summary), reps: .}]
   | map(. as $row | ($all | map(select(.build == $base and .threads == $row.threads and .cache == false))) as $b
-      | . + {stage1_x: ratio($row.stage1.median; [$b[].stage1] | median), stage2_x: ratio($row.stage2.median; [$b[].stage2] | median)})
+      | def paired($stage): [$row.reps[] | . as $r | ratio($r[$stage]; $b[] | select(.rep == $r.rep) | .[$stage])] | median;
+      . + {stage1_x: ratio($row.stage1.median; [$b[].stage1] | median), stage2_x: ratio($row.stage2.median; [$b[].stage2] | median),
+        stage1_x_paired: paired("stage1"), stage2_x_paired: paired("stage2")} | del(.reps))
   | sort_by(.build as $b | [($order | index($b)), .threads, .teacher_cache])
   | {batch: 4, stage1_length: 256, stage2_length: 128, skipped_steps: $skip, baseline: $base, rows: ., runs: $all}' "$runs" > "$out/distill-throughput.json"
 
-jq -r '"| build | --threads | teacher cache | stage 1 tokens/s (median, range) | × | stage 2 tokens/s (median, range) | × |",
-  "|---|---:|---|---|---:|---|---:|",
+jq -r 'def x: if . then (. * 10 | round / 10) else "–" end;
+  "| build | --threads | teacher cache | stage 1 tokens/s (median, range) | × | × paired | stage 2 tokens/s (median, range) | × | × paired |",
+  "|---|---:|---|---|---:|---:|---|---:|---:|",
   (.rows[] | "| \(.build) | \(.threads) | \(if .teacher_cache then "read" else "–" end) | "
     + (if .stage1.median then "\(.stage1.median | floor) (\(.stage1.min | floor)–\(.stage1.max | floor))" else "–" end)
-    + " | \(if .stage1_x then (.stage1_x * 10 | round / 10) else "–" end) | "
+    + " | \(.stage1_x | x) | \(.stage1_x_paired | x) | "
     + (if .stage2.median then "\(.stage2.median | floor) (\(.stage2.min | floor)–\(.stage2.max | floor))" else "–" end)
-    + " | \(if .stage2_x then (.stage2_x * 10 | round / 10) else "–" end) |")' \
+    + " | \(.stage2_x | x) | \(.stage2_x_paired | x) |")' \
   "$out/distill-throughput.json"

@@ -8,9 +8,9 @@ namespace RecurFormer.Model.Tests;
 public sealed class RotaryKernelTests
 {
     /// <summary>
-    /// Rows that are a slice of wider ones (as q and k are of the fused qkv projection); head sizes whose half is a tail
-    /// only (4), a vector and a tail (24) and whole vectors (32); float32 and bfloat16, whose every product and sum
-    /// libtorch rounds.
+    /// Rows that are a slice of wider ones (as q and k are of the fused qkv projection); head sizes whose half is a scalar
+    /// tail only (4), a 16-value vector and an 8-value one (24), all three (28) and whole vectors (32); float32 and
+    /// bfloat16, whose every product and sum libtorch rounds.
     /// </summary>
     [Theory]
     [InlineData(ScalarType.Float32, 48, 1)]
@@ -18,6 +18,8 @@ public sealed class RotaryKernelTests
     [InlineData(ScalarType.BFloat16, 8, 1)]
     [InlineData(ScalarType.BFloat16, 64, 3)]
     [InlineData(ScalarType.Float32, 64, 2)]
+    [InlineData(ScalarType.BFloat16, 56, 2)]
+    [InlineData(ScalarType.Float32, 56, 1)]
     public void The_kernel_equals_libtorch_bit_for_bit(ScalarType dtype, int headDim, int threadCount)
     {
         using var scope = NewDisposeScope();

@@ -58,4 +58,17 @@ internal static unsafe class Bf16
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store16(ushort* target, Vector512<float> value) =>
         Avx512F.ConvertToVector256UInt16(Vector512.ShiftRightLogical(Round(value).AsUInt32(), 16)).Store(target);
+
+    /// <summary>
+    /// 8 bfloat16 values as the low 8 floats of a vector (the high 8 zero): the tail of a row whose length is 8 past a
+    /// multiple of 16, e.g. RoPE's 24-value halves.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load8(ushort* source) =>
+        Vector512.ShiftLeft(Vector512.WidenLower(Vector512.Create(Vector256.Create(Vector128.Load(source), Vector128<ushort>.Zero), Vector256<ushort>.Zero)), 16).AsSingle();
+
+    /// <summary>The low 8 floats of <paramref name="value"/> rounded as <see cref="Store16"/> rounds them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store8(ushort* target, Vector512<float> value) =>
+        Vector512.Narrow(Vector512.ShiftRightLogical(Round(value).AsUInt32(), 16), Vector512<uint>.Zero).GetLower().GetLower().Store(target);
 }

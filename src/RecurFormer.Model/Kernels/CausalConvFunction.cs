@@ -11,9 +11,9 @@ namespace RecurFormer.Model.Kernels;
 /// The Mamba mixer's causal depthwise convolution and the SiLU after it, as one differentiable operation for training
 /// on the CPU: y_t = SiLU(b + Σ_k w_k x_{t−K+1+k}) per channel (zeros before each sequence's start). libtorch runs a
 /// depthwise conv1d as one tiny matrix product per channel (im2col + GEMM), then SiLU and their backward as separate
-/// passes: five passes over [tokens, channels] and a dozen allocations, where these kernels make one pass forward
-/// and two backward (the pre-activation is recomputed, not stored), 16 channels per 512-bit vector, channel blocks
-/// split across threads.
+/// passes: five passes over [tokens, channels] and a dozen allocations, where these kernels make one pass each way
+/// (the pre-activation is recomputed, not stored), a row of tokens at a time, 16 channels per 512-bit vector, the
+/// channels split across threads.
 /// </summary>
 public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvFunction>
 {
@@ -62,10 +62,7 @@ public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvF
         {
             var lane = stackalloc float[Lanes];
             var (start, end) = threads.Share(thread, shape.Inner, Lanes);
-            for (var first = start; first < end; first += Lanes)
-            {
-                Forward(shape, input, output, w, b, first, Math.Min(Lanes, end - first), lane);
-            }
+            Forward(shape, input, output, w, b, start, end, lane);
         });
         GC.KeepAlive(taps);
         GC.KeepAlive(contiguousBias);
@@ -88,19 +85,18 @@ public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvF
         threads.Run(thread =>
         {
             var lane = stackalloc float[Lanes];
-            // ∂L/∂(pre-activation) of one block of channels for a whole sequence: T vectors, reused for every sequence.
-            var gradPre = (Vector512<float>*)NativeMemory.AlignedAlloc((nuint)(shape.Tokens * sizeof(Vector512<float>)), 64);
+            var (start, end) = threads.Share(thread, shape.Inner, Lanes);
+            // The last K rows of ∂L/∂(pre-activation) over this thread's channels (∂w and ∂b are summed straight into
+            // their tensors: the threads' channels are disjoint).
+            var width = end - start;
+            var ring = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(1, shape.Kernel * width) * sizeof(float)), 64);
             try
             {
-                var (start, end) = threads.Share(thread, shape.Inner, Lanes);
-                for (var first = start; first < end; first += Lanes)
-                {
-                    Backward(shape, pointers, first, Math.Min(Lanes, end - first), gradPre, lane);
-                }
+                Backward(shape, pointers, start, end, ring, lane);
             }
             finally
             {
-                NativeMemory.AlignedFree(gradPre);
+                NativeMemory.AlignedFree(ring);
             }
         });
         GC.KeepAlive(x);
@@ -125,78 +121,92 @@ public sealed unsafe class CausalConvFunction : SingleTensorFunction<CausalConvF
     /// <summary>The weights as [K, dInner]: tap k of 16 neighbouring channels is one vector load.</summary>
     private static Tensor Taps(Tensor weight, Shape shape) => weight.detach().reshape(shape.Inner, shape.Kernel).t().contiguous();
 
+    /// <summary>
+    /// Channels <paramref name="start"/>..<paramref name="end"/> of every token, a row at a time: the rows are read and
+    /// written in memory order (a block of 16 channels walked down the tokens instead read 64 bytes of every 3 KB row
+    /// of the demo's mixers, which made this pass and the backward's 5% of a stage-1 profile).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Forward(Shape shape, float* x, float* y, float* taps, float* bias, int first, int count, float* lane)
+    private static void Forward(Shape shape, float* x, float* y, float* taps, float* bias, int start, int end, float* lane)
     {
         var (tokens, inner, kernel) = (shape.Tokens, shape.Inner, shape.Kernel);
-        var b = SelectiveScan.Load(bias + first, count, lane);
         for (var s = 0; s < shape.Sequences; s++)
         {
             var rows = (long)s * tokens;
             for (var t = 0; t < tokens; t++)
             {
-                var sum = b;
-                for (var k = Math.Max(0, kernel - 1 - t); k < kernel; k++)
+                var firstTap = Math.Max(0, kernel - 1 - t);
+                var row = x + (rows + t - kernel + 1) * inner;                      // tap k reads row t − K + 1 + k
+                var output = y + (rows + t) * inner;
+                for (var first = start; first < end; first += Lanes)
                 {
-                    var w = SelectiveScan.Load(taps + (long)k * inner + first, count, lane);
-                    sum = Vector512.FusedMultiplyAdd(w, SelectiveScan.Load(x + (rows + t - kernel + 1 + k) * inner + first, count, lane), sum);
+                    var count = Math.Min(Lanes, end - first);
+                    var sum = SelectiveScan.Load(bias + first, count, lane);
+                    for (var k = firstTap; k < kernel; k++)
+                    {
+                        sum = Vector512.FusedMultiplyAdd(SelectiveScan.Load(taps + (long)k * inner + first, count, lane),
+                            SelectiveScan.Load(row + (long)k * inner + first, count, lane), sum);
+                    }
+                    SelectiveScan.Store(FastExp.Silu(sum), output + first, count, lane);
                 }
-                SelectiveScan.Store(FastExp.Silu(sum), y + (rows + t) * inner + first, count, lane);
             }
         }
     }
 
     /// <summary>
-    /// With g_t = ∂L/∂y_t · SiLU'(p_t) (p recomputed): ∂b = Σ_t g_t, ∂w_k = Σ_t g_t x_{t−K+1+k}, and in a second pass
-    /// over the block's g, ∂x_s = Σ_k w_k g_{s+K−1−k}. SiLU'(p) = σ(p)(1 + p(1 − σ(p))).
+    /// With g_t = ∂L/∂y_t · SiLU'(p_t) (p recomputed): ∂b = Σ_t g_t, ∂w_k = Σ_t g_t x_{t−K+1+k} and ∂x_t = Σ_k w_k g_{t+K−1−k},
+    /// for channels <paramref name="start"/>..<paramref name="end"/>, a row at a time (as <see cref="Forward"/>) and
+    /// backwards in time, so that the K rows of g that ∂x_t needs (t and later) are made just before it, in
+    /// <paramref name="ring"/> (row t at t mod K). SiLU'(p) = σ(p)(1 + p(1 − σ(p))). ∂w and ∂b are summed into
+    /// p.GradTaps and p.GradBias, which start at zero.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Backward(Shape shape, BackwardPointers p, int first, int count, Vector512<float>* gradPre, float* lane)
+    private static void Backward(Shape shape, BackwardPointers p, int start, int end, float* ring, float* lane)
     {
         var (tokens, inner, kernel) = (shape.Tokens, shape.Inner, shape.Kernel);
-        var b = SelectiveScan.Load(p.Bias + first, count, lane);
-        var gradBias = Vector512<float>.Zero;
-        Span<Vector512<float>> gradTaps = stackalloc Vector512<float>[kernel];
-        Span<Vector512<float>> taps = stackalloc Vector512<float>[kernel];
-        for (var k = 0; k < kernel; k++)
-        {
-            taps[k] = SelectiveScan.Load(p.Taps + (long)k * inner + first, count, lane);
-        }
+        var width = end - start;
         for (var s = 0; s < shape.Sequences; s++)
         {
             var rows = (long)s * tokens;
-            for (var t = 0; t < tokens; t++)
+            for (var t = tokens - 1; t >= 0; t--)
             {
-                var pre = b;
                 var firstTap = Math.Max(0, kernel - 1 - t);
-                for (var k = firstTap; k < kernel; k++)
+                var lastOutputTap = Math.Max(0, t + kernel - tokens);              // ∂x_t reads g_{t+K−1−k}, which exist for k ≥ this
+                var row = p.X + (rows + t - kernel + 1) * inner;
+                var gradY = p.GradY + (rows + t) * inner;
+                var gradX = p.GradX + (rows + t) * inner;
+                for (var first = start; first < end; first += Lanes)
                 {
-                    pre = Vector512.FusedMultiplyAdd(taps[k], SelectiveScan.Load(p.X + (rows + t - kernel + 1 + k) * inner + first, count, lane), pre);
-                }
-                var sigmoid = Vector512<float>.One / (Vector512<float>.One + FastExp.Exp(-pre));
-                var g = SelectiveScan.Load(p.GradY + (rows + t) * inner + first, count, lane)
-                    * sigmoid * (Vector512<float>.One + pre * (Vector512<float>.One - sigmoid));
-                gradPre[t] = g;
-                gradBias += g;
-                for (var k = firstTap; k < kernel; k++)
-                {
-                    gradTaps[k] = Vector512.FusedMultiplyAdd(g, SelectiveScan.Load(p.X + (rows + t - kernel + 1 + k) * inner + first, count, lane), gradTaps[k]);
+                    var count = Math.Min(Lanes, end - first);
+                    var pre = SelectiveScan.Load(p.Bias + first, count, lane);
+                    for (var k = firstTap; k < kernel; k++)
+                    {
+                        pre = Vector512.FusedMultiplyAdd(SelectiveScan.Load(p.Taps + (long)k * inner + first, count, lane),
+                            SelectiveScan.Load(row + (long)k * inner + first, count, lane), pre);
+                    }
+                    var sigmoid = Vector512<float>.One / (Vector512<float>.One + FastExp.Exp(-pre));
+                    var g = SelectiveScan.Load(gradY + first, count, lane) * sigmoid * (Vector512<float>.One + pre * (Vector512<float>.One - sigmoid));
+                    SelectiveScan.Store(g, ring + (long)(t % kernel) * width + (first - start), count, lane);
+                    SelectiveScan.Store(SelectiveScan.Load(p.GradBias + first, count, lane) + g, p.GradBias + first, count, lane);
+                    var sum = Vector512<float>.Zero;
+                    for (var k = 0; k < kernel; k++)
+                    {
+                        var taps = SelectiveScan.Load(p.Taps + (long)k * inner + first, count, lane);
+                        if (k >= firstTap)
+                        {
+                            var gradTap = p.GradTaps + (long)k * inner + first;
+                            SelectiveScan.Store(Vector512.FusedMultiplyAdd(g, SelectiveScan.Load(row + (long)k * inner + first, count, lane),
+                                SelectiveScan.Load(gradTap, count, lane)), gradTap, count, lane);
+                        }
+                        if (k >= lastOutputTap)
+                        {
+                            var later = ring + (long)((t + kernel - 1 - k) % kernel) * width + (first - start);
+                            sum = Vector512.FusedMultiplyAdd(taps, SelectiveScan.Load(later, count, lane), sum);
+                        }
+                    }
+                    SelectiveScan.Store(sum, gradX + first, count, lane);
                 }
             }
-            for (var t = 0; t < tokens; t++)
-            {
-                var sum = Vector512<float>.Zero;
-                for (var k = Math.Max(0, t + kernel - tokens); k < kernel; k++)
-                {
-                    sum = Vector512.FusedMultiplyAdd(taps[k], gradPre[t + kernel - 1 - k], sum);
-                }
-                SelectiveScan.Store(sum, p.GradX + (rows + t) * inner + first, count, lane);
-            }
-        }
-        SelectiveScan.Store(gradBias, p.GradBias + first, count, lane);
-        for (var k = 0; k < kernel; k++)
-        {
-            SelectiveScan.Store(gradTaps[k], p.GradTaps + (long)k * inner + first, count, lane);
         }
     }
 }

@@ -68,6 +68,12 @@ internal static unsafe class RotaryKernel
             (first * Vector512.Load(cos + i) + -second * Vector512.Load(sin + i)).Store(y + i);
             (second * Vector512.Load(cos + half + i) + first * Vector512.Load(sin + half + i)).Store(y + half + i);
         }
+        for (; i + 8 <= half; i += 8)
+        {
+            var (first, second) = (Vector256.Load(x + i), Vector256.Load(x + half + i));
+            (first * Vector256.Load(cos + i) + -second * Vector256.Load(sin + i)).Store(y + i);
+            (second * Vector256.Load(cos + half + i) + first * Vector256.Load(sin + half + i)).Store(y + half + i);
+        }
         for (; i < half; i++)
         {
             var (first, second) = (x[i], x[half + i]);
@@ -86,6 +92,12 @@ internal static unsafe class RotaryKernel
             var (first, second) = (Bf16.Load16(x + i), Bf16.Load16(x + half + i));
             Bf16.Store16(y + i, Bf16.Round(first * Bf16.Load16(cos + i)) + Bf16.Round(-second * Bf16.Load16(sin + i)));
             Bf16.Store16(y + half + i, Bf16.Round(second * Bf16.Load16(cos + half + i)) + Bf16.Round(first * Bf16.Load16(sin + half + i)));
+        }
+        for (; i + 8 <= half; i += 8) // the demo's 48-value heads: 24 = 16 + 8 (in the scalar loop, 2.5% of a stage-1 profile)
+        {
+            var (first, second) = (Bf16.Load8(x + i), Bf16.Load8(x + half + i));
+            Bf16.Store8(y + i, Bf16.Round(first * Bf16.Load8(cos + i)) + Bf16.Round(-second * Bf16.Load8(sin + i)));
+            Bf16.Store8(y + half + i, Bf16.Round(second * Bf16.Load8(cos + half + i)) + Bf16.Round(first * Bf16.Load8(sin + half + i)));
         }
         for (; i < half; i++)
         {
