@@ -3,10 +3,11 @@
 # at the same batch and length"): each build converts its own 50% Mamba student of the demo teacher, then runs
 # STAGE1_STEPS steps of 4 × 256 tokens (stage 1) and STAGE2_STEPS of 4 × 128 (stage 2) at each --threads, the builds in
 # turn within each repetition, each run in a raised-priority scheduler group (where the session may raise it). tokens/s is counted after the first SKIP
-# steps of each stage (JIT tiering and oneDNN's kernel generation: a fast build's first ~11 steps take 150–260 ms against
-# 120–150 after, docs/conversion.md, fifteenth round), from each run's losses.json (older builds have no throughput
+# steps of each stage (JIT tiering and oneDNN's kernel generation: a fast build's first ~11 steps take mostly 140–260 ms against
+# 110–150 after, docs/conversion.md, fifteenth round), from each run's losses.json (older builds have no throughput
 # field). The × columns divide medians; "paired" is the median of each repetition's ratio to the baseline's run of the
-# same repetition, which the host's slow stretches (a whole repetition 20% slower) move less. CACHE_BUILDS also run with stage 2 reading the teacher cache (--teacher-cache; written by one
+# same repetition: it follows a slow stretch of the host that slows every build of a repetition, and is inflated by one
+# that slows only the baseline. CACHE_BUILDS also run with stage 2 reading the teacher cache (--teacher-cache; written by one
 # unmeasured run of whole cache shards first). Prints a table (median and range over repetitions) and writes OUT/distill-throughput.json.
 #   bash deploy/benchmarks/distill-throughput.sh OUT NAME=CHECKOUT [NAME=CHECKOUT ...]
 # A CHECKOUT is a source tree (e.g. `git worktree add /tmp/before c2cebb2`); it is built in Release. The first is the
