@@ -1,4 +1,5 @@
 using RecurFormer.Model.Configuration;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace RecurFormer.Toolkit.Conversion;
@@ -30,7 +31,14 @@ public static class MambaInitializer
         var rank = shape.TimeStepRank;
         var headDim = heads.HeadDim;
 
-        Tensor Uniform(long rows, long columns, double bound) => (rand([rows, columns], generator: generator) * 2 - 1) * bound;
+        // Every number an operation takes is a Scalar made and disposed here: TorchSharp frees an implicit one in its
+        // finalizer, which may run while the operation still reads it (docs/runtime.md; a CI run failed that way here).
+        using Scalar two = 2, one = 1, identity = 1.0, smallest = 1e-4;
+        Tensor Uniform(long rows, long columns, double bound)
+        {
+            using Scalar scale = bound;
+            return rand([rows, columns], generator: generator).mul(two).sub(one).mul(scale);
+        }
 
         var inProj = Uniform(2 * inner, hidden, 1 / Math.Sqrt(hidden));
         var values = valueWeight.to_type(ScalarType.Float32);
@@ -42,10 +50,9 @@ public static class MambaInitializer
         }
 
         var conv = zeros(inner, 1, shape.ConvKernel);
-        conv.select(2, shape.ConvKernel - 1).fill_(1.0);
-        var dtMin = Math.Log(1e-3);
-        var dtMax = Math.Log(1e-1);
-        var dt = (rand([inner], generator: generator) * (dtMax - dtMin) + dtMin).exp().clamp_min(1e-4);
+        conv.select(2, shape.ConvKernel - 1).fill_(identity);
+        using Scalar dtMin = Math.Log(1e-3), dtSpan = Math.Log(1e-1) - Math.Log(1e-3);
+        var dt = rand([inner], generator: generator).mul(dtSpan).add(dtMin).exp().clamp_min(smallest);
         var dtBias = dt + (-(-dt).expm1()).log();                                   // softplus⁻¹(dt)
 
         return new Dictionary<string, Tensor>
