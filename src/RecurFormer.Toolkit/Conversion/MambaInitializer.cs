@@ -54,6 +54,7 @@ public static class MambaInitializer
         using Scalar dtMin = Math.Log(1e-3), dtSpan = Math.Log(1e-1) - Math.Log(1e-3);
         var dt = rand([inner], generator: generator).mul(dtSpan).add(dtMin).exp().clamp_min(smallest);
         var dtBias = dt + (-(-dt).expm1()).log();                                   // softplus⁻¹(dt)
+        using Scalar firstA = 1, pastLastA = state + 1;
 
         return new Dictionary<string, Tensor>
         {
@@ -63,7 +64,7 @@ public static class MambaInitializer
             ["x_proj.weight"] = Uniform(rank + 2 * state, inner, 1 / Math.Sqrt(inner)),
             ["dt_proj.weight"] = Uniform(inner, rank, 1 / Math.Sqrt(rank)),
             ["dt_proj.bias"] = dtBias,
-            ["A_log"] = arange(1, state + 1, dtype: ScalarType.Float32).log().unsqueeze(0).repeat(inner, 1),
+            ["A_log"] = arange(firstA, pastLastA, dtype: ScalarType.Float32).log().unsqueeze(0).repeat(inner, 1),
             ["D"] = ones(inner),
             ["out_proj.weight"] = zeros(output, inner),
         };
