@@ -217,18 +217,18 @@ internal static unsafe class Kernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Softplus(float x) => x > 20f ? x : MathF.Log(1f + MathF.Exp(x));
 
-    /// <summary>In-place softmax of n scores: the scores become probabilities.</summary>
+    /// <summary>The largest of n values (−∞ for none).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Softmax(float* scores, int n)
+    public static float Max(float* values, int n)
     {
         var max = float.NegativeInfinity;
         var i = 0;
         if (n >= 16)
         {
-            var maxima = Vector512.Load(scores);
+            var maxima = Vector512.Load(values);
             for (i = 16; i + 16 <= n; i += 16)
             {
-                maxima = Vector512.Max(maxima, Vector512.Load(scores + i));
+                maxima = Vector512.Max(maxima, Vector512.Load(values + i));
             }
             for (var lane = 0; lane < 16; lane++)
             {
@@ -237,8 +237,16 @@ internal static unsafe class Kernel
         }
         for (; i < n; i++)
         {
-            max = MathF.Max(max, scores[i]);
+            max = MathF.Max(max, values[i]);
         }
+        return max;
+    }
+
+    /// <summary>In-place softmax of n scores: the scores become probabilities.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Softmax(float* scores, int n)
+    {
+        var max = Max(scores, n);
         var sum = 0f;
         var k = 0;
         var maxVector = Vector512.Create(max);

@@ -27,6 +27,10 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
+        if ((input.requires_grad || weight.requires_grad) && RmsNormFunction.Supports(input, weight))
+        {
+            return RmsNormFunction.Apply(input, weight, _eps);   // training on the CPU: one node, one pass each way
+        }
         using var scope = NewDisposeScope();
         var x = input.to_type(ScalarType.Float32);
         var variance = x.pow(2).mean([-1], keepdim: true);

@@ -197,14 +197,10 @@ public sealed class Distiller : IDisposable
     {
         using var scope = NewDisposeScope();
         var studentLogits = Logits(_student, sequences, training: true);
-        var studentLog = nn.functional.log_softmax(studentLogits, 1);
-        var kl = TeacherCache is { } cache
-            ? TopKDivergence(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"), studentLog)
-            : FullDivergence(sequences, studentLog);
-
-        var (rows, targets) = Data.NextTokenTargets.Of(sequences);
-        var device = studentLog.device;
-        var ce = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1));
+        var (kl, ce) = DistillationLossFunction.Supports(studentLogits)
+            ? KernelLosses(sequences, streamIndices, studentLogits)
+            : LibTorchLosses(sequences, streamIndices, studentLogits);
+        var device = studentLogits.device;
         batch ??= sequences;
         Tensor meanKl, meanCe;
         if (AnswerWeighting is { } answers)
@@ -213,7 +209,7 @@ public sealed class Distiller : IDisposable
             var weights = tensor(sequences.SelectMany(answers.Of).ToArray(), device: device);
             var batchWeights = batch.Select(answers.Of).ToArray();
             meanKl = (kl * weights).sum() / batchWeights.Sum(w => (double)w.Sum());
-            meanCe = (ce.squeeze(1) * weights.index_select(0, tensor(rows, device: device))).sum() / batchWeights.Sum(w => (double)w.SkipLast(1).Sum());
+            meanCe = (ce * weights).sum() / batchWeights.Sum(w => (double)w.SkipLast(1).Sum());
         }
         else
         {
@@ -223,6 +219,54 @@ public sealed class Distiller : IDisposable
         var loss = _options.KlWeight * meanKl + _options.CeWeight * meanCe;
         loss.backward();
         return (loss.item<float>(), meanKl.item<float>(), meanCe.item<float>());
+    }
+
+    /// <summary>
+    /// KL and CE per position ([T] each; CE 0 at each sequence's last position, which has no next token) through the
+    /// loss kernels: one pass over the logits forward and one backward.
+    /// </summary>
+    private (Tensor Kl, Tensor Ce) KernelLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits)
+    {
+        var threads = Threads ?? KernelThreads.ForThisProcess;
+        var targets = NextTokens(sequences);
+        Tensor losses;
+        if (TeacherCache is { } cache)
+        {
+            var (top, ids) = TeacherTopK(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"));
+            losses = DistillationLossFunction.TopK(studentLogits, top, ids, targets, threads);
+        }
+        else
+        {
+            losses = DistillationLossFunction.Full(studentLogits, Logits(_teacher, sequences, training: false), targets, threads);
+        }
+        return (losses.select(1, 0), losses.select(1, 1));
+    }
+
+    /// <summary>Each packed position's next token, −1 at a sequence's last.</summary>
+    private static long[] NextTokens(IReadOnlyList<long[]> sequences)
+    {
+        var targets = new long[sequences.Sum(s => s.Length)];
+        Array.Fill(targets, -1);
+        var (rows, next) = Data.NextTokenTargets.Of(sequences);
+        for (var i = 0; i < rows.Length; i++)
+        {
+            targets[rows[i]] = next[i];
+        }
+        return targets;
+    }
+
+    /// <summary>The same losses in libtorch operations: where the kernels do not run (a GPU), and the kernels' reference in tests.</summary>
+    private (Tensor Kl, Tensor Ce) LibTorchLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits)
+    {
+        var studentLog = nn.functional.log_softmax(studentLogits, 1);
+        var kl = TeacherCache is { } cache
+            ? TopKDivergence(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"), studentLog)
+            : FullDivergence(sequences, studentLog);
+        var (rows, targets) = Data.NextTokenTargets.Of(sequences);
+        var device = studentLog.device;
+        var picked = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1)).squeeze(1);
+        var ce = zeros(studentLog.shape[0], device: device).index_copy(0, tensor(rows, device: device), picked);
+        return (kl, ce);
     }
 
     /// <summary>KL(teacher ‖ student) over the whole vocabulary, per position [T].</summary>
