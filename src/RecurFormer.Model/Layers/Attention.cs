@@ -1,6 +1,7 @@
 using RecurFormer.Model.CausalLM;
 using RecurFormer.Model.Checkpoints;
 using RecurFormer.Model.Configuration;
+using RecurFormer.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -264,6 +265,11 @@ public sealed partial class Attention : nn.Module
         values = values.transpose(0, 1);
         keyPool.index_copy_(1, newRows, keys.detach().to_type(keyPool.dtype));
         valuePool.index_copy_(1, newRows, values.detach().to_type(valuePool.dtype));
+        if (past == 0 && context.Batch.Training && context.Batch.Capture is null && CausalAttentionFunction.Supports(query))
+        {
+            // Training on the CPU: one autograd node, computed in float32 like libtorch's flash path, faster at these lengths.
+            return CausalAttentionFunction.Apply(query, keys.transpose(0, 1), values.transpose(0, 1), context.Batch.KernelThreads);
+        }
         if (past > 0)
         {
             var rows = context.RowsOf(sequence, 0, past + n);
