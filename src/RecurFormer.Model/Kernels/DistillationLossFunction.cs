@@ -11,7 +11,7 @@ namespace RecurFormer.Model.Kernels;
 /// CPU: KL(teacher ‖ student) and the next-token cross-entropy, as [T, 2] (KL, CE). Why not libtorch's log_softmax,
 /// gather and sums: over a vocabulary of 8,192 each of those is a pass over a [T, V] float32 tensor, and autograd's
 /// backward adds dense zero-filled gradients for the gather and the row selection before log_softmax's own: about
-/// twenty passes and as many 8 MB allocations per worker step, a tenth of a stage-2 step (docs/conversion.md,
+/// twenty passes and as many 8 MB allocations per worker step, 5–10% of a stage-2 step (docs/conversion.md,
 /// sixteenth round). Here the forward reads each row twice (its maximum, then its exponentials) and keeps the
 /// log-sum-exps of each row; the backward writes ∂L/∂z = g_KL · (q − p) + g_CE · (q − onehot) in one pass, q the student's
 /// and p the teacher's probabilities.
@@ -265,7 +265,7 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
     /// <summary>
     /// ∂z_j = g_j − q_j Σg, g the gradient with respect to the student's log-probabilities: at the top-k ids
     /// g_KL · (−P_i + R_t e^(s_i) / R_s), the rest's term only while R_s is above its floor; the CE adds −g_CE at the
-    /// target (the caller's) and g_CE to Σg.
+    /// target (the caller's) and −g_CE to Σg.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TopKGradient(float* top, long* ids, float* student, float studentLse, int k, float gKl, float gCe, float* into, int n)

@@ -9,9 +9,9 @@ namespace RecurFormer.Model.Kernels;
 /// <summary>
 /// RMSNorm as one differentiable operation for training on the CPU, rows of float32 or bfloat16, computed as
 /// HuggingFace computes it (<see cref="Layers.RmsNorm"/>): n = x · rsqrt(mean(x²) + ε) in float32, rounded to the
-/// input's dtype, then y = weight · n. Why: libtorch's form is seven operations forward and about a dozen backward,
-/// each a pass and an allocation over [T, hidden]; a stage-2 step runs 15 norms forward and backward per worker
-/// (docs/conversion.md, sixteenth round). Here each is one pass forward and one backward, with the same roundings
+/// input's dtype, then y = weight · n. Why: libtorch's form is eight operations forward and about a dozen backward,
+/// each a pass and an allocation over [T, hidden]; a stage-2 step runs 14 such norms forward and backward per worker
+/// (docs/conversion.md, sixteenth round). Here each is one kernel forward and one backward, with the same roundings
 /// (∂n = ∂y · weight rounded to the dtype, as libtorch's bfloat16 multiplication rounds it).
 /// </summary>
 public sealed unsafe class RmsNormFunction : SingleTensorFunction<RmsNormFunction>

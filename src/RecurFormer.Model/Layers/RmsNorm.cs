@@ -27,7 +27,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
-        if ((input.requires_grad || weight.requires_grad) && RmsNormFunction.Supports(input, weight))
+        if ((input.requires_grad || weight.requires_grad) && is_grad_enabled() && RmsNormFunction.Supports(input, weight))
         {
             return RmsNormFunction.Apply(input, weight, _eps);   // training on the CPU: one node, one pass each way
         }

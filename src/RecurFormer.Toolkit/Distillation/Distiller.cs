@@ -255,7 +255,7 @@ public sealed class Distiller : IDisposable
         return targets;
     }
 
-    /// <summary>The same losses in libtorch operations: where the kernels do not run (a GPU), and the kernels' reference in tests.</summary>
+    /// <summary>The same losses in libtorch operations, where the kernels do not run (a GPU, or a CPU without AVX-512).</summary>
     private (Tensor Kl, Tensor Ce) LibTorchLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits)
     {
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
