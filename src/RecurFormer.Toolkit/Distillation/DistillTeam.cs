@@ -91,8 +91,9 @@ internal sealed class DistillTeam : IDisposable
                     double teacher;
                     try
                     {
-                        _replicas[w]?.PullWeights();
+                        // From before the pull, so that the two parts add up to the worker's time (the pull is the teacher's preparation).
                         var start = System.Diagnostics.Stopwatch.GetTimestamp();
+                        _replicas[w]?.PullWeights();
                         handoff.Publish(w, _workers[w].Stage1Teacher(shares[w]));
                         teacher = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
                     }
