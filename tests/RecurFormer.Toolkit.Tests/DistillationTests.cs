@@ -83,6 +83,45 @@ public sealed class DistillationTests : IDisposable
         Assert.True(losses[^1] < 0.9 * losses[0], $"stage-2 loss went from {losses[0]} to {losses[^1]}");
     }
 
+    /// <summary>
+    /// Stage 2's losses through the loss kernels and through the libtorch form: the same loss, KL and CE, and the same
+    /// gradients of the trained parameters, over two sequences of different lengths.
+    /// </summary>
+    [Fact]
+    public void Stage2_losses_through_the_kernels_equal_the_libtorch_form()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(0, 1), (2, 0)]);
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        long[][] batch = [TestData.ReferenceIds(TestData.QwenTiny, "prompt_2")[..48], TestData.ReferenceIds(TestData.QwenTiny, "prompt_1")[..31]];
+        var options = new DistillOptions { Stage1Steps = 0 };
+        (double Loss, double Kl, double Ce, float[][] Gradients) Step(bool kernels)
+        {
+            using var distiller = new Distiller(teacher, model, options) { LossKernels = kernels };
+            var parameters = distiller.Stage2Parameters(TrainedParts.Mamba);
+            foreach (var parameter in parameters)
+            {
+                parameter.requires_grad = true;
+                parameter.grad = null;
+            }
+            var (loss, kl, ce) = distiller.Stage2Backward(batch);
+            return (loss, kl, ce, [.. parameters.Select(p => p.grad!.data<float>().ToArray())]);
+        }
+        var libtorch = Step(kernels: false);
+        var kernels = Step(kernels: true);
+
+        Assert.Equal(libtorch.Loss, kernels.Loss, 5);
+        Assert.Equal(libtorch.Kl, kernels.Kl, 5);
+        Assert.Equal(libtorch.Ce, kernels.Ce, 5);
+        Assert.True(libtorch.Gradients.Sum(g => g.Sum(Math.Abs)) > 0, "no gradient reached the mixers");
+        for (var i = 0; i < libtorch.Gradients.Length; i++)
+        {
+            var scale = libtorch.Gradients[i].Max(Math.Abs);
+            var difference = libtorch.Gradients[i].Zip(kernels.Gradients[i], (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(difference <= 1e-4 * Math.Max(scale, 1e-6), $"parameter {i}: max |Δ| {difference} against max |∂| {scale}");
+        }
+    }
+
     [Fact]
     public void A_short_run_writes_the_student_losses_and_a_resumable_checkpoint()
     {

@@ -182,6 +182,9 @@ public sealed class Distiller : IDisposable
     /// </summary>
     public TeacherLogitCache? TeacherCache { get; init; }
 
+    /// <summary>Whether stage 2's losses take <see cref="DistillationLossFunction"/> where it runs (false: the libtorch form, for tests).</summary>
+    internal bool LossKernels { get; init; } = true;
+
     /// <summary>Stage 2's weights of the positions that predict an answer's first tokens; null: every position alike.</summary>
     public AnswerWeighting? AnswerWeighting { get; init; }
 
@@ -197,7 +200,7 @@ public sealed class Distiller : IDisposable
     {
         using var scope = NewDisposeScope();
         var studentLogits = Logits(_student, sequences, training: true);
-        var (kl, ce) = DistillationLossFunction.Supports(studentLogits)
+        var (kl, ce) = LossKernels && DistillationLossFunction.Supports(studentLogits)
             ? KernelLosses(sequences, streamIndices, studentLogits)
             : LibTorchLosses(sequences, streamIndices, studentLogits);
         var device = studentLogits.device;
