@@ -31,18 +31,17 @@ public sealed unsafe class RmsNormFunction : SingleTensorFunction<RmsNormFunctio
         var (rows, width) = ((int)x.shape[0], (int)x.shape[1]);
         var y = empty_like(x);
         var scales = new float[rows];
+        // The tensors' memory resolved once: each lookup is a few calls into libtorch.
+        var (bf16, rowBytes) = (x.dtype == ScalarType.BFloat16, (long)width * x.ElementSize);
+        var xp = TensorMemory.Pointer<byte>(x);
+        var wp = TensorMemory.Pointer<byte>(weight);
+        var yp = TensorMemory.Pointer<byte>(y);
         for (var r = 0; r < rows; r++)
         {
-            if (x.dtype == ScalarType.BFloat16)
-            {
-                scales[r] = Row((ushort*)TensorMemory.Pointer<byte>(x) + (long)r * width, (ushort*)TensorMemory.Pointer<byte>(weight),
-                    (ushort*)TensorMemory.Pointer<byte>(y) + (long)r * width, width, eps);
-            }
-            else
-            {
-                scales[r] = Row(TensorMemory.Pointer<float>(x) + (long)r * width, TensorMemory.Pointer<float>(weight),
-                    TensorMemory.Pointer<float>(y) + (long)r * width, width, eps);
-            }
+            var offset = r * rowBytes;
+            scales[r] = bf16
+                ? Row((ushort*)(xp + offset), (ushort*)wp, (ushort*)(yp + offset), width, eps)
+                : Row((float*)(xp + offset), (float*)wp, (float*)(yp + offset), width, eps);
         }
         ctx.save_for_backward([x, weight]);
         ctx.save_data("scales", scales);
@@ -59,17 +58,21 @@ public sealed unsafe class RmsNormFunction : SingleTensorFunction<RmsNormFunctio
         var dx = empty_like(x);
         var weightGradient = weight.requires_grad ? zeros(width) : null;
         var dw = weightGradient is null ? null : TensorMemory.Pointer<float>(weightGradient);
+        var (bf16, rowBytes) = (x.dtype == ScalarType.BFloat16, (long)width * x.ElementSize);
+        var xp = TensorMemory.Pointer<byte>(x);
+        var wp = TensorMemory.Pointer<byte>(weight);
+        var dyp = TensorMemory.Pointer<byte>(dy);
+        var dxp = TensorMemory.Pointer<byte>(dx);
         for (var r = 0; r < rows; r++)
         {
-            if (x.dtype == ScalarType.BFloat16)
+            var offset = r * rowBytes;
+            if (bf16)
             {
-                GradientRow((ushort*)TensorMemory.Pointer<byte>(x) + (long)r * width, (ushort*)TensorMemory.Pointer<byte>(weight),
-                    (ushort*)TensorMemory.Pointer<byte>(dy) + (long)r * width, (ushort*)TensorMemory.Pointer<byte>(dx) + (long)r * width, dw, width, scales[r]);
+                GradientRow((ushort*)(xp + offset), (ushort*)wp, (ushort*)(dyp + offset), (ushort*)(dxp + offset), dw, width, scales[r]);
             }
             else
             {
-                GradientRow(TensorMemory.Pointer<float>(x) + (long)r * width, TensorMemory.Pointer<float>(weight),
-                    TensorMemory.Pointer<float>(dy) + (long)r * width, TensorMemory.Pointer<float>(dx) + (long)r * width, dw, width, scales[r]);
+                GradientRow((float*)(xp + offset), (float*)wp, (float*)(dyp + offset), (float*)(dxp + offset), dw, width, scales[r]);
             }
         }
         return [dx, weightGradient?.to_type(weight.dtype)!, null!];

@@ -235,7 +235,7 @@ public sealed class Distiller : IDisposable
         Tensor losses;
         if (TeacherCache is { } cache)
         {
-            var (top, ids) = TeacherTopK(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"));
+            var (top, ids) = TeacherTopK(cache, sequences, streamIndices);
             losses = DistillationLossFunction.TopK(studentLogits, top, ids, targets, threads);
         }
         else
@@ -263,7 +263,7 @@ public sealed class Distiller : IDisposable
     {
         var studentLog = nn.functional.log_softmax(studentLogits, 1);
         var kl = TeacherCache is { } cache
-            ? TopKDivergence(cache, sequences, streamIndices ?? throw new ArgumentException("the teacher cache needs the sequences' stream indices"), studentLog)
+            ? TopKDivergence(cache, sequences, streamIndices, studentLog)
             : FullDivergence(sequences, studentLog);
         var (rows, targets) = Data.NextTokenTargets.Of(sequences);
         var device = studentLog.device;
@@ -283,7 +283,7 @@ public sealed class Distiller : IDisposable
     /// KL between the teacher's and the student's distributions over k + 1 buckets: the teacher's top-k tokens, and
     /// the rest of the vocabulary as one; per position [T].
     /// </summary>
-    private Tensor TopKDivergence(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices, Tensor studentLog)
+    private Tensor TopKDivergence(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLog)
     {
         var (teacherTop, ids) = TeacherTopK(cache, sequences, streamIndices);
         teacherTop = teacherTop.to(studentLog.device);
@@ -295,8 +295,13 @@ public sealed class Distiller : IDisposable
     }
 
     /// <summary>The teacher's top-k log-probabilities and token ids [T, k] of the packed sequences: cached, or computed and cached.</summary>
-    private (Tensor LogProbs, Tensor Ids) TeacherTopK(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long> streamIndices)
+    private (Tensor LogProbs, Tensor Ids) TeacherTopK(TeacherLogitCache cache, IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices)
     {
+        // The cache's key: checked here, the one place both loss paths read it.
+        if (streamIndices is null)
+        {
+            throw new ArgumentException("the teacher cache needs the sequences' stream indices");
+        }
         var logProbs = new Tensor[sequences.Count];
         var ids = new Tensor[sequences.Count];
         var missing = new List<int>();
