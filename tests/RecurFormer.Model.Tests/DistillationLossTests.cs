@@ -79,7 +79,41 @@ public sealed class DistillationLossTests
         Assert.Throws<ArgumentException>(() => DistillationLossFunction.Full(student, zeros(3, 20), [1, 2], KernelThreads.Single));
         Assert.Throws<ArgumentException>(() => DistillationLossFunction.Full(student, zeros(3, 20), [1, 2, 20], KernelThreads.Single));
         Assert.Throws<ArgumentException>(() => DistillationLossFunction.Full(student, zeros(3, 21), [1, 2, -1], KernelThreads.Single));
-        Assert.Throws<ArgumentException>(() => DistillationLossFunction.Full(student.to_type(ScalarType.BFloat16), zeros(3, 20), [1, 2, -1], KernelThreads.Single));
+        Assert.Throws<ArgumentException>(() => DistillationLossFunction.Full(student.to_type(ScalarType.Float16), zeros(3, 20), [1, 2, -1], KernelThreads.Single));
+        Assert.Throws<ArgumentException>(() => DistillationLossFunction.Full(student, zeros(3, 20).to_type(ScalarType.Float16), [1, 2, -1], KernelThreads.Single));
+    }
+
+    /// <summary>
+    /// bfloat16 logits (as a bfloat16 LM head computes them), the student's and the teacher's, whole and top-k: the
+    /// losses of the same values in float32 to the bit, and their float32 gradient rounded to bfloat16 to the bit (what
+    /// libtorch's conversion of the gradient back to bfloat16 gives).
+    /// </summary>
+    [Theory]
+    [InlineData(9, 1003, 0, 1)]
+    [InlineData(20, 512, 16, 2)]
+    public void Bfloat16_logits_give_the_float32_losses_and_the_rounded_gradient(int rows, int vocabulary, int k, int threadCount)
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(47);
+        var (student, teacher, targets, upstream) = Inputs(rows, vocabulary, generator);
+        var (student16, teacher16) = (student.to_type(ScalarType.BFloat16), teacher.to_type(ScalarType.BFloat16));
+        var (student32, teacher32) = (student16.to_type(ScalarType.Float32), teacher16.to_type(ScalarType.Float32));
+        var (top, ids) = nn.functional.log_softmax(teacher32, 1).topk(Math.Max(k, 1), dim: 1);
+        using var threads = new KernelThreads(threadCount);
+        Tensor Losses(Tensor logits, Tensor teacherLogits) => k == 0
+            ? DistillationLossFunction.Full(logits, teacherLogits, targets, threads)
+            : DistillationLossFunction.TopK(logits, top, ids, targets, threads);
+
+        var expected = student32.clone().requires_grad_(true);
+        var reference = Losses(expected, teacher32);
+        (reference * upstream).sum().backward();
+        var actual = student16.clone().requires_grad_(true);
+        var losses = Losses(actual, teacher16);
+        (losses * upstream).sum().backward();
+
+        Assert.Equal(ScalarType.BFloat16, actual.grad!.dtype);
+        Assert.True(reference.eq(losses).all().item<bool>(), "the losses of bfloat16 logits differ from those of their float32 values");
+        Assert.True(expected.grad!.to_type(ScalarType.BFloat16).eq(actual.grad!).all().item<bool>(), "∂z is not the float32 gradient rounded to bfloat16");
     }
 
     /// <summary>Student logits of spread ±8, a sharper teacher (±12), a target per row but every fourth, an upstream gradient.</summary>

@@ -55,8 +55,32 @@ public sealed class RmsNormKernelTests
         (reference * upstream).sum().backward();
         var output = norm.forward(actualX);
         (output * upstream).sum().backward();
-        AssertClose("y", norm.forward(x), output, 8e-3);
+        AssertClose("y", Reference(x, weight), output, 8e-3);
         AssertClose("∂x", expectedX.grad!, actualX.grad!, 8e-3);
+    }
+
+    /// <summary>
+    /// Where no gradient is asked for (an input without one, or under no_grad), RmsNorm runs the kernel's forward alone:
+    /// the training kernel's values to the bit, libtorch's within one rounding step, and no autograd graph.
+    /// </summary>
+    [Theory]
+    [InlineData(ScalarType.BFloat16)]
+    [InlineData(ScalarType.Float32)]
+    public void Without_gradients_a_norm_runs_the_kernel_forward_alone(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(61);
+        var (x, weight, _) = Inputs(384, dtype, generator);
+        var norm = new RmsNorm(weight.clone(), 1e-6);
+        var kernel = RmsNormFunction.Apply(x.clone().requires_grad_(true), weight, 1e-6).detach();
+        var output = norm.forward(x);
+        Assert.False(output.requires_grad);
+        Assert.True(output.eq(kernel).all().item<bool>(), "the forward alone differs from the training kernel's forward");
+        using (no_grad())
+        {
+            Assert.True(norm.forward(x.clone().requires_grad_(true)).eq(kernel).all().item<bool>(), "under no_grad the norm took another path");
+        }
+        AssertClose("y", Reference(x, weight), output, dtype == ScalarType.Float32 ? 1e-5 : 8e-3);
     }
 
     /// <summary>The libtorch form and the kernels on the same inputs, each with its gradients under the upstream gradient.</summary>

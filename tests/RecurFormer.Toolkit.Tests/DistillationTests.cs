@@ -1,3 +1,4 @@
+using RecurFormer.Model.CausalLM;
 using RecurFormer.Toolkit.Conversion;
 using RecurFormer.Toolkit.Distillation;
 using TorchSharp;
@@ -120,6 +121,55 @@ public sealed class DistillationTests : IDisposable
             var difference = libtorch.Gradients[i].Zip(kernels.Gradients[i], (a, b) => Math.Abs(a - b)).Max();
             Assert.True(difference <= 1e-4 * Math.Max(scale, 1e-6), $"parameter {i}: max |Δ| {difference} against max |∂| {scale}");
         }
+    }
+
+    /// <summary>
+    /// A student whose layer 0 is the teacher's starts its stage-2 forward from the teacher's stream after layer 0: the
+    /// same loss and gradients as its own forward from the embedding. With every o_proj trained, layer 0 is no longer
+    /// the teacher's to share: the student runs it, and its o_proj gets its gradient.
+    /// </summary>
+    [Fact]
+    public void Stage2_starts_the_student_from_the_teachers_stream_below_its_first_replaced_layer()
+    {
+        var student = TestData.Convert(_temp, ReplacementKind.Mamba, [(1, 0), (2, 1)]);
+        using var teacher = TestData.Load(TestData.QwenTiny);
+        using var model = TestData.Load(student);
+        var (studentModel, teacherModel) = ((TransformerCausalLM)model, (TransformerCausalLM)teacher);
+        Assert.Equal(1, studentModel.SameLayersAs(teacherModel));
+        Assert.Equal(teacherModel.Layers.Count, teacherModel.SameLayersAs(teacherModel));
+        long[][] batch = [TestData.ReferenceIds(TestData.QwenTiny, "prompt_2")[..48], TestData.ReferenceIds(TestData.QwenTiny, "prompt_1")[..31]];
+        var layer0 = studentModel.Layers[0].SelfAttention.OutputProjection.Weight;
+        (double Loss, float[][] Gradients) Step(bool share, TrainedParts parts)
+        {
+            using var distiller = new Distiller(teacher, model, new DistillOptions { Stage1Steps = 0 }) { ShareTeacherLayers = share };
+            foreach (var parameter in studentModel.parameters())
+            {
+                parameter.requires_grad = false;
+                parameter.grad = null;
+            }
+            var parameters = distiller.Stage2Parameters(parts);
+            foreach (var parameter in parameters)
+            {
+                parameter.requires_grad = true;
+            }
+            var (loss, _, _) = distiller.Stage2Backward(batch);
+            return (loss, [.. parameters.Select(p => p.grad is { } g ? g.data<float>().ToArray() : [])]);
+        }
+
+        foreach (var parts in new[] { TrainedParts.Mamba, TrainedParts.Mamba | TrainedParts.OutputProjection })
+        {
+            var own = Step(share: false, parts);
+            var shared = Step(share: true, parts);
+            Assert.Equal(own.Loss, shared.Loss, 5);
+            Assert.True(own.Gradients.All(g => g.Length > 0) && shared.Gradients.All(g => g.Length > 0), $"{parts}: a trained parameter got no gradient");
+            for (var i = 0; i < own.Gradients.Length; i++)
+            {
+                var scale = own.Gradients[i].Max(Math.Abs);
+                var difference = own.Gradients[i].Zip(shared.Gradients[i], (a, b) => Math.Abs(a - b)).Max();
+                Assert.True(difference <= 1e-4 * Math.Max(scale, 1e-6), $"{parts}, parameter {i}: max |Δ| {difference} against max |∂| {scale}");
+            }
+        }
+        Assert.True(layer0.grad is { } gradient && gradient.abs().sum().item<float>() > 0, "layer 0's o_proj, trained, got no gradient");
     }
 
     [Fact]

@@ -77,6 +77,21 @@ public sealed class ForwardBatch
     /// </summary>
     public int? LastLayer { get; init; }
 
+    /// <summary>When set, the forward leaves there the residual stream entering that handoff's layer (the teacher's, in distillation).</summary>
+    public ResidualHandoff? LeaveResidual { get; init; }
+
+    /// <summary>
+    /// When set, the forward skips the embedding and the layers below the handoff's layer and starts from the stream
+    /// another model's forward of the same tokens left there (Transformer models whose layers below are the same).
+    /// </summary>
+    public ResidualHandoff? StartFrom { get; init; }
+
+    /// <summary>
+    /// Return the logits in the dtype the LM head computed them in (bfloat16 for a bfloat16 model) rather than float32:
+    /// distillation's loss kernels read bfloat16 rows themselves, which spares a [T, V] conversion each way.
+    /// </summary>
+    public bool LogitsAsComputed { get; init; }
+
     /// <summary>Keep the autograd graph (distillation); inference runs without it.</summary>
     public bool Training { get; init; }
 

@@ -32,6 +32,10 @@ public sealed class MambaCausalLM : nn.Module, ICausalLM
 
     public Tensor Forward(ForwardBatch batch)
     {
+        if (batch.StartFrom is not null || batch.LeaveResidual is not null)
+        {
+            throw new ArgumentException("a pure Mamba model takes no residual handoff (its layers are no Transformer's)");
+        }
         using var scope = NewDisposeScope();
         using var gradMode = batch.Training ? null : no_grad();
         using var context = new ForwardContext(batch, Target.Device, Target.DType);
@@ -42,7 +46,7 @@ public sealed class MambaCausalLM : nn.Module, ICausalLM
         {
             batch.Caches[s].Advance(batch.TokenCount(s));
         }
-        return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope();
+        return (batch.LogitsAsComputed ? logits : logits.to_type(ScalarType.Float32)).MoveToOuterDisposeScope();
     }
 }
 

@@ -37,11 +37,48 @@ public sealed partial class TransformerCausalLM : nn.Module, ICausalLM
 
     /// <summary>The decoder layers, in order (<c>model.layers.i</c>).</summary>
     public IReadOnlyList<DecoderLayer> Layers => model.Layers;
+
+    /// <summary>The token embedding [vocab, hidden] (<c>model.embed_tokens.weight</c>; also the LM head when tied).</summary>
+    public Tensor EmbeddingWeight => model.EmbeddingWeight;
+
     public ComputeTarget Target { get; }
 
     public IEnumerable<(string Name, Tensor Tensor)> CheckpointTensors() => CheckpointNames.Of(this);
 
     public void PreparePositions(int positions) => _rope.Prepare(positions);
+
+    /// <summary>
+    /// How many leading decoder layers of this model compute what <paramref name="other"/>'s do: the same shapes, norm
+    /// ε and RoPE, equal embeddings, then layers plain in both (no replaced group) with equal weights, dtype and values.
+    /// A converted student shares its teacher's layers below the first replaced one, until they are trained
+    /// (<see cref="ResidualHandoff"/>). Compares the weights: call it once, not per step.
+    /// </summary>
+    public int SameLayersAs(TransformerCausalLM other)
+    {
+        using var scope = NewDisposeScope();
+        var (mine, theirs) = (_config, other._config);
+        if (mine.HiddenSize != theirs.HiddenSize || mine.VocabSize != theirs.VocabSize || mine.RmsNormEps != theirs.RmsNormEps
+            || mine.Rope != theirs.Rope || !Same(model.EmbeddingWeight, other.model.EmbeddingWeight))
+        {
+            return 0;
+        }
+        var count = 0;
+        while (count < Math.Min(Layers.Count, other.Layers.Count) && mine.Heads(count).IsPlain && theirs.Heads(count).IsPlain
+            && SameWeights(Layers[count], other.Layers[count]))
+        {
+            count++;
+        }
+        return count;
+    }
+
+    private static bool SameWeights(nn.Module a, nn.Module b)
+    {
+        var (x, y) = (a.named_parameters().ToArray(), b.named_parameters().ToArray());
+        return x.Length == y.Length && x.Zip(y).All(p => p.First.name == p.Second.name && Same(p.First.parameter, p.Second.parameter));
+    }
+
+    private static bool Same(Tensor a, Tensor b) =>
+        a.dtype == b.dtype && a.device_type == b.device_type && a.device_index == b.device_index && a.shape.SequenceEqual(b.shape) && a.equal(b).all().item<bool>();
 
     public Tensor Forward(ForwardBatch batch)
     {
@@ -58,13 +95,17 @@ public sealed partial class TransformerCausalLM : nn.Module, ICausalLM
         {
             return hidden.MoveToOuterDisposeScope();
         }
-        hidden = hidden.index_select(0, tensor(batch.LogitRows(), device: Target.Device));
+        var rows = batch.LogitRows();
+        if (rows.Length < batch.TotalTokens)
+        {
+            hidden = hidden.index_select(0, tensor(rows, device: Target.Device));   // (every row, in order, needs no copy)
+        }
         var logits = lm_head?.forward(hidden) ?? nn.functional.linear(hidden, model.EmbeddingWeight);
         for (var s = 0; s < batch.SequenceCount; s++)
         {
             batch.Caches[s].Advance(batch.TokenCount(s));
         }
-        return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope();
+        return (batch.LogitsAsComputed ? logits : logits.to_type(ScalarType.Float32)).MoveToOuterDisposeScope();
     }
 
     protected override void Dispose(bool disposing)
@@ -103,19 +144,17 @@ internal sealed class TransformerBackbone : nn.Module
     public Tensor Forward(Tensor tokens, ForwardContext context)
     {
         using var scope = NewDisposeScope();
-        var hidden = embed_tokens.forward(tokens); // [T, hidden]
-        if (context.Batch.LastLayer is { } last)
+        var batch = context.Batch;
+        var (first, hidden) = batch.StartFrom is { } start
+            ? (start.Layer, start.StreamFor(tokens.shape[0], EmbeddingWeight.shape[1]))
+            : (0, embed_tokens.forward(tokens)); // [T, hidden]
+        var end = batch.LastLayer ?? layers.Count;
+        for (var i = first; i < end; i++)
         {
-            for (var i = 0; i < last; i++)
-            {
-                hidden = layers[i].Forward(hidden, context);
-            }
-            return layers[last].AttentionHeads(hidden, context).MoveToOuterDisposeScope();
+            batch.LeaveResidual?.LeaveAt(i, hidden);
+            hidden = layers[i].Forward(hidden, context);
         }
-        foreach (var layer in layers)
-        {
-            hidden = layer.Forward(hidden, context);
-        }
-        return norm.forward(hidden).MoveToOuterDisposeScope();
+        batch.LeaveResidual?.LeaveAt(end, hidden);
+        return (batch.LastLayer is { } last ? layers[last].AttentionHeads(hidden, context) : norm.forward(hidden)).MoveToOuterDisposeScope();
     }
 }

@@ -45,6 +45,21 @@ internal static unsafe class Bf16
         }
     }
 
+    /// <summary>n floats rounded to the nearest even bfloat16 into <paramref name="target"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FromFloat(float* source, ushort* target, int n)
+    {
+        var i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            Store16(target + i, Vector512.Load(source + i));
+        }
+        for (; i < n; i++)
+        {
+            target[i] = FromFloat(source[i]);
+        }
+    }
+
     /// <summary>16 floats rounded to the nearest even bfloat16 value and kept as floats (NaN becomes the canonical NaN, as <see cref="FromFloat"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Round(Vector512<float> value)

@@ -20,6 +20,11 @@ namespace RecurFormer.Model.Kernels;
 /// the KL is then over k + 1 buckets, the top-k tokens and the rest of the vocabulary as one, each bucket's mass
 /// clamped below at 1e-8 as <c>Distiller</c>'s libtorch form clamps it.
 /// </para>
+/// <para>
+/// Logits come in float32 or bfloat16 (as a bfloat16 LM head computes them): a bfloat16 row is widened into a
+/// thread's float32 scratch row, which stays in cache, instead of the whole [T, V] going to float32 and its gradient
+/// back through memory; the gradient is rounded to bfloat16 as libtorch's conversion rounds it.
+/// </para>
 /// </summary>
 public sealed unsafe class DistillationLossFunction : SingleTensorFunction<DistillationLossFunction>
 {
@@ -28,9 +33,9 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
 
     public override string Name => "DistillationLoss";
 
-    /// <summary>Whether the kernels run for <paramref name="logits"/>: float32 [T, V] on the CPU, with 512-bit vectors in hardware.</summary>
+    /// <summary>Whether the kernels run for <paramref name="logits"/>: float32 or bfloat16 [T, V] on the CPU, with 512-bit vectors in hardware.</summary>
     public static bool Supports(Tensor logits) =>
-        Kernel.IsAccelerated && logits.device_type == DeviceType.CPU && logits.dim() == 2 && logits.dtype == ScalarType.Float32;
+        Kernel.IsAccelerated && logits.device_type == DeviceType.CPU && logits.dim() == 2 && logits.dtype is ScalarType.Float32 or ScalarType.BFloat16;
 
     /// <summary>
     /// (KL, CE) per position [T, 2] of student logits [T, V] against the teacher's logits [T, V] (not differentiated).
@@ -39,9 +44,9 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
     public static Tensor Full(Tensor studentLogits, Tensor teacherLogits, long[] targets, KernelThreads threads)
     {
         Check(studentLogits, targets);
-        if (!teacherLogits.shape.SequenceEqual(studentLogits.shape) || teacherLogits.dtype != ScalarType.Float32)
+        if (!teacherLogits.shape.SequenceEqual(studentLogits.shape) || teacherLogits.dtype is not (ScalarType.Float32 or ScalarType.BFloat16))
         {
-            throw new ArgumentException("the teacher's logits must be float32 of the student's shape");
+            throw new ArgumentException("the teacher's logits must be float32 or bfloat16 of the student's shape");
         }
         return apply(studentLogits, new Teacher(teacherLogits.detach().contiguous(), null, null), targets, threads);
     }
@@ -65,7 +70,7 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
     {
         if (!Supports(studentLogits))
         {
-            throw new ArgumentException("the loss kernels take float32 logits [T, V] on the CPU");
+            throw new ArgumentException("the loss kernels take float32 or bfloat16 logits [T, V] on the CPU");
         }
         if (targets.Length != studentLogits.shape[0] || targets.Any(t => t < -1 || t >= studentLogits.shape[1]))
         {
@@ -77,20 +82,73 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
     private sealed record Teacher(Tensor? Logits, Tensor? TopLogProbs, Tensor? TopIds)
     {
         public Rows RowsOf(int vocabulary) => TopLogProbs is { } top
-            ? new(null, TensorMemory.Pointer<float>(top), TensorMemory.Pointer<long>(TopIds!), vocabulary, (int)top.shape[1])
-            : new(TensorMemory.Pointer<float>(Logits!), null, null, vocabulary, 0);
+            ? new(default, TensorMemory.Pointer<float>(top), TensorMemory.Pointer<long>(TopIds!), (int)top.shape[1])
+            : new(LogitRows.Of(Logits!), null, null, 0);
     }
 
     /// <summary>The teacher's rows in memory: whole logits [T, V], or top-k log-probabilities and ids [T, K].</summary>
-    private readonly struct Rows(float* logits, float* top, long* ids, int vocabulary, int k)
+    private readonly struct Rows(LogitRows logits, float* top, long* ids, int k)
     {
-        private readonly float* _logits = logits, _top = top;
+        private readonly float* _top = top;
         private readonly long* _ids = ids;
+        public readonly LogitRows Logits = logits;
         public readonly int K = k;
-        public bool Whole => _logits != null;
-        public float* Logits(int row) => _logits + (long)row * vocabulary;
+        public bool Whole => _top == null;
         public float* Top(int row) => _top + (long)row * K;
         public long* Ids(int row) => _ids + (long)row * K;
+    }
+
+    /// <summary>Rows of logits [T, V] in float32 or bfloat16, read as float32.</summary>
+    private readonly struct LogitRows(byte* data, bool bf16, int vocabulary)
+    {
+        private readonly byte* _data = data;
+        public readonly bool Bf16 = bf16;
+        public readonly int Vocabulary = vocabulary;
+
+        public static LogitRows Of(Tensor logits) =>
+            new(TensorMemory.Pointer<byte>(logits), logits.dtype == ScalarType.BFloat16, (int)logits.shape[1]);
+
+        /// <summary>Row <paramref name="row"/> as float32: in place, or widened into <paramref name="scratch"/>.</summary>
+        public float* Read(int row, float* scratch)
+        {
+            if (!Bf16)
+            {
+                return (float*)_data + (long)row * Vocabulary;
+            }
+            Kernels.Bf16.ToFloat((ushort*)_data + (long)row * Vocabulary, scratch, Vocabulary);
+            return scratch;
+        }
+
+        /// <summary>Where to compute row <paramref name="row"/> in float32: in place, or in <paramref name="scratch"/> (then <see cref="Write"/>).</summary>
+        public float* Target(int row, float* scratch) => Bf16 ? scratch : (float*)_data + (long)row * Vocabulary;
+
+        /// <summary>Row <paramref name="row"/> from <see cref="Target"/>'s scratch, rounded to bfloat16 (nothing to do in float32).</summary>
+        public void Write(int row, float* scratch)
+        {
+            if (Bf16)
+            {
+                Kernels.Bf16.FromFloat(scratch, (ushort*)_data + (long)row * Vocabulary, Vocabulary);
+            }
+        }
+    }
+
+    /// <summary>A kernel thread's float32 rows of the vocabulary's width (three: student, teacher, gradient), freed on dispose.</summary>
+    private readonly struct Scratch : IDisposable
+    {
+        private readonly float* _memory;
+        private readonly int _vocabulary;
+
+        public Scratch(int vocabulary)
+        {
+            _vocabulary = vocabulary;
+            _memory = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(3L * vocabulary * sizeof(float)), 64);
+        }
+
+        public float* Student => _memory;
+        public float* Teacher => _memory + _vocabulary;
+        public float* Gradient => _memory + 2L * _vocabulary;
+
+        public void Dispose() => System.Runtime.InteropServices.NativeMemory.AlignedFree(_memory);
     }
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
@@ -100,19 +158,20 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
         var (rows, vocabulary) = ((int)logits.shape[0], (int)logits.shape[1]);
         var losses = zeros(rows, 2);
         var logSumExps = new float[2 * rows];                   // the student's, then the teacher's (whole logits only)
-        var z = TensorMemory.Pointer<float>(logits);
+        var z = LogitRows.Of(logits);
         var output = TensorMemory.Pointer<float>(losses);
         var teacherRows = teacher.RowsOf(vocabulary);
         threads.Run(thread =>
         {
             var (start, end) = threads.Share(thread, rows);
+            using var scratch = new Scratch(vocabulary);
             for (var r = start; r < end; r++)
             {
-                var row = z + (long)r * vocabulary;
+                var row = z.Read(r, scratch.Student);
                 float lse;
                 if (teacherRows.Whole)
                 {
-                    (lse, logSumExps[2 * r + 1], output[2 * r]) = FullDivergence(teacherRows.Logits(r), row, vocabulary);
+                    (lse, logSumExps[2 * r + 1], output[2 * r]) = FullDivergence(teacherRows.Logits.Read(r, scratch.Teacher), row, vocabulary);
                 }
                 else
                 {
@@ -140,23 +199,24 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
         var logSumExps = (float[])ctx.get_data("lse");
         var (rows, vocabulary) = ((int)logits.shape[0], (int)logits.shape[1]);
         var upstream = grad_output.to_type(ScalarType.Float32).contiguous();
-        var gradient = empty_like(logits);
-        var z = TensorMemory.Pointer<float>(logits);
+        var gradient = empty_like(logits);                      // the logits' dtype, as autograd expects
+        var z = LogitRows.Of(logits);
         var g = TensorMemory.Pointer<float>(upstream);
-        var dz = TensorMemory.Pointer<float>(gradient);
+        var dz = LogitRows.Of(gradient);
         var teacherRows = teacher.RowsOf(vocabulary);
         threads.Run(thread =>
         {
             var (start, end) = threads.Share(thread, rows);
+            using var scratch = new Scratch(vocabulary);
             for (var r = start; r < end; r++)
             {
-                var row = z + (long)r * vocabulary;
-                var into = dz + (long)r * vocabulary;
+                var row = z.Read(r, scratch.Student);
+                var into = dz.Target(r, scratch.Gradient);
                 var lse = logSumExps[2 * r];
                 var (gKl, gCe) = (g[2 * r], targets[r] < 0 ? 0f : g[2 * r + 1]);
                 if (teacherRows.Whole)
                 {
-                    FullGradient(teacherRows.Logits(r), row, lse, logSumExps[2 * r + 1], gKl, gCe, into, vocabulary);
+                    FullGradient(teacherRows.Logits.Read(r, scratch.Teacher), row, lse, logSumExps[2 * r + 1], gKl, gCe, into, vocabulary);
                 }
                 else
                 {
@@ -166,6 +226,7 @@ public sealed unsafe class DistillationLossFunction : SingleTensorFunction<Disti
                 {
                     into[targets[r]] -= gCe;
                 }
+                dz.Write(r, scratch.Gradient);
             }
         });
         return [gradient, null!, null!, null!];

@@ -25,11 +25,31 @@ public sealed unsafe class RmsNormFunction : SingleTensorFunction<RmsNormFunctio
 
     public static Tensor Apply(Tensor x, Tensor weight, double eps) => apply(x, weight, (float)eps);
 
+    /// <summary>
+    /// The forward alone, with no autograd node: where no gradient is asked for (the teacher's forward in
+    /// distillation, the engine's prefill), libtorch's form costs the same eight passes and allocations.
+    /// </summary>
+    public static Tensor Compute(Tensor x, Tensor weight, double eps)
+    {
+        var input = x.contiguous();
+        var y = empty_like(input);
+        Normalize(input, weight.contiguous(), y, (float)eps);
+        return y;
+    }
+
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (x, weight, eps) = (((Tensor)vars[0]).contiguous(), ((Tensor)vars[1]).contiguous(), (float)vars[2]);
-        var (rows, width) = ((int)x.shape[0], (int)x.shape[1]);
         var y = empty_like(x);
+        ctx.save_for_backward([x, weight]);
+        ctx.save_data("scales", Normalize(x, weight, y, eps));
+        return y;
+    }
+
+    /// <summary>y = RMSNorm(x) row by row; returns each row's scale rsqrt(mean(x²) + ε) for the backward.</summary>
+    private static float[] Normalize(Tensor x, Tensor weight, Tensor y, float eps)
+    {
+        var (rows, width) = ((int)x.shape[0], (int)x.shape[1]);
         var scales = new float[rows];
         // The tensors' memory resolved once: each lookup is a few calls into libtorch.
         var (bf16, rowBytes) = (x.dtype == ScalarType.BFloat16, (long)width * x.ElementSize);
@@ -43,9 +63,7 @@ public sealed unsafe class RmsNormFunction : SingleTensorFunction<RmsNormFunctio
                 ? Row((ushort*)(xp + offset), (ushort*)wp, (ushort*)(yp + offset), width, eps)
                 : Row((float*)(xp + offset), (float*)wp, (float*)(yp + offset), width, eps);
         }
-        ctx.save_for_backward([x, weight]);
-        ctx.save_data("scales", scales);
-        return y;
+        return scales;
     }
 
     public override List<Tensor> backward(AutogradContext ctx, Tensor grad_output)

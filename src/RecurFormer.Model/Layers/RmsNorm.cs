@@ -27,9 +27,13 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
-        if ((input.requires_grad || weight.requires_grad) && is_grad_enabled() && RmsNormFunction.Supports(input, weight))
+        if (RmsNormFunction.Supports(input, weight))
         {
-            return RmsNormFunction.Apply(input, weight, _eps);   // training on the CPU: one node, one pass each way
+            // On the CPU: one node and one pass each way where a gradient is asked for (training), else the forward
+            // pass alone (inference's prefill, the teacher in distillation).
+            return (input.requires_grad || weight.requires_grad) && is_grad_enabled()
+                ? RmsNormFunction.Apply(input, weight, _eps)
+                : RmsNormFunction.Compute(input, weight, _eps);
         }
         using var scope = NewDisposeScope();
         var x = input.to_type(ScalarType.Float32);

@@ -54,7 +54,13 @@ public sealed class Distiller : IDisposable
         {
             throw new ArgumentException("the student has no Mamba mixer: nothing to distill (convert with --kind mamba or window-mamba)");
         }
+        _sharedLayers = teacher is TransformerCausalLM transformer ? _student.SameLayersAs(transformer) : 0;
+        _sharedParameters = [_student.EmbeddingWeight, .. _student.Layers.Take(_sharedLayers).SelectMany(l => l.parameters())];
     }
+
+    /// <summary>The student's leading layers that are the teacher's (<see cref="TransformerCausalLM.SameLayersAs"/>), and their weights.</summary>
+    private readonly int _sharedLayers;
+    private readonly Tensor[] _sharedParameters;
 
     public IReadOnlyList<int> Layers => _layers.Select(l => l.Layer).ToArray();
 
@@ -182,6 +188,9 @@ public sealed class Distiller : IDisposable
     /// </summary>
     public TeacherLogitCache? TeacherCache { get; init; }
 
+    /// <summary>Whether stage 2's student starts from the teacher's stream where its layers below are the teacher's (false: from its embedding, for tests).</summary>
+    internal bool ShareTeacherLayers { get; init; } = true;
+
     /// <summary>Whether stage 2's losses take <see cref="DistillationLossFunction"/> where it runs (false: the libtorch form, for tests).</summary>
     internal bool LossKernels { get; init; } = true;
 
@@ -199,10 +208,15 @@ public sealed class Distiller : IDisposable
         IReadOnlyList<long[]>? batch = null)
     {
         using var scope = NewDisposeScope();
-        var studentLogits = Logits(_student, sequences, training: true);
+        // Without the teacher cache the teacher runs first, and leaves its residual stream where the student's layers
+        // stop being its own: the student's forward starts there.
+        using var handoff = TeacherCache is null ? SharedStream() : null;
+        // Both in the LM head's dtype: the loss kernels read bfloat16 rows; the libtorch form converts them itself.
+        var teacherLogits = TeacherCache is null ? Logits(_teacher, sequences, training: false, asComputed: true, leave: handoff) : null;
+        var studentLogits = Logits(_student, sequences, training: true, asComputed: true, startFrom: handoff);
         var (kl, ce) = LossKernels && DistillationLossFunction.Supports(studentLogits)
-            ? KernelLosses(sequences, streamIndices, studentLogits)
-            : LibTorchLosses(sequences, streamIndices, studentLogits);
+            ? KernelLosses(sequences, streamIndices, studentLogits, teacherLogits)
+            : LibTorchLosses(sequences, streamIndices, studentLogits, teacherLogits);
         var device = studentLogits.device;
         batch ??= sequences;
         Tensor meanKl, meanCe;
@@ -225,10 +239,18 @@ public sealed class Distiller : IDisposable
     }
 
     /// <summary>
-    /// KL and CE per position ([T] each; CE 0 at each sequence's last position, which has no next token) through the
-    /// loss kernels: one pass over the logits forward and one backward.
+    /// A handoff at the student's first layer that is not the teacher's, while the layers below it are untrained
+    /// (stage 2 trains the mixers alone by default); null where there is none.
     /// </summary>
-    private (Tensor Kl, Tensor Ce) KernelLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits)
+    private ResidualHandoff? SharedStream() =>
+        ShareTeacherLayers && _sharedLayers > 0 && !_sharedParameters.Any(p => p.requires_grad) ? new ResidualHandoff(_sharedLayers) : null;
+
+    /// <summary>
+    /// KL and CE per position ([T] each; CE 0 at each sequence's last position, which has no next token) through the
+    /// loss kernels: one pass over the logits forward and one backward. <paramref name="teacherLogits"/>: the
+    /// teacher's whole logits, where there is no teacher cache.
+    /// </summary>
+    private (Tensor Kl, Tensor Ce) KernelLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits, Tensor? teacherLogits)
     {
         var threads = Threads ?? KernelThreads.ForThisProcess;
         var targets = NextTokens(sequences);
@@ -240,7 +262,7 @@ public sealed class Distiller : IDisposable
         }
         else
         {
-            losses = DistillationLossFunction.Full(studentLogits, Logits(_teacher, sequences, training: false), targets, threads);
+            losses = DistillationLossFunction.Full(studentLogits, teacherLogits!, targets, threads);
         }
         return (losses.select(1, 0), losses.select(1, 1));
     }
@@ -259,12 +281,12 @@ public sealed class Distiller : IDisposable
     }
 
     /// <summary>The same losses in libtorch operations, where the kernels do not run (a GPU, or a CPU without AVX-512).</summary>
-    private (Tensor Kl, Tensor Ce) LibTorchLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits)
+    private (Tensor Kl, Tensor Ce) LibTorchLosses(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices, Tensor studentLogits, Tensor? teacherLogits)
     {
-        var studentLog = nn.functional.log_softmax(studentLogits, 1);
+        var studentLog = nn.functional.log_softmax(studentLogits.to_type(ScalarType.Float32), 1);
         var kl = TeacherCache is { } cache
             ? TopKDivergence(cache, sequences, streamIndices, studentLog)
-            : FullDivergence(sequences, studentLog);
+            : FullDivergence(teacherLogits!, studentLog);
         var (rows, targets) = Data.NextTokenTargets.Of(sequences);
         var device = studentLog.device;
         var picked = -studentLog.index_select(0, tensor(rows, device: device)).gather(1, tensor(targets, device: device).unsqueeze(1)).squeeze(1);
@@ -273,9 +295,9 @@ public sealed class Distiller : IDisposable
     }
 
     /// <summary>KL(teacher ‖ student) over the whole vocabulary, per position [T].</summary>
-    private Tensor FullDivergence(IReadOnlyList<long[]> sequences, Tensor studentLog)
+    private static Tensor FullDivergence(Tensor teacherLogits, Tensor studentLog)
     {
-        var teacherLog = nn.functional.log_softmax(Logits(_teacher, sequences, training: false), 1);
+        var teacherLog = nn.functional.log_softmax(teacherLogits.to_type(ScalarType.Float32), 1);
         return (teacherLog.exp() * (teacherLog - studentLog)).sum(1);
     }
 
@@ -329,10 +351,14 @@ public sealed class Distiller : IDisposable
         return (cat(logProbs, 0), cat(ids, 0));
     }
 
-    private Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training)
+    private Tensor Logits(ICausalLM model, IReadOnlyList<long[]> sequences, bool training, bool asComputed = false,
+        ResidualHandoff? leave = null, ResidualHandoff? startFrom = null)
     {
         using var caches = model.CreateCache(sequences.Max(s => s.Length), sequences.Count);
-        return model.Forward(new ForwardBatch(sequences, caches.Sequences) { AllLogits = true, Training = training, Threads = Threads });
+        return model.Forward(new ForwardBatch(sequences, caches.Sequences)
+        {
+            AllLogits = true, Training = training, Threads = Threads, LogitsAsComputed = asComputed, LeaveResidual = leave, StartFrom = startFrom,
+        });
     }
 
     public void Dispose()
