@@ -280,6 +280,17 @@ public sealed class DistillationTests : IDisposable
             Assert.InRange((double)stage1[$"worker {worker}"]! - parts, -2e-4, 2e-4);   // each figure rounded to 1e-4
             Assert.True((double)stage1[$"worker {worker} teacher"]! > 0);
         }
+        // And each worker's stage-2 time into its replica's pull, the teacher's forward, the student's, the losses and
+        // the backward (five figures, each rounded to 1e-4: their sum within 3e-4 of the worker's, also rounded).
+        var stage2 = clean.Throughput.Single(t => t.Stage == 2).Phases.ToJson()!;
+        foreach (var worker in new[] { 0, 1 })
+        {
+            string[] names = ["pull", "teacher", "student", "losses", "backward"];
+            var parts = names.Sum(name => (double)stage2[$"worker {worker} {name}"]!);
+            Assert.InRange((double)stage2[$"worker {worker}"]! - parts, -3.5e-4, 3.5e-4);
+            // (the losses of this tiny model may round to 0)
+            Assert.All(["teacher", "student", "backward"], name => Assert.True((double)stage2[$"worker {worker} {name}"]! > 0, $"worker {worker} {name}: no time"));
+        }
 
         var failed = new HashSet<(int, int)>();
         var log = new List<string>();

@@ -165,18 +165,30 @@ internal sealed class DistillTeam : IDisposable
     {
         var shares = Shares(batch);
         var indices = Shares(streamIndices);
-        (double Loss, double Kl, double Ce)[] parts;
+        ((double Loss, double Kl, double Ce) Losses, double Pull, Stage2Times Times)[] parts;
         using (Phases.Time("workers"))
         {
             parts = Run(shares.Length, w =>
             {
+                var start = System.Diagnostics.Stopwatch.GetTimestamp();
                 _replicas[w]?.PullWeights();
-                return _workers[w].Stage2Backward(shares[w], indices[w], batch);
+                var pull = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+                var losses = _workers[w].Stage2Backward(shares[w], indices[w], batch);
+                return (losses, pull, _workers[w].LastStage2Times);
             });
+        }
+        for (var w = 0; w < parts.Length; w++)
+        {
+            var (pull, times) = (parts[w].Pull, parts[w].Times);
+            Phases.Add($"worker {w} pull", pull);
+            Phases.Add($"worker {w} teacher", times.Teacher);
+            Phases.Add($"worker {w} student", times.Student);
+            Phases.Add($"worker {w} losses", times.Losses);
+            Phases.Add($"worker {w} backward", times.Backward);
         }
         AfterWorkers?.Invoke();
         PushGradients();
-        return (parts.Sum(p => p.Loss), parts.Sum(p => p.Kl), parts.Sum(p => p.Ce));
+        return (parts.Sum(p => p.Losses.Loss), parts.Sum(p => p.Losses.Kl), parts.Sum(p => p.Losses.Ce));
     }
 
     /// <summary>The batch cut into one contiguous share per worker (fewer when the batch is smaller), sizes differing by at most one.</summary>

@@ -207,13 +207,30 @@ public sealed class Distiller : IDisposable
     public (double Loss, double Kl, double Ce) Stage2Backward(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices = null,
         IReadOnlyList<long[]>? batch = null)
     {
-        using var scope = NewDisposeScope();
+        var clock = new Stage2Clock();
+        (double Loss, double Kl, double Ce) result;
+        using (NewDisposeScope())      // (its disposal, the step's tensors freed, is timed with the backward)
+        {
+            result = Stage2Step(sequences, streamIndices, batch, clock);
+        }
+        LastStage2Times = clock.Times();
+        return result;
+    }
+
+    /// <summary>Where the last <see cref="Stage2Backward"/> spent its time (the run's profile, distill.json).</summary>
+    public Stage2Times LastStage2Times { get; private set; }
+
+    private (double Loss, double Kl, double Ce) Stage2Step(IReadOnlyList<long[]> sequences, IReadOnlyList<long>? streamIndices,
+        IReadOnlyList<long[]>? batch, Stage2Clock clock)
+    {
         // Without the teacher cache the teacher runs first, and leaves its residual stream where the student's layers
         // stop being its own: the student's forward starts there.
         using var handoff = TeacherCache is null ? SharedStream() : null;
         // Both in the LM head's dtype: the loss kernels read bfloat16 rows; the libtorch form converts them itself.
         var teacherLogits = TeacherCache is null ? Logits(_teacher, sequences, training: false, asComputed: true, leave: handoff) : null;
+        clock.TeacherDone();
         var studentLogits = Logits(_student, sequences, training: true, asComputed: true, startFrom: handoff);
+        clock.StudentDone();
         var (kl, ce) = LossKernels && DistillationLossFunction.Supports(studentLogits)
             ? KernelLosses(sequences, streamIndices, studentLogits, teacherLogits)
             : LibTorchLosses(sequences, streamIndices, studentLogits, teacherLogits);
@@ -234,6 +251,7 @@ public sealed class Distiller : IDisposable
             meanCe = ce.sum() / batch.Sum(s => Math.Max(0, s.Length - 1));    // CE per next-token target
         }
         var loss = _options.KlWeight * meanKl + _options.CeWeight * meanCe;
+        clock.LossesDone();
         loss.backward();
         return (loss.item<float>(), meanKl.item<float>(), meanCe.item<float>());
     }
