@@ -35,6 +35,7 @@ public sealed partial class TransformerCausalLM
 
     private bool CanDecodeWithKernels(ForwardBatch batch) =>
         batch.IsDecode && batch.SequenceCount <= KernelBatchLimit && !batch.Training && batch.Capture is null
+        && batch.StartFrom is null && batch.LeaveResidual is null
         && !Enumerable.Range(0, batch.SequenceCount).Any(batch.WantsAllLogits)
         && KernelsSupported && batch.Storage.KernelsSupport;
 

@@ -149,6 +149,10 @@ internal sealed class TransformerBackbone : nn.Module
             ? (start.Layer, start.StreamFor(tokens.shape[0], EmbeddingWeight.shape[1]))
             : (0, embed_tokens.forward(tokens)); // [T, hidden]
         var end = batch.LastLayer ?? layers.Count;
+        if (first > end)
+        {
+            throw new ArgumentException($"the forward starts at layer {first}, past the layer it stops at ({end})");
+        }
         for (var i = first; i < end; i++)
         {
             batch.LeaveResidual?.LeaveAt(i, hidden);
