@@ -216,23 +216,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
         }
         for (var j = 0; j < count; j++, rows += stride)
         {
-            AddScaled(into, weights[j] * factor, rows, hd);
-        }
-    }
-
-    /// <summary>out += a · row over hd values.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddScaled(float* into, float a, float* row, int n)
-    {
-        var i = 0;
-        var av = Vector512.Create(a);
-        for (; i + Lanes <= n; i += Lanes)
-        {
-            Vector512.FusedMultiplyAdd(av, Vector512.Load(row + i), Vector512.Load(into + i)).Store(into + i);
-        }
-        for (; i < n; i++)
-        {
-            into[i] += a * row[i];
+            Kernel.AddScaled(into, weights[j] * factor, rows, hd);
         }
     }
 
@@ -299,11 +283,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
                 var gradScore = gradScores + (long)i * padded;
                 Scores(b.Q + offset, keysT, shape, count, p);
                 Scores(b.DO + offset, valuesT, shape, count, gradScore);   // (1/√hd) ∂o·v_j
-                var dot = 0f;
-                for (var d = 0; d < hd; d++)
-                {
-                    dot += b.DO[offset + d] * b.O[offset + d];
-                }
+                var dot = Kernel.Dot(b.DO + offset, b.O + offset, hd);
                 var (l, d0) = (Vector512.Create(logSumExps[h * tokens + i]), Vector512.Create(dot * shape.Scale));
                 var last = Mask(p, count);
                 for (var j = 0; j < last; j += Lanes)
