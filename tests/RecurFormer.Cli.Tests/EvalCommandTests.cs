@@ -35,4 +35,30 @@ public sealed class EvalCommandTests
             Directory.Delete(folder, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task A_baseline_adds_the_line_by_line_comparison()
+    {
+        var folder = Directory.CreateTempSubdirectory("recurformer-eval-").FullName;
+        try
+        {
+            // The teacher against itself: every line scores the same, so no line favours either.
+            var json = Path.Combine(folder, "report.json");
+            var result = await Run("eval", "--model", Teacher, "--baseline", Teacher, "--data", Lines(folder, 2, 2), "--json", json, "--max-answer-tokens", "0");
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            Assert.Contains("paired, line by line", result.Stdout);
+            var output = JsonNode.Parse(File.ReadAllText(json))!;
+            Assert.True(output["result"]!["perplexity"]!["qa_answer"]!.GetValue<double>() > 1);
+            var all = output["paired"]!["all"]!;
+            Assert.Equal(4, all["lines"]!.GetValue<int>());
+            Assert.Equal(2, output["paired"]!["qa_answer"]!["lines"]!.GetValue<int>());
+            Assert.Equal(0, all["model_lower"]!.GetValue<int>() + all["baseline_lower"]!.GetValue<int>());
+            Assert.Equal(0.0, all["mean_nll_difference"]!.GetValue<double>());
+            Assert.Equal(1.0, all["sign_test_p"]!.GetValue<double>());
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 }

@@ -180,6 +180,53 @@ public sealed class AnswerTests
     }
 
     [Fact]
+    public void Each_line_is_scored_and_a_qa_lines_answer_tokens_also_on_their_own()
+    {
+        var tokenizer = CheckpointTokenizer.FromPretrained(Teacher);
+        using var teacher = TestData.Load(Teacher);
+        var all = ValidationExample.ReadAll(new JsonlReader(Validation));
+        ValidationExample[] lines = [.. all.Where(e => e.Kind == ValidationExample.Doc).Take(2), .. all.Where(e => e.Kind == ValidationExample.Qa).Take(3)];
+        var evaluator = new Evaluator(teacher, tokenizer, new EvalOptions { MaxAnswerTokens = 0, BatchSize = 2 });
+        var report = evaluator.Evaluate(lines);
+
+        Assert.Equal(lines.Select(l => (l.Line, l.Kind)), evaluator.Lines.Select(l => (l.Line, l.Kind)));
+        foreach (var (line, score) in lines.Zip(evaluator.Lines))
+        {
+            var tokens = tokenizer.Encode(line.Text, addBosToken: false).Count();
+            Assert.Equal(tokens, score.Tokens);   // every token of the line is predicted, after one separator
+            // A qa line's answer: the tokens after its prompt (the system and user turns and the assistant's header).
+            var expected = line.Kind == ValidationExample.Qa ? tokens - Evaluator.PromptTokens(tokenizer, line.Text).Length : 0;
+            Assert.Equal(expected, score.AnswerTokens);
+            Assert.InRange(score.AnswerNll, 0, score.Nll);
+        }
+        Assert.All(evaluator.Lines.Where(l => l.Kind == ValidationExample.Qa), l => Assert.InRange(l.AnswerTokens, 4, l.Tokens - 10));
+
+        // The first question's answer NLL from the teacher's logits over the whole line: the last AnswerTokens targets.
+        var (question, scored) = (lines[2], evaluator.Lines[2]);
+        Assert.True(tokenizer.TryGetTokenId("<|endoftext|>", out var separator));
+        long[] ids = [separator, .. tokenizer.Encode(question.Text, addBosToken: false).Select(t => (long)t)];
+        using (var logits = TestData.AllLogits(teacher, ids))
+        using (var logProbabilities = nn.functional.log_softmax(logits.to_type(ScalarType.Float64), 1))
+        {
+            var answerNll = 0.0;
+            for (var position = ids.Length - scored.AnswerTokens; position < ids.Length; position++)
+            {
+                answerNll -= logProbabilities[position - 1, ids[position]].item<double>();
+            }
+            Assert.Equal(answerNll, scored.AnswerNll, 1e-3 * scored.AnswerTokens);
+        }
+
+        // The report's figures are these lines' sums.
+        double Perplexity(IEnumerable<LineScore> scores, Func<LineScore, double> nll, Func<LineScore, int> count) =>
+            Math.Exp(scores.Sum(nll) / scores.Sum(count));
+        var qa = evaluator.Lines.Where(l => l.Kind == ValidationExample.Qa).ToArray();
+        Assert.Equal(Perplexity(evaluator.Lines, l => l.Nll, l => l.Tokens), report["perplexity"]!["all"]!.GetValue<double>(), 9);
+        Assert.Equal(Perplexity(qa, l => l.Nll, l => l.Tokens), report["perplexity"]!["qa"]!.GetValue<double>(), 9);
+        Assert.Equal(Perplexity(qa, l => l.AnswerNll, l => l.AnswerTokens), report["perplexity"]!["qa_answer"]!.GetValue<double>(), 9);
+        Assert.Equal(qa.Sum(l => l.AnswerTokens), report["tokens"]!["qa_answer"]!.GetValue<long>());
+    }
+
+    [Fact]
     public void An_evaluation_without_questions_or_without_docs_reports_null_for_what_it_did_not_measure()
     {
         var tokenizer = CheckpointTokenizer.FromPretrained(Teacher);

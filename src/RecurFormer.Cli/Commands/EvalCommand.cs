@@ -21,7 +21,7 @@ public static class EvalCommand
         var model = new Option<string>("--model", "-m") { Description = "Checkpoint folder to evaluate.", Required = true };
         var data = new Option<string>("--data") { Description = "validation.jsonl: {kind: doc|qa, text[, question, answer]} per line.", Required = true };
         var json = new Option<string>("--json") { Description = "Where to write the JSON report.", Required = true };
-        var baseline = new Option<string?>("--baseline") { Description = "A second checkpoint (e.g. the source Transformer) evaluated the same way, printed side by side with ratios; with question answering, where the two models' answers part (qa_agreement)." };
+        var baseline = new Option<string?>("--baseline") { Description = "A second checkpoint (e.g. the source Transformer) evaluated the same way, printed side by side with ratios, then compared line by line with paired intervals and sign tests (paired); with question answering, where the two models' answers part (qa_agreement)." };
         var limit = new Option<int?>("--limit") { Description = "Use only the first N lines of each kind (e.g. 100 to bound the run time)." };
         var maxAnswer = new Option<int>("--max-answer-tokens") { Description = "Most tokens generated per question; 0 skips question answering (perplexity only).", DefaultValueFactory = _ => 96 };
         var batch = new Option<int>("--batch") { Description = "Sequences per forward pass.", DefaultValueFactory = _ => 16 };
@@ -63,17 +63,20 @@ public static class EvalCommand
             var options = new EvalOptions { MaxAnswerTokens = parse.GetValue(maxAnswer), BatchSize = parse.GetValue(batch) };
             var target = compute.Initialize(parse);
 
-            var (report, answers) = Evaluate(folder, target, examples, options);
+            var (report, answers, lines) = Evaluate(folder, target, examples, options);
             var output = new JsonObject { ["model"] = folder, ["data"] = reader.Path, ["limit_per_kind"] = parse.GetValue(limit), ["result"] = report };
             if (baselineFolder is not null)
             {
                 JsonObject? agreement = null;
-                var (reference, _) = Evaluate(baselineFolder, target, examples, options, (baselineModel, tokenizer, baselineAnswers) =>
+                var (reference, referenceAnswers, referenceLines) = Evaluate(baselineFolder, target, examples, options, (baselineModel, tokenizer, baselineAnswers) =>
                     agreement = answers.Count == 0 ? null
                         : AnswerAgreement.Of(answers, baselineAnswers, baselineModel, Evaluator.StopIds(baselineModel, tokenizer), options.BatchSize));
                 output["baseline"] = new JsonObject { ["model"] = baselineFolder, ["result"] = reference };
                 output["comparison"] = EvalComparison.Compare(report, reference);
                 EvalComparison.Print(Console.Out, report, reference, Path.GetFileName(folder.TrimEnd('/')), Path.GetFileName(baselineFolder.TrimEnd('/')));
+                var paired = PairedComparison.Of(lines, referenceLines, answers, referenceAnswers);
+                output["paired"] = paired;
+                PairedComparison.Print(Console.Out, paired);
                 if (agreement is not null)
                 {
                     output["qa_agreement"] = agreement;
@@ -170,7 +173,7 @@ public static class EvalCommand
     }
 
     /// <param name="whileLoaded">Runs after the evaluation, while the model is still loaded, with its answers.</param>
-    private static (JsonObject Report, IReadOnlyList<GeneratedAnswer> Answers) Evaluate(string folder, ComputeTarget target, IReadOnlyList<ValidationExample> examples,
+    private static (JsonObject Report, IReadOnlyList<GeneratedAnswer> Answers, IReadOnlyList<LineScore> Lines) Evaluate(string folder, ComputeTarget target, IReadOnlyList<ValidationExample> examples,
         EvalOptions options, Action<ICausalLM, CheckpointTokenizer, IReadOnlyList<GeneratedAnswer>>? whileLoaded = null)
     {
         var tokenizer = CheckpointTokenizer.FromPretrained(folder);
@@ -179,6 +182,6 @@ public static class EvalCommand
         var evaluator = new Evaluator(lm, tokenizer, options);
         var report = evaluator.Evaluate(examples, new ProgressLine($"eval {Path.GetFileName(folder.TrimEnd('/'))}", work));
         whileLoaded?.Invoke(lm, tokenizer, evaluator.Answers);
-        return (report, evaluator.Answers);
+        return (report, evaluator.Answers, evaluator.Lines);
     }
 }

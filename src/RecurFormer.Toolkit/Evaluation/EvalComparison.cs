@@ -9,7 +9,7 @@ public static class EvalComparison
     /// <summary>The figures compared, as JSON paths into the report.</summary>
     public static readonly string[] Keys =
     [
-        "perplexity.all", "perplexity.doc", "perplexity.qa", "perplexity.packed512",
+        "perplexity.all", "perplexity.doc", "perplexity.qa", "perplexity.qa_answer", "perplexity.packed512",
         "perplexity.packed512_by_position.0-64", "perplexity.packed512_by_position.64-256", "perplexity.packed512_by_position.256-512",
         "qa.exact_match", "qa.token_f1",
         "cache.kv_bytes_per_token", "cache.state_bytes_per_sequence", "cache.window_bytes_per_sequence", "cache.bytes_per_sequence_at_512", "cache.bytes_per_sequence_at_2048",

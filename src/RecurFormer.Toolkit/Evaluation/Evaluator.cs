@@ -38,9 +38,13 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     public const string AssistantPrompt = "<|im_start|>assistant\n";
 
     private readonly List<GeneratedAnswer> _answers = [];
+    private readonly List<LineScore> _lines = [];
 
     /// <summary>Every greedy answer of the last <see cref="Evaluate"/>, in the order of the qa lines (for <see cref="AnswerAgreement"/>).</summary>
     public IReadOnlyList<GeneratedAnswer> Answers => _answers;
+
+    /// <summary>Every scored line of the last <see cref="Evaluate"/>, in the data's order (for <see cref="PairedComparison"/>).</summary>
+    public IReadOnlyList<LineScore> Lines => _lines;
 
     public JsonObject Evaluate(IReadOnlyList<ValidationExample> examples, IProgress<int>? progress = null)
     {
@@ -67,6 +71,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
             ["all"] = Measured(nll.Perplexity("all")),
             ["doc"] = Measured(nll.Perplexity(ValidationExample.Doc)),
             ["qa"] = Measured(nll.Perplexity(ValidationExample.Qa)),
+            ["qa_answer"] = Measured(nll.Perplexity(QaAnswer)),
             ["packed512"] = Measured(nll.Perplexity("packed")),
             ["packed512_by_position"] = new JsonObject(options.Buckets.Select(b =>
                 KeyValuePair.Create($"{b.Start}-{b.End}", Measured(nll.Perplexity(Bucket(b)))))),
@@ -85,6 +90,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 ["all"] = nll.Tokens("all"),
                 ["doc"] = nll.Tokens(ValidationExample.Doc),
                 ["qa"] = nll.Tokens(ValidationExample.Qa),
+                ["qa_answer"] = nll.Tokens(QaAnswer),
                 ["packed512"] = nll.Tokens("packed"),
                 ["packed_sequences"] = packed.Count,
             },
@@ -127,9 +133,16 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
 
     private string Bucket((int Start, int End) bucket) => $"packed:{bucket.Start}-{bucket.End}";
 
-    /// <summary>Each line after one separator token; every token of the line (its end marker included) is predicted.</summary>
+    /// <summary>The key of the qa lines' answer tokens: the reference answer given its question, the quantity exact match samples.</summary>
+    private const string QaAnswer = "qa_answer";
+
+    /// <summary>
+    /// Each line after one separator token; every token of the line (its end marker included) is predicted. A qa line's
+    /// tokens after its <see cref="Prompt"/> are its answer's, and are counted once more on their own.
+    /// </summary>
     private void LinePerplexity(IReadOnlyList<ValidationExample> examples, long[][] encoded, long separator, NllAccumulator nll, Action<int> advance)
     {
+        _lines.Clear();
         var order = Enumerable.Range(0, examples.Count).Where(i => encoded[i].Length > 0).ToArray();
         foreach (var chunk in order.Chunk(PrefillBatch(options.BatchSize)))
         {
@@ -137,13 +150,28 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
             var lineNll = TokenNll(sequences);
             for (var j = 0; j < chunk.Length; j++)
             {
+                var example = examples[chunk[j]];
                 var sum = lineNll[j].Sum();
-                nll.Add(examples[chunk[j]].Kind, sum, lineNll[j].Length);
+                nll.Add(example.Kind, sum, lineNll[j].Length);
                 nll.Add("all", sum, lineNll[j].Length);
+                var answerStart = example.Kind == ValidationExample.Qa ? AnswerStart(encoded[chunk[j]], PromptTokens(tokenizer, example.Text)) : null;
+                var answer = answerStart is { } start ? lineNll[j][start..] : [];
+                if (answer.Length > 0)
+                {
+                    nll.Add(QaAnswer, answer.Sum(), answer.Length);
+                }
+                _lines.Add(new LineScore(example.Line, example.Kind, lineNll[j].Length, sum, answer.Length, answer.Sum()));
             }
             advance(chunk.Length);
         }
     }
+
+    /// <summary>
+    /// Where the answer begins among a qa line's tokens: after its prompt's tokens, where the line's tokens start with
+    /// them (null where the tokenizer merged across the prompt's end, so that no token boundary marks it).
+    /// </summary>
+    private static int? AnswerStart(long[] line, long[] prompt) =>
+        prompt.Length < line.Length && line.AsSpan(0, prompt.Length).SequenceEqual(prompt) ? prompt.Length : null;
 
     /// <summary>The token stream of all lines in order, cut into sequences of the packed length (a shorter tail kept).</summary>
     private List<long[]> PackedSequences(long[][] encoded)
@@ -259,3 +287,9 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
 
 /// <summary>One greedy answer: the qa line it answers, its prompt's tokens, the answer's tokens (no stop token), and whether it matched exactly.</summary>
 public sealed record GeneratedAnswer(int Line, long[] Prompt, long[] Tokens, bool Exact);
+
+/// <summary>
+/// One line's summed NLL (nats) over its <paramref name="Tokens"/> predicted tokens; for a qa line also over its
+/// answer's tokens alone (0 tokens for a doc line).
+/// </summary>
+public sealed record LineScore(int Line, string Kind, int Tokens, double Nll, int AnswerTokens, double AnswerNll);
