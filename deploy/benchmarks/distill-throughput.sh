@@ -12,13 +12,16 @@
 #   bash deploy/benchmarks/distill-throughput.sh OUT NAME=CHECKOUT [NAME=CHECKOUT ...]
 # A CHECKOUT is a source tree (e.g. `git worktree add /tmp/before c2cebb2`); it is built in Release. The first is the
 # baseline of the × column. Env: THREADS ("1 2"), REPS (3), STAGE1_STEPS (45), STAGE2_STEPS (45), SKIP (15),
-# CACHE_BUILDS (names, space-separated; default none).
+# STAGE2_SKIP (SKIP; stage 2's own: .NET's tiered PGO takes a method called once a step ~60 steps to its optimised
+# code, and a fast build's stage 2 runs ~10% faster past its 90th step than over its 15th-45th, docs/conversion.md,
+# eighteenth round), CACHE_BUILDS (names, space-separated; default none).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -ge 2 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
 out=$(mkdir -p "$1" && cd "$1" && pwd); shift
-threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-45}; s2=${STAGE2_STEPS:-45}; skip=${SKIP:-15}
-[ "$skip" -ge 1 ] && [ "$s1" -gt "$skip" ] && [ "$s2" -gt "$skip" ] || { echo "error: need 1 ≤ SKIP < STAGE1_STEPS, STAGE2_STEPS" >&2; exit 2; }
+threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-45}; s2=${STAGE2_STEPS:-45}; skip=${SKIP:-15}; skip2=${STAGE2_SKIP:-$skip}
+[ "$skip" -ge 1 ] && [ "$skip2" -ge 1 ] && [ "$s1" -gt "$skip" ] && [ "$s2" -gt "$skip2" ] \
+  || { echo "error: need 1 ≤ SKIP < STAGE1_STEPS and 1 ≤ STAGE2_SKIP < STAGE2_STEPS" >&2; exit 2; }
 cache_builds=" ${CACHE_BUILDS:-} "
 teacher=$repo/models/dotnet-docs-qwen2-16m; data=$repo/../shared/data/dotnet-docs/train.jsonl.xz
 [ -f "$data" ] || { echo "error: no training data (../shared/data/dotnet-docs/train.jsonl.xz)" >&2; exit 1; }
@@ -37,8 +40,8 @@ for spec in "$@"; do
     --kind mamba --out "$out/$name/student" >/dev/null
 done
 
-# tokens/s of one stage of a run: steps after the first SKIP of that stage, from the losses' wall-clock seconds.
-rate() { jq --argjson stage "$1" --argjson tokens "$2" --argjson skip "$skip" \
+# tokens/s of one stage of a run: steps after the first SKIP (STAGE2_SKIP) of that stage, from the losses' wall-clock seconds.
+rate() { jq --argjson stage "$1" --argjson tokens "$2" --argjson skip "$([ "$1" = 2 ] && echo "$skip2" || echo "$skip")" \
   '[.[] | select(.stage == $stage)] | .[$skip - 1:] | if length < 2 then null else (length - 1) * $tokens / (.[-1].seconds - .[0].seconds) end' "$3"; }
 
 distill() { # NAME DLL THREADS RUN_DIR STAGE1 STAGE2 [extra]
@@ -73,7 +76,7 @@ for rep in $(seq 1 "$reps"); do
   done
 done
 
-jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson order "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
+jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson skip2 "$skip2" --argjson s1 "$s1" --argjson s2 "$s2" --argjson order "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
   def median: [.[] | select(. != null)] | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
   def summary: [.[] | select(. != null)] | {median: median, min: min, max: max};
   def ratio($value; $base): if $value != null and $base != null and $base > 0 then $value / $base else null end;
@@ -85,7 +88,8 @@ jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson order "$(printf 
       . + {stage1_x: ratio($row.stage1.median; [$b[].stage1] | median), stage2_x: ratio($row.stage2.median; [$b[].stage2] | median),
         stage1_x_paired: paired("stage1"), stage2_x_paired: paired("stage2")} | del(.reps))
   | sort_by(.build as $b | [($order | index($b)), .threads, .teacher_cache])
-  | {batch: 4, stage1_length: 256, stage2_length: 128, skipped_steps: $skip, baseline: $base, rows: ., runs: $all}' "$runs" > "$out/distill-throughput.json"
+  | {batch: 4, stage1_length: 256, stage2_length: 128, stage1_steps: $s1, stage2_steps: $s2, skipped_steps: $skip,
+      stage2_skipped_steps: $skip2, baseline: $base, rows: ., runs: $all}' "$runs" > "$out/distill-throughput.json"
 
 jq -r 'def x: if . then (. * 10 | round / 10) else "–" end;
   "| build | --threads | teacher cache | stage 1 tokens/s (median, range) | × | × paired | stage 2 tokens/s (median, range) | × | × paired |",

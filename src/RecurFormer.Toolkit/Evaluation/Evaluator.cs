@@ -133,7 +133,10 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
 
     private string Bucket((int Start, int End) bucket) => $"packed:{bucket.Start}-{bucket.End}";
 
-    /// <summary>The key of the qa lines' answer tokens: the reference answer given its question, the quantity exact match samples.</summary>
+    /// <summary>
+    /// The key of the qa lines' answer tokens: every token after the prompt, given the question (the reference answer,
+    /// then its end marker and the line's end, which both a model and its baseline predict almost surely).
+    /// </summary>
     private const string QaAnswer = "qa_answer";
 
     /// <summary>

@@ -7,7 +7,7 @@ namespace RecurFormer.Toolkit.Evaluation;
 /// Two models scored on the same lines, compared line by line: whether a difference between their figures is larger
 /// than the lines' own spread. A perplexity over a few thousand tokens moves by a few tenths of a percent when a handful
 /// of lines change, and exact match over 100 questions by a point per answer; pairing each line with itself takes the
-/// lines' difficulty out of the comparison (as lm-evaluation-harness's paired standard errors do).
+/// lines' difficulty, which varies far more than two close models do, out of the comparison.
 /// <list type="bullet">
 /// <item>Per subset of lines (all, doc, qa, and the qa lines' answer tokens alone): each line's mean NLL per token, the
 /// model's minus the baseline's (nats; negative: the model predicts the line better), averaged over the lines with
