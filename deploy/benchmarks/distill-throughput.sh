@@ -12,9 +12,9 @@
 #   bash deploy/benchmarks/distill-throughput.sh OUT NAME=CHECKOUT [NAME=CHECKOUT ...]
 # A CHECKOUT is a source tree (e.g. `git worktree add /tmp/before c2cebb2`); it is built in Release. The first is the
 # baseline of the × column. Env: THREADS ("1 2"), REPS (3), STAGE1_STEPS (45), STAGE2_STEPS (45), SKIP (15),
-# STAGE2_SKIP (SKIP; stage 2's own: .NET's tiered PGO takes a method called once a step ~60 steps to its optimised
-# code, and a fast build's stage 2 runs ~10% faster past its 90th step than over its 15th-45th, docs/conversion.md,
-# eighteenth round), CACHE_BUILDS (names, space-separated; default none).
+# STAGE2_SKIP (SKIP; stage 2's own: .NET's tiered PGO takes a method called once a step 60 steps or more to its
+# optimised code, and a fast build's stage 2 ran ~10% faster over its steps 90-150 than over 15-45 by the medians of
+# four runs, docs/conversion.md, eighteenth round), CACHE_BUILDS (names, space-separated; default none).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -ge 2 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
