@@ -23,10 +23,7 @@ public static class AnswerAgreement
     public static JsonObject Of(IReadOnlyList<GeneratedAnswer> model, IReadOnlyList<GeneratedAnswer> baseline, ICausalLM baselineModel,
         IReadOnlySet<long> stopIds, int batchSize)
     {
-        if (model.Count != baseline.Count || model.Zip(baseline).Any(p => p.First.Line != p.Second.Line))
-        {
-            throw new ArgumentException("the two answer lists must answer the same questions in the same order");
-        }
+        RequireSameQuestions(model, baseline);
         var pairs = model.Zip(baseline, (m, b) => (Model: m, Baseline: b)).ToArray();
         var diverged = pairs.Where(p => !p.Model.Tokens.SequenceEqual(p.Baseline.Tokens)).ToArray();
         var divergences = Divergences(diverged, baselineModel, stopIds, batchSize);
@@ -53,6 +50,15 @@ public static class AnswerAgreement
             ["baseline_margin"] = Summary(divergences.Select(d => d.Margin)),
             ["lost_baseline_margin"] = Summary(lost.Select(d => d.Margin)),
         };
+    }
+
+    /// <summary>Refuses two answer lists that do not answer the same questions in the same order.</summary>
+    internal static void RequireSameQuestions(IReadOnlyList<GeneratedAnswer> model, IReadOnlyList<GeneratedAnswer> baseline)
+    {
+        if (model.Count != baseline.Count || model.Zip(baseline).Any(p => p.First.Line != p.Second.Line))
+        {
+            throw new ArgumentException("the two answer lists must answer the same questions in the same order");
+        }
     }
 
     /// <summary>The first token where two answers differ, and the baseline's margin there.</summary>

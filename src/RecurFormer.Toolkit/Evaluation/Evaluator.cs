@@ -62,9 +62,11 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         }
 
         var nll = new NllAccumulator();
-        LinePerplexity(examples, encoded, separator, nll, Advance);
+        // Each question's prompt, tokenized once: it marks where a qa line's answer begins, and it is what the model answers.
+        var prompts = qa.Distinct().ToDictionary(e => e, e => PromptTokens(tokenizer, e.Text));
+        LinePerplexity(examples, encoded, separator, prompts, nll, Advance);
         PackedPerplexity(packed, nll, Advance);
-        var (exact, f1, samples) = QuestionAnswering(qa, Advance);
+        var (exact, f1, samples) = QuestionAnswering(qa, prompts, Advance);
 
         var perplexity = new JsonObject
         {
@@ -143,7 +145,8 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     /// Each line after one separator token; every token of the line (its end marker included) is predicted. A qa line's
     /// tokens after its <see cref="Prompt"/> are its answer's, and are counted once more on their own.
     /// </summary>
-    private void LinePerplexity(IReadOnlyList<ValidationExample> examples, long[][] encoded, long separator, NllAccumulator nll, Action<int> advance)
+    private void LinePerplexity(IReadOnlyList<ValidationExample> examples, long[][] encoded, long separator, IReadOnlyDictionary<ValidationExample, long[]> prompts,
+        NllAccumulator nll, Action<int> advance)
     {
         _lines.Clear();
         var order = Enumerable.Range(0, examples.Count).Where(i => encoded[i].Length > 0).ToArray();
@@ -157,13 +160,14 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 var sum = lineNll[j].Sum();
                 nll.Add(example.Kind, sum, lineNll[j].Length);
                 nll.Add("all", sum, lineNll[j].Length);
-                var answerStart = example.Kind == ValidationExample.Qa ? AnswerStart(encoded[chunk[j]], PromptTokens(tokenizer, example.Text)) : null;
+                var answerStart = example.Kind == ValidationExample.Qa ? AnswerStart(encoded[chunk[j]], prompts[example]) : null;
                 var answer = answerStart is { } start ? lineNll[j][start..] : [];
+                var answerSum = answer.Sum();
                 if (answer.Length > 0)
                 {
-                    nll.Add(QaAnswer, answer.Sum(), answer.Length);
+                    nll.Add(QaAnswer, answerSum, answer.Length);
                 }
-                _lines.Add(new LineScore(example.Line, example.Kind, lineNll[j].Length, sum, answer.Length, answer.Sum()));
+                _lines.Add(new LineScore(example.Line, example.Kind, lineNll[j].Length, sum, answer.Length, answerSum));
             }
             advance(chunk.Length);
         }
@@ -233,7 +237,8 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
     }
 
     /// <summary>Greedy answers to the qa lines (prompt = the conversation up to the assistant turn), scored against <c>answer</c>.</summary>
-    private (double ExactMatch, double F1, List<JsonNode?> Samples) QuestionAnswering(IReadOnlyList<ValidationExample> qa, Action<int> advance)
+    private (double ExactMatch, double F1, List<JsonNode?> Samples) QuestionAnswering(IReadOnlyList<ValidationExample> qa, IReadOnlyDictionary<ValidationExample, long[]> prompts,
+        Action<int> advance)
     {
         var samples = new List<JsonNode?>();
         _answers.Clear();
@@ -245,8 +250,8 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
         double exact = 0, f1 = 0;
         foreach (var chunk in qa.Chunk(options.BatchSize))
         {
-            var prompts = chunk.Select(e => PromptTokens(tokenizer, e.Text)).ToArray();
-            var answers = GreedyDecoder.Decode(model, prompts, stopIds, options.MaxAnswerTokens);
+            var chunkPrompts = chunk.Select(e => prompts[e]).ToArray();
+            var answers = GreedyDecoder.Decode(model, chunkPrompts, stopIds, options.MaxAnswerTokens);
             for (var i = 0; i < chunk.Length; i++)
             {
                 var generated = tokenizer.Decode(answers[i].Select(t => (int)t).ToArray(), skipSpecialTokens: true).Trim();
@@ -254,7 +259,7 @@ public sealed class Evaluator(ICausalLM model, CheckpointTokenizer tokenizer, Ev
                 var match = AnswerScore.ExactMatch(generated, reference);
                 exact += match ? 1 : 0;
                 f1 += AnswerScore.F1(generated, reference);
-                _answers.Add(new GeneratedAnswer(chunk[i].Line, prompts[i], answers[i].ToArray(), match));
+                _answers.Add(new GeneratedAnswer(chunk[i].Line, chunkPrompts[i], answers[i].ToArray(), match));
                 if (samples.Count < options.Samples)
                 {
                     samples.Add(new JsonObject { ["line"] = chunk[i].Line, ["question"] = chunk[i].Question, ["answer"] = reference, ["generated"] = generated, ["exact"] = match });

@@ -34,20 +34,18 @@ public static class PairedComparison
         {
             throw new ArgumentException("the two line lists must score the same lines in the same order");
         }
-        if (modelAnswers.Count != baselineAnswers.Count || modelAnswers.Zip(baselineAnswers).Any(p => p.First.Line != p.Second.Line))
-        {
-            throw new ArgumentException("the two answer lists must answer the same questions in the same order");
-        }
+        AnswerAgreement.RequireSameQuestions(modelAnswers, baselineAnswers);
         var pairs = model.Zip(baseline).ToArray();
+        static double LineDifference((LineScore Model, LineScore Baseline) p) => p.Model.Nll / p.Model.Tokens - p.Baseline.Nll / p.Baseline.Tokens;
         var result = new JsonObject();
         foreach (var subset in Subsets)
         {
             var differences = subset switch
             {
-                "all" => pairs.Select(p => p.First.Nll / p.First.Tokens - p.Second.Nll / p.Second.Tokens),
+                "all" => pairs.Select(LineDifference),
                 "qa_answer" => pairs.Where(p => p.First.AnswerTokens > 0 && p.Second.AnswerTokens > 0)
                     .Select(p => p.First.AnswerNll / p.First.AnswerTokens - p.Second.AnswerNll / p.Second.AnswerTokens),
-                _ => pairs.Where(p => p.First.Kind == subset).Select(p => p.First.Nll / p.First.Tokens - p.Second.Nll / p.Second.Tokens),
+                _ => pairs.Where(p => p.First.Kind == subset).Select(LineDifference),
             };
             result[subset] = Summary(differences.ToArray());
         }
