@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Training throughput of `recurformer distill`, builds side by side in one run (issue 11's "stage 1 ≥ 10×, stage 2 ≥ 20×
-# at the same batch and length"): each build converts its own 50% Mamba student of the demo teacher, then runs
-# STAGE1_STEPS steps of 4 × 256 tokens (stage 1) and STAGE2_STEPS of 4 × 128 (stage 2) at each --threads, the builds in
+# at the same batch and length"): each build converts its own 50% Mamba student of the demo teacher (STUDENT=mamba; or
+# STUDENT=window-mamba: the default model's conversion, 1 sink + 27 recent tokens beside a mixer without a convolution),
+# then runs STAGE1_STEPS steps of 4 × 256 tokens (stage 1; 0: none) and STAGE2_STEPS of 4 × STAGE2_LENGTH (128) (stage 2)
+# at each --threads, the builds in
 # turn within each repetition, each run in a raised-priority scheduler group (where the session may raise it). tokens/s is counted after the first SKIP
 # steps of each stage (JIT tiering and oneDNN's kernel generation: a fast build's first ~11 steps take mostly 140–260 ms against
 # 110–150 after, docs/conversion.md, fifteenth round), from each run's losses.json (older builds have no throughput
@@ -20,8 +22,14 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -ge 2 ] || { echo "usage: $0 OUT NAME=CHECKOUT [NAME=CHECKOUT ...]" >&2; exit 2; }
 out=$(mkdir -p "$1" && cd "$1" && pwd); shift
 threads_list=${THREADS:-1 2}; reps=${REPS:-3}; s1=${STAGE1_STEPS:-45}; s2=${STAGE2_STEPS:-45}; skip=${SKIP:-15}; skip2=${STAGE2_SKIP:-$skip}
-[ "$skip" -ge 1 ] && [ "$skip2" -ge 1 ] && [ "$s1" -gt "$skip" ] && [ "$s2" -gt "$skip2" ] \
-  || { echo "error: need 1 ≤ SKIP < STAGE1_STEPS and 1 ≤ STAGE2_SKIP < STAGE2_STEPS" >&2; exit 2; }
+length2=${STAGE2_LENGTH:-128}; student_kind=${STUDENT:-mamba}
+[ "$skip" -ge 1 ] && [ "$skip2" -ge 1 ] && { [ "$s1" = 0 ] || [ "$s1" -gt "$skip" ]; } && [ "$s2" -gt "$skip2" ] && [ "$length2" -ge 2 ] \
+  || { echo "error: need 1 ≤ SKIP < STAGE1_STEPS (or STAGE1_STEPS=0), 1 ≤ STAGE2_SKIP < STAGE2_STEPS and STAGE2_LENGTH ≥ 2" >&2; exit 2; }
+case $student_kind in
+  mamba) student_flags=(--kind mamba) ;;
+  window-mamba) student_flags=(--kind window-mamba --window 27 --sinks 1 --rank-window 64 --expand 1 --d-state 2 --d-conv 1) ;;
+  *) echo "error: STUDENT is mamba or window-mamba, not '$student_kind'" >&2; exit 2 ;;
+esac
 cache_builds=" ${CACHE_BUILDS:-} "
 teacher=$repo/models/dotnet-docs-qwen2-16m; data=$repo/../shared/data/dotnet-docs/train.jsonl.xz
 [ -f "$data" ] || { echo "error: no training data (../shared/data/dotnet-docs/train.jsonl.xz)" >&2; exit 1; }
@@ -37,7 +45,7 @@ for spec in "$@"; do
   names+=("$name"); dlls+=("$tree/src/RecurFormer.Cli/bin/Release/net10.0/recurformer.dll")
   rm -rf "${out:?}/$name"; mkdir -p "$out/$name"
   dotnet "${dlls[-1]}" convert --model "$teacher" --analysis "$repo/docs/results/analysis/recency.json" --kv-reduction 0.5 \
-    --kind mamba --out "$out/$name/student" >/dev/null
+    "${student_flags[@]}" --out "$out/$name/student" >/dev/null
 done
 
 # tokens/s of one stage of a run: steps after the first SKIP (STAGE2_SKIP) of that stage, from the losses' wall-clock seconds.
@@ -47,7 +55,7 @@ rate() { jq --argjson stage "$1" --argjson tokens "$2" --argjson skip "$([ "$1" 
 distill() { # NAME DLL THREADS RUN_DIR STAGE1 STAGE2 [extra]
   local name=$1 dll=$2 threads=$3 dir=$4 stage1=$5 stage2=$6; shift 6
   raised dotnet "$dll" distill --teacher "$teacher" --student "$out/$name/student" --data "$data" --out "$dir" --force \
-    --stage1-steps "$stage1" --stage2-steps "$stage2" --batch 4 --length 256 --stage2-length 128 --checkpoint-every 100000 \
+    --stage1-steps "$stage1" --stage2-steps "$stage2" --batch 4 --length 256 --stage2-length "$length2" --checkpoint-every 100000 \
     --threads "$threads" "$@" > "$dir.log" 2>&1 || { echo "error: $name --threads $threads failed, see $dir.log" >&2; exit 1; }
 }
 
@@ -65,18 +73,18 @@ for rep in $(seq 1 "$reps"); do
       name=${names[$i]}; dir=$out/$name/t$threads-r$rep
       distill "$name" "${dlls[$i]}" "$threads" "$dir" "$s1" "$s2"
       jq -nc --arg build "$name" --argjson threads "$threads" --argjson rep "$rep" --argjson s1 "$(rate 1 1024 "$dir/losses.json")" \
-        --argjson s2 "$(rate 2 512 "$dir/losses.json")" '{build: $build, threads: $threads, rep: $rep, cache: false, stage1: $s1, stage2: $s2}' >> "$runs"
+        --argjson s2 "$(rate 2 $((4 * length2)) "$dir/losses.json")" '{build: $build, threads: $threads, rep: $rep, cache: false, stage1: $s1, stage2: $s2}' >> "$runs"
       if [[ $cache_builds == *" $name "* ]]; then
         # stage 1 first as in the other runs (its steps warm the process up; stage 2 then reads the sequences after them)
         distill "$name" "${dlls[$i]}" "$threads" "$dir-cache" "$s1" "$s2" --teacher-cache "$out/$name/teacher-cache"
-        jq -nc --arg build "$name" --argjson threads "$threads" --argjson rep "$rep" --argjson s2 "$(rate 2 512 "$dir-cache/losses.json")" \
+        jq -nc --arg build "$name" --argjson threads "$threads" --argjson rep "$rep" --argjson s2 "$(rate 2 $((4 * length2)) "$dir-cache/losses.json")" \
           '{build: $build, threads: $threads, rep: $rep, cache: true, stage1: null, stage2: $s2}' >> "$runs"
       fi
     done
   done
 done
 
-jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson skip2 "$skip2" --argjson s1 "$s1" --argjson s2 "$s2" --argjson order "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
+jq -s --arg base "${names[0]}" --arg student "$student_kind" --argjson length2 "$length2" --argjson skip "$skip" --argjson skip2 "$skip2" --argjson s1 "$s1" --argjson s2 "$s2" --argjson order "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
   def median: [.[] | select(. != null)] | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
   def summary: [.[] | select(. != null)] | {median: median, min: min, max: max};
   def ratio($value; $base): if $value != null and $base != null and $base > 0 then $value / $base else null end;
@@ -88,7 +96,7 @@ jq -s --arg base "${names[0]}" --argjson skip "$skip" --argjson skip2 "$skip2" -
       . + {stage1_x: ratio($row.stage1.median; [$b[].stage1] | median), stage2_x: ratio($row.stage2.median; [$b[].stage2] | median),
         stage1_x_paired: paired("stage1"), stage2_x_paired: paired("stage2")} | del(.reps))
   | sort_by(.build as $b | [($order | index($b)), .threads, .teacher_cache])
-  | {batch: 4, stage1_length: 256, stage2_length: 128, stage1_steps: $s1, stage2_steps: $s2, skipped_steps: $skip,
+  | {student: $student, batch: 4, stage1_length: 256, stage2_length: $length2, stage1_steps: $s1, stage2_steps: $s2, skipped_steps: $skip,
       stage2_skipped_steps: $skip2, baseline: $base, rows: ., runs: $all}' "$runs" > "$out/distill-throughput.json"
 
 jq -r 'def x: if . then (. * 10 | round / 10) else "–" end;

@@ -135,6 +135,33 @@ public sealed class KernelPathTests
     }
 
     /// <summary>
+    /// A training forward (stage 2's path: each sequence's attention one autograd node, windowed groups through the
+    /// same node with their sinks and window) gives the logits of an inference prefill (the prefill kernels), over a
+    /// batch of 97 and 40 tokens: past every window, with rings that wrap.
+    /// </summary>
+    [Theory]
+    [InlineData("hybrid")]
+    [InlineData("window-mamba")]
+    [InlineData("demo-window")]
+    [InlineData("demo-recurformer")]
+    public void A_training_forward_gives_the_logits_of_a_prefill(string name)
+    {
+        var folder = Folder(name, out var owner);
+        using var _ = owner;
+        using var model = TestData.Load(folder);
+        using var threads = new KernelThreads(2);
+        using var scope = NewDisposeScope();
+        var prompts = Prompts(model.Config.VocabSize);
+        long[][] ids = [prompts[2], prompts[1]];
+        using var trainingCaches = model.CreateCache(ids[0].Length, ids.Length);
+        using var prefillCaches = model.CreateCache(ids[0].Length, ids.Length);
+        var training = model.Forward(new ForwardBatch(ids, trainingCaches.Sequences) { AllLogits = true, Training = true, Threads = threads }).detach();
+        var prefill = model.Forward(new ForwardBatch(ids, prefillCaches.Sequences) { AllLogits = true, Threads = threads });
+        var difference = (training.to_type(ScalarType.Float32) - prefill.to_type(ScalarType.Float32)).abs().max().item<float>();
+        Assert.True(difference < 1e-4, $"{name}: max |Δlogit| = {difference}");
+    }
+
+    /// <summary>
     /// libtorch's prefill (CUDA's, and the CPU's where the KV dtype has no kernels, as float16 here) continues a
     /// sequence from its conv and SSM state as one prefill does: the conv state holds the last d_conv − 1 inputs.
     /// </summary>

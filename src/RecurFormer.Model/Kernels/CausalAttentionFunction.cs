@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using RecurFormer.Model.Configuration;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
@@ -9,7 +10,9 @@ namespace RecurFormer.Model.Kernels;
 
 /// <summary>
 /// Causal grouped-query attention of one sequence from position 0, as one differentiable operation for training on
-/// the CPU, computed in float32 whatever the inputs' dtype. Why not libtorch's scaled_dot_product_attention: on the
+/// the CPU, computed in float32 whatever the inputs' dtype: over all earlier keys (full groups), or over the sinks and a
+/// recent window (windowed groups, <see cref="WindowSpec"/>), whose scores are computed for the vectors of keys a query
+/// sees only, so a windowed head's work does not grow with the sequence. Why not libtorch's scaled_dot_product_attention: on the
 /// kept heads of a stage-2 step (128 tokens, head size 48, bfloat16) its flash path took 3.9 ms forward and backward
 /// per layer of 8 heads and two sequences, where these loops take 2.7 ms, two thirds of that (docs/conversion.md, sixteenth
 /// round). The forward keeps each query's log-sum-exp; the backward recomputes the probabilities from it, as flash
@@ -27,14 +30,67 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
         Kernel.IsAccelerated && query.device_type == DeviceType.CPU && query.dim() == 3 && query.dtype is ScalarType.Float32 or ScalarType.BFloat16;
 
     /// <summary>q [n, heads, hd], k and v [n, groups, hd] (query head h uses group h / (heads / groups)) → [n, heads, hd] in q's dtype.</summary>
-    public static Tensor Apply(Tensor query, Tensor key, Tensor value, KernelThreads threads)
+    /// <param name="window">When given, query i sees the keys j ≤ i with j &lt; sinks or j > i − size; else every j ≤ i.</param>
+    public static Tensor Apply(Tensor query, Tensor key, Tensor value, KernelThreads threads, WindowSpec? window = null)
     {
         if (!Supports(query) || key.dim() != 3 || !key.shape.SequenceEqual(value.shape) || key.shape[0] != query.shape[0]
             || key.shape[2] != query.shape[2] || query.shape[1] % key.shape[1] != 0)
         {
             throw new ArgumentException("causal attention takes q [n, heads, hd] and k, v [n, groups, hd] on the CPU");
         }
-        return apply(query, key, value, threads);
+        if (window is { Size: < 1 } or { Sinks: < 0 })
+        {
+            throw new ArgumentException($"a window sees at least its query and no negative number of sinks, not {window}");
+        }
+        return apply(query, key, value, threads, window is null ? Visibility.Causal : new Visibility(window.Size, window.Sinks));
+    }
+
+    /// <summary>
+    /// Which keys query i sees: j ≤ i with j &lt; <paramref name="Sinks"/> or j > i − <paramref name="Size"/>. The scores
+    /// are computed in whole vectors of 16 keys over at most two runs: the sinks' vectors and the recent window's,
+    /// one run from key 0 where they meet; the keys of those vectors that the query does not see score −∞.
+    /// </summary>
+    private readonly record struct Visibility(int Size, int Sinks)
+    {
+        /// <summary>Every key up to the query's own: a window longer than any sequence.</summary>
+        public static readonly Visibility Causal = new(int.MaxValue, 0);
+
+        /// <summary>The first key of query i's recent run; 0 where it reaches the sinks (one run).</summary>
+        public int RecentStart(int i) => Math.Max(0, i - Size + 1) is var start && start <= Sinks ? 0 : start;
+
+        /// <summary>Query i's runs of whole vectors: [0, sinkEnd) (empty for one run) and [recentFrom, end).</summary>
+        public (int SinkEnd, int RecentFrom, int End) Runs(int i)
+        {
+            var end = Padded(i + 1);
+            var start = RecentStart(i);
+            var from = start / Lanes * Lanes;
+            var sinkEnd = start == 0 ? 0 : Padded(Sinks);
+            return from <= sinkEnd ? (0, 0, end) : (sinkEnd, from, end);
+        }
+
+        /// <summary>The last query that sees key j.</summary>
+        public int LastQuery(int j, int tokens) => j < Sinks ? tokens - 1 : (int)Math.Min(tokens - 1, (long)j + Size - 1);
+
+        /// <summary>−∞ at the keys of query i's runs that it does not see.</summary>
+        public void Mask(float* scores, int i)
+        {
+            var (sinkEnd, from, end) = Runs(i);
+            var start = RecentStart(i);
+            for (var j = Sinks; j < sinkEnd; j++)
+            {
+                scores[j] = float.NegativeInfinity;
+            }
+            for (var j = Math.Max(from, Sinks); j < start; j++)
+            {
+                scores[j] = float.NegativeInfinity;
+            }
+            for (var j = i + 1; j < end; j++)
+            {
+                scores[j] = float.NegativeInfinity;
+            }
+        }
+
+        private static int Padded(int count) => (count + Lanes - 1) / Lanes * Lanes;
     }
 
     /// <summary>The shapes of one call: n tokens, heads, groups, head size, 1/√hd, and n rounded up to whole vectors.</summary>
@@ -51,6 +107,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
         var dtype = ((Tensor)vars[0]).dtype;
         var (q, k, v) = (Float32((Tensor)vars[0]), Float32((Tensor)vars[1]), Float32((Tensor)vars[2]));
         var threads = (KernelThreads)vars[3];
+        var visibility = (Visibility)vars[4];
         var shape = Shape.Of(q, k);
         var output = zeros(q.shape);
         var logSumExps = new float[shape.Heads * shape.Tokens];
@@ -70,7 +127,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
             {
                 for (var g = start; g < end; g++)
                 {
-                    ForwardGroup(qp, kp, vp, op, logSumExps, shape, g, scratch);
+                    ForwardGroup(qp, kp, vp, op, logSumExps, shape, visibility, g, scratch);
                 }
             }
             finally
@@ -81,6 +138,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
         ctx.save_for_backward([q, k, v, output]);
         ctx.save_data("lse", logSumExps);
         ctx.save_data("threads", threads);
+        ctx.save_data("visibility", visibility);
         return output.to_type(dtype);
     }
 
@@ -90,6 +148,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
         var (q, k, v, output) = (saved[0], saved[1], saved[2], saved[3]);
         var logSumExps = (float[])ctx.get_data("lse");
         var threads = (KernelThreads)ctx.get_data("threads");
+        var visibility = (Visibility)ctx.get_data("visibility");
         var dtype = grad_output.dtype;
         var shape = Shape.Of(q, k);
         var gradOutput = Float32(grad_output);
@@ -110,7 +169,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
             {
                 for (var g = start; g < end; g++)
                 {
-                    BackwardGroup(buffers, logSumExps, shape, g, scratch);
+                    BackwardGroup(buffers, logSumExps, shape, visibility, g, scratch);
                 }
             }
             finally
@@ -118,7 +177,7 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
                 NativeMemory.AlignedFree(scratch);
             }
         });
-        return [dq.to_type(dtype), dk.to_type(dtype), dv.to_type(dtype), null!];
+        return [dq.to_type(dtype), dk.to_type(dtype), dv.to_type(dtype), null!, null!];
     }
 
     private static Tensor Float32(Tensor t) => t.detach().to_type(ScalarType.Float32).contiguous();
@@ -161,17 +220,6 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
             }
             ((s0 + s1 + (s2 + s3)) * scale).Store(scores + j);
         }
-    }
-
-    /// <summary>−∞ in the scores past the first <paramref name="count"/> up to a whole vector; returns that end.</summary>
-    private static int Mask(float* scores, int count)
-    {
-        var end = (count + Lanes - 1) / Lanes * Lanes;
-        for (var j = count; j < end; j++)
-        {
-            scores[j] = float.NegativeInfinity;
-        }
-        return end;
     }
 
     /// <summary>
@@ -221,29 +269,34 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardGroup(float* q, float* k, float* v, float* o, float[] logSumExps, Shape shape, int g, float* scratch)
+    private static void ForwardGroup(float* q, float* k, float* v, float* o, float[] logSumExps, Shape shape, Visibility visibility, int g, float* scratch)
     {
         var keysT = scratch;
         var scores = scratch + (long)shape.HeadDim * shape.Padded;
+        var rowStride = (long)shape.Groups * shape.HeadDim;
         Transpose(k, shape, g, keysT);
         for (var h = g * shape.GroupSize; h < (g + 1) * shape.GroupSize; h++)
         {
             for (var i = 0; i < shape.Tokens; i++)
             {
-                var count = i + 1;
-                Scores(q + ((long)i * shape.Heads + h) * shape.HeadDim, keysT, shape, count, scores);
-                var max = Kernel.Max(scores, count);
+                var query = q + ((long)i * shape.Heads + h) * shape.HeadDim;
+                var (sinkEnd, from, end) = visibility.Runs(i);
+                Scores(query, keysT, shape, sinkEnd, scores);
+                Scores(query, keysT + from, shape, end - from, scores + from);
+                visibility.Mask(scores, i);
+                var max = MathF.Max(Kernel.Max(scores, sinkEnd), Kernel.Max(scores + from, end - from));
                 var (m, sums) = (Vector512.Create(max), Vector512<float>.Zero);
-                var last = Mask(scores, count);
-                for (var j = 0; j < last; j += Lanes)
+                for (var j = sinkEnd > 0 ? 0 : from; j < end; j = j + Lanes == sinkEnd ? from : j + Lanes) // the sinks' vectors, then the recent run's
                 {
-                    var e = FastExp.Exp(Vector512.Load(scores + j) - m);     // −∞ past the last key: 0
+                    var e = FastExp.Exp(Vector512.Load(scores + j) - m);     // −∞ at the keys it does not see: 0
                     e.Store(scores + j);
                     sums += e;
                 }
                 var sum = Vector512.Sum(sums);
                 var row = o + ((long)i * shape.Heads + h) * shape.HeadDim;
-                WeightedSum(scores, v + (long)g * shape.HeadDim, (long)shape.Groups * shape.HeadDim, count, 1f / sum, row, shape.HeadDim);
+                var values = v + (long)g * shape.HeadDim;
+                WeightedSum(scores, values, rowStride, sinkEnd, 1f / sum, row, shape.HeadDim);
+                WeightedSum(scores + from, values + from * rowStride, rowStride, i + 1 - from, 1f / sum, row, shape.HeadDim);
                 logSumExps[h * shape.Tokens + i] = max + MathF.Log(sum);
             }
         }
@@ -261,50 +314,56 @@ public sealed unsafe class CausalAttentionFunction : SingleTensorFunction<Causal
     /// registers both ways: the [tokens, tokens] p and ∂s of a head are kept in between).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardGroup(Buffers b, float[] logSumExps, Shape shape, int g, float* scratch)
+    private static void BackwardGroup(Buffers b, float[] logSumExps, Shape shape, Visibility visibility, int g, float* scratch)
     {
         var (hd, padded, tokens) = (shape.HeadDim, shape.Padded, shape.Tokens);
         var keysT = scratch;
         var valuesT = keysT + (long)hd * padded;
-        var probabilities = valuesT + (long)hd * padded;          // [tokens, padded]: row i, keys 0..i
+        var probabilities = valuesT + (long)hd * padded;          // [tokens, padded]: row i, the keys of its runs
         var gradScores = probabilities + (long)tokens * padded;    // [tokens, padded]
         var column = gradScores + (long)tokens * padded;           // [padded]
         Transpose(b.K, shape, g, keysT);
         Transpose(b.V, shape, g, valuesT);
         var rowStride = (long)shape.Heads * hd;
+        var keyStride = (long)shape.Groups * hd;
         for (var h = g * shape.GroupSize; h < (g + 1) * shape.GroupSize; h++)
         {
             // By query: the probabilities and ∂s of each row, and ∂q.
             for (var i = 0; i < tokens; i++)
             {
-                var count = i + 1;
                 var offset = i * rowStride + (long)h * hd;
                 var p = probabilities + (long)i * padded;
                 var gradScore = gradScores + (long)i * padded;
-                Scores(b.Q + offset, keysT, shape, count, p);
-                Scores(b.DO + offset, valuesT, shape, count, gradScore);   // (1/√hd) ∂o·v_j
+                var (sinkEnd, from, end) = visibility.Runs(i);
+                Scores(b.Q + offset, keysT, shape, sinkEnd, p);
+                Scores(b.Q + offset, keysT + from, shape, end - from, p + from);
+                Scores(b.DO + offset, valuesT, shape, sinkEnd, gradScore);                  // (1/√hd) ∂o·v_j
+                Scores(b.DO + offset, valuesT + from, shape, end - from, gradScore + from);
+                visibility.Mask(p, i);
                 var dot = Kernel.Dot(b.DO + offset, b.O + offset, hd);
                 var (l, d0) = (Vector512.Create(logSumExps[h * tokens + i]), Vector512.Create(dot * shape.Scale));
-                var last = Mask(p, count);
-                for (var j = 0; j < last; j += Lanes)
+                for (var j = sinkEnd > 0 ? 0 : from; j < end; j = j + Lanes == sinkEnd ? from : j + Lanes)
                 {
                     var probability = FastExp.Exp(Vector512.Load(p + j) - l);
                     probability.Store(p + j);
                     (probability * (Vector512.Load(gradScore + j) - d0)).Store(gradScore + j);
                 }
-                WeightedSum(gradScore, b.K + (long)g * hd, (long)shape.Groups * hd, count, 1f, b.DQ + offset, hd);
+                var keys = b.K + (long)g * hd;
+                WeightedSum(gradScore, keys, keyStride, sinkEnd, 1f, b.DQ + offset, hd);
+                WeightedSum(gradScore + from, keys + from * keyStride, keyStride, i + 1 - from, 1f, b.DQ + offset, hd);
             }
             // By key: ∂k_j and ∂v_j over the queries i ≥ j that see it, the column j of each matrix gathered first.
             for (var j = 0; j < tokens; j++)
             {
                 var keyRow = ((long)j * shape.Groups + g) * hd;
-                var seen = tokens - j;
-                for (var i = j; i < tokens; i++)
+                var last = visibility.LastQuery(j, tokens);
+                var seen = last - j + 1;
+                for (var i = j; i <= last; i++)
                 {
                     column[i - j] = gradScores[(long)i * padded + j];
                 }
                 WeightedSum(column, b.Q + j * rowStride + (long)h * hd, rowStride, seen, 1f, b.DK + keyRow, hd);
-                for (var i = j; i < tokens; i++)
+                for (var i = j; i <= last; i++)
                 {
                     column[i - j] = probabilities[(long)i * padded + j];
                 }

@@ -332,6 +332,11 @@ public sealed partial class Attention : nn.Module
             ringValues.index_copy_(1, target, values.detach().index_select(1, source).to_type(ringValues.dtype));
         }
 
+        if (past == 0 && context.Batch.Training && context.Batch.Capture is null && CausalAttentionFunction.Supports(query))
+        {
+            // Training on the CPU, as AttendFull: one autograd node, whose scores cover the sinks' and the window's keys only.
+            return CausalAttentionFunction.Apply(query, keys.transpose(0, 1), values.transpose(0, 1), context.Batch.KernelThreads, _window);
+        }
         if (PrefillsWithKernels(context))
         {
             // Keys in position order (the ring holds them circularly): each query's keys are then two runs.
