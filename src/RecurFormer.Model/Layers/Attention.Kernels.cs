@@ -132,6 +132,14 @@ public sealed partial class Attention
         && _heads.GroupSize <= PrefillAttentionKernel.Lanes;
 
     /// <summary>
+    /// Whether a sequence's attention in training runs as one autograd node on the CPU kernels
+    /// (<see cref="CausalAttentionFunction"/>, full and windowed groups alike): the whole sequence at once (no past),
+    /// nothing captured.
+    /// </summary>
+    private static bool TrainsWithKernels(Tensor query, int past, ForwardContext context) =>
+        past == 0 && context.Batch.Training && context.Batch.Capture is null && CausalAttentionFunction.Supports(query);
+
+    /// <summary>
     /// Causal attention of a chunk's n queries (positions past..past+n-1, RoPE applied, [n, fullHeads, hd]) over the
     /// sequence's keys in the pool (the chunk's own already written): → float32 [n, fullHeads, hd]. One task per
     /// (block of queries whose heads fill a vector, group), spread over the kernel threads.

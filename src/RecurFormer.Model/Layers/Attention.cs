@@ -265,7 +265,7 @@ public sealed partial class Attention : nn.Module
         values = values.transpose(0, 1);
         keyPool.index_copy_(1, newRows, keys.detach().to_type(keyPool.dtype));
         valuePool.index_copy_(1, newRows, values.detach().to_type(valuePool.dtype));
-        if (past == 0 && context.Batch.Training && context.Batch.Capture is null && CausalAttentionFunction.Supports(query))
+        if (TrainsWithKernels(query, past, context))
         {
             // Training on the CPU: one autograd node, computed in float32 like libtorch's flash path, faster at these lengths.
             return CausalAttentionFunction.Apply(query, keys.transpose(0, 1), values.transpose(0, 1), context.Batch.KernelThreads);
@@ -332,7 +332,7 @@ public sealed partial class Attention : nn.Module
             ringValues.index_copy_(1, target, values.detach().index_select(1, source).to_type(ringValues.dtype));
         }
 
-        if (past == 0 && context.Batch.Training && context.Batch.Capture is null && CausalAttentionFunction.Supports(query))
+        if (TrainsWithKernels(query, past, context))
         {
             // Training on the CPU, as AttendFull: one autograd node, whose scores cover the sinks' and the window's keys only.
             return CausalAttentionFunction.Apply(query, keys.transpose(0, 1), values.transpose(0, 1), context.Batch.KernelThreads, _window);
